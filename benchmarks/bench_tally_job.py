@@ -1,0 +1,368 @@
+"""A tally job's time, split into compute and overhead (queue, bridge, database), for 1 and 2 Ray workers.
+
+The same election (real ElectionGuard ballots, every proof checked) is tallied as a job through the
+whole production path: outbox → relay → RabbitMQ → bridge → Ray task → PostgreSQL → finalize.
+
+- **compute**: the tally arithmetic of every chunk run directly in this process, one chunk after the
+  other, with nothing else around it: decode the ballots, ``validate_ballots``, ``accumulate``, and
+  the product of the chunk tallies. This is what any design has to pay.
+- **job wall time**: from the job's creation (its rows and outbox committed) to COMPLETED as seen by
+  polling PostgreSQL, with W Ray workers (``ray.init(num_cpus=W)``, one chunk per CPU, the bridge's
+  ``max_in_flight = W``).
+- **overhead** = wall − compute / W: relay and publish, broker round trips, claim, Ray scheduling,
+  loading chunks from PostgreSQL, writing results, the finalizer, and (on a 2-core machine) the
+  bridge's own process competing with the workers for CPU.
+
+It also measures the peak memory of one chunk task (``--measure-memory``): a fresh process runs the
+real tally body on one chunk of ``chunk_size`` ballots and reports its peak RSS above the baseline of
+a process that has imported everything (the figure behind ``task_memory_mb``).
+
+    python benchmarks/bench_tally_job.py [--ballots 400] [--chunk-size 50] [--workers 1,2] [--measure-memory]
+
+Writes benchmarks/results/bench_tally_job.{md,json,png}. Needs PostgreSQL and RabbitMQ (as the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, text
+
+ADMIN_URL = os.environ.get("AMARVOTE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+AMQP_BASE = os.environ.get("AMARVOTE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "amarvote-bench-ballots"
+CANDIDATES = ["A", "B", "C", "D"]
+
+
+# ------------------------------------------------------------------------------------------ setup
+def make_database() -> tuple[str, str]:
+    name = f"amarvote_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(name: str) -> None:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_vhost() -> tuple[str, str]:
+    vhost = f"amarvote_bench_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    return vhost, f"{AMQP_BASE}/{vhost}"
+
+
+def make_election(url: str, ballots: int) -> int:
+    """An election with ``ballots`` real encrypted ballots (cached between runs), closed."""
+    from bridge.db import session_factory
+    from compute.ballot import BallotBoxState, decode_submitted_ballot, encode_submitted_ballot
+    from service.db.models import Ballot, Election, Guardian
+    from service.elections import crypto
+
+    CACHE.mkdir(exist_ok=True)
+    cache = CACHE / f"election-{ballots}.pickle"
+    if cache.exists():
+        data = pickle.loads(cache.read_bytes())
+    else:
+        manifest, manifest_hash = crypto.simple_manifest(CANDIDATES, None, 1, "bench")
+        _privates, records, context = crypto.key_ceremony(3, 2, manifest_hash, ["g1", "g2", "g3"])
+        payloads = []
+        t = time.perf_counter()
+        for i in range(ballots):
+            pb = {
+                "object_id": f"ballot-{i}",
+                "style_id": "ballot-style-1",
+                "contests": [
+                    {
+                        "object_id": "contest-1",
+                        "ballot_selections": [{"object_id": CANDIDATES[i % 4], "vote": 1}],
+                    }
+                ],
+            }
+            b, _nonce = crypto.encrypt_plaintext(pb, BallotBoxState.CAST, manifest, context, 1)
+            payloads.append(encode_submitted_ballot(b))
+        print(f"encrypted {ballots} ballots in {time.perf_counter() - t:.1f} s (cached in {cache})")
+        data = {
+            "manifest": manifest,
+            "hash": manifest_hash,
+            "records": records,
+            "context": context,
+            "payloads": payloads,
+        }
+        cache.write_bytes(pickle.dumps(data))
+    factory = session_factory(url)
+    with factory.begin() as s:
+        e = Election(
+            name="bench",
+            state="closed",
+            manifest=data["manifest"],
+            manifest_hash=data["hash"],
+            number_of_guardians=3,
+            quorum=2,
+            context=data["context"],
+        )
+        s.add(e)
+        s.flush()
+        for r in data["records"]:
+            s.add(
+                Guardian(
+                    election_id=e.id,
+                    guardian_id=r["guardian_id"],
+                    sequence_order=r["sequence_order"],
+                    public_record=r,
+                )
+            )
+        for p in data["payloads"]:
+            b = decode_submitted_ballot(p)
+            s.add(Ballot(election_id=e.id, object_id=b.object_id, state=1, code="c", payload=p))
+        return e.id
+
+
+def reset_tally(url: str, election_id: int) -> None:
+    """Benchmark only: forget the previous tally job so the same election is tallied again."""
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("DELETE FROM outbox"))
+        c.execute(text("DELETE FROM chunk_task"))
+        c.execute(text("DELETE FROM election_center WHERE election_id = :e"), {"e": election_id})
+        c.execute(text("DELETE FROM election_job WHERE election_id = :e"), {"e": election_id})
+        c.execute(
+            text("UPDATE election SET state='closed', encrypted_tally=NULL WHERE id = :e"), {"e": election_id}
+        )
+    engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------ measures
+def direct_compute(url: str, election_id: int, chunk_size: int) -> dict[str, float]:
+    """The tally arithmetic alone, chunk by chunk in this process (ballots read up front, not timed)."""
+    from bridge.db import session_factory
+    from compute.ballot import decode_submitted_ballot
+    from compute.tally import accumulate, new_tally, sum_tallies
+    from compute.validate import validate_ballots
+    from service.db.models import Election
+    from service.elections import crypto
+
+    with session_factory(url)() as s:
+        e = s.get(Election, election_id)
+        internal, context = crypto.internal_manifest(e.manifest), crypto.context_of(e.context)
+        payloads = list(
+            s.scalars(
+                text("SELECT payload FROM ballot WHERE election_id = :e ORDER BY seq").bindparams(
+                    e=election_id
+                )
+            )
+        )
+    t0 = time.perf_counter()
+    tallies = []
+    for i in range(0, len(payloads), chunk_size):
+        ballots = [decode_submitted_ballot(p) for p in payloads[i : i + chunk_size]]
+        assert not validate_ballots(ballots, internal, context)
+        tallies.append(accumulate(new_tally(internal), ballots))
+    sum_tallies(tallies)
+    return {"compute_s": time.perf_counter() - t0, "chunks": len(tallies)}
+
+
+def job_run(url: str, amqp_url: str, election_id: int, chunk_size: int, workers: int) -> dict[str, float]:
+    import ray
+
+    from bridge.consumer import Bridge
+    from bridge.db import session_factory
+    from bridge.reconciler import Reconciler
+    from bridge.relay import OutboxRelay
+    from service.db.models import ElectionJob
+    from service.jobs import planning
+    from service.settings import Settings
+
+    reset_tally(url, election_id)
+    settings = Settings(database_url=url, amqp_url=amqp_url, max_in_flight=workers, task_memory_mb=256)
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    # Warm the workers (process start, imports) so the job measures steady state, not Ray's start.
+    ray.get([ray.remote(lambda: __import__("bridge.tasks.tally")).remote() for _ in range(workers)])
+    factory = session_factory(url)
+    relay = OutboxRelay(factory, amqp_url, poll_interval=0.05)
+    reconciler = Reconciler(factory, interval=30, stale_after=timedelta(seconds=600))
+    bridge = Bridge(settings)
+    threads = [threading.Thread(target=x.run, daemon=True) for x in (relay, reconciler, bridge)]
+    for t in threads:
+        t.start()
+    assert bridge.ready.wait(30)
+    t0 = time.perf_counter()
+    with factory.begin() as s:
+        job_id = planning.create_tally_job(s, election_id, chunk_size).job_id
+    while True:
+        with factory() as s:
+            job = s.get(ElectionJob, job_id)
+            if job.status in ("COMPLETED", "FAILED"):
+                break
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    assert job.status == "COMPLETED", job.error_message
+    for x in (relay, reconciler, bridge):
+        x.stop()
+    for t in threads:
+        t.join(timeout=60)
+    ray.shutdown()
+    return {"workers": workers, "wall_s": wall, "chunks": job.total_chunks}
+
+
+MEASURE_SNIPPET = r"""
+import resource, sys, uuid
+sys.path.insert(0, {root!r})
+from bridge.db import session_factory, in_transaction
+from bridge.tasks import ChunkContext
+import bridge.tasks.tally as tally_body, compute.validate, compute.tally  # noqa
+from service.db.models import ChunkTask
+from service.jobs import transitions
+from sqlalchemy import select
+url = {url!r}
+f = session_factory(url)
+task_id = in_transaction(f, lambda s: s.scalars(select(ChunkTask.id).order_by(ChunkTask.id)).first())
+claim = in_transaction(f, lambda s: transitions.claim(s, task_id, "measure", transitions.Policy()))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tally_body.run(ChunkContext(claim=claim, database_url=url))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base, peak)
+"""
+
+
+def measure_memory(url: str, election_id: int, chunk_size: int) -> dict[str, float]:
+    from bridge.db import session_factory
+    from service.jobs import planning
+
+    reset_tally(url, election_id)
+    with session_factory(url).begin() as s:
+        planning.create_tally_job(s, election_id, chunk_size)
+    code = MEASURE_SNIPPET.format(root=str(Path(__file__).resolve().parent.parent), url=url)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    base, peak = (int(x) for x in out.split()[-2:])
+    return {
+        "chunk_size": chunk_size,
+        "baseline_mib": base / 1024,
+        "peak_mib": peak / 1024,
+        "chunk_mib": (peak - base) / 1024,
+    }
+
+
+# ------------------------------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ballots", type=int, default=400)
+    ap.add_argument("--chunk-size", type=int, default=50)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--measure-memory", action="store_true")
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from service.db import migrate
+
+    db_name, url = make_database()
+    vhost, amqp_url = make_vhost()
+    try:
+        migrate.upgrade(url)
+        election_id = make_election(url, args.ballots)
+        direct = direct_compute(url, election_id, args.chunk_size)
+        print(
+            f"compute alone: {direct['compute_s']:.2f} s for {args.ballots} ballots"
+            f" in {direct['chunks']} chunks"
+        )
+        runs = []
+        for w in (int(x) for x in args.workers.split(",")):
+            r = job_run(url, amqp_url, election_id, args.chunk_size, w)
+            r["ideal_s"] = direct["compute_s"] / w
+            r["overhead_s"] = r["wall_s"] - r["ideal_s"]
+            runs.append(r)
+            print(
+                f"{w} worker(s): wall {r['wall_s']:.2f} s, compute/W {r['ideal_s']:.2f} s, "
+                f"overhead {r['overhead_s']:.2f} s"
+            )
+        memory = measure_memory(url, election_id, args.chunk_size) if args.measure_memory else None
+        if memory:
+            print(f"memory of one {args.chunk_size}-ballot chunk: {memory}")
+    finally:
+        drop_database(db_name)
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+    write_results(args, direct, runs, memory)
+
+
+def write_results(args, direct, runs, memory) -> None:  # type: ignore[no-untyped-def]
+    RESULTS.mkdir(exist_ok=True)
+    doc = {
+        "ballots": args.ballots,
+        "chunk_size": args.chunk_size,
+        "cpus": os.cpu_count(),
+        "compute_s": direct["compute_s"],
+        "runs": runs,
+        "memory": memory,
+    }
+    (RESULTS / "bench_tally_job.json").write_text(json.dumps(doc, indent=2))
+    lines = [
+        f"# Tally job: compute vs overhead ({args.ballots} ballots, chunks of {args.chunk_size},"
+        f" {os.cpu_count()} CPUs)",
+        "",
+        f"Compute alone (decode + validate every proof + accumulate + product, one process): "
+        f"{direct['compute_s']:.2f} s ({1000 * direct['compute_s'] / args.ballots:.1f} ms/ballot).",
+        "",
+        "| Ray workers | job wall (s) | compute / W (s) | overhead (s) | overhead share |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['workers']} | {r['wall_s']:.2f} | {r['ideal_s']:.2f} | {r['overhead_s']:.2f} |"
+            f" {100 * r['overhead_s'] / r['wall_s']:.0f}% |"
+        )
+    if memory:
+        lines += [
+            "",
+            f"Peak memory of one {memory['chunk_size']}-ballot chunk task: "
+            f"{memory['chunk_mib']:.1f} MiB above a {memory['baseline_mib']:.0f} MiB process baseline"
+            f" (peak RSS {memory['peak_mib']:.0f} MiB).",
+        ]
+    (RESULTS / "bench_tally_job.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = [f"{r['workers']} worker(s)" for r in runs]
+        ax.bar(labels, [r["ideal_s"] for r in runs], label="compute / W")
+        ax.bar(labels, [r["overhead_s"] for r in runs], bottom=[r["ideal_s"] for r in runs], label="overhead")
+        ax.set_ylabel("seconds")
+        ax.set_title(f"Tally job, {args.ballots} ballots, chunks of {args.chunk_size}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "bench_tally_job.png", dpi=120)
+    except ImportError:
+        pass
+    print((RESULTS / "bench_tally_job.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from bridge.runner import main
+
+main()

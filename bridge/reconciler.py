@@ -1,0 +1,71 @@
+"""The reconciler: no chunk task waits forever.
+
+PostgreSQL says which tasks still need doing. A task can be left without a message when a message
+is lost between commit and publish, when a bridge dies holding a lease (the redelivered message
+found the lease still live and was acked), or when a message was dead-lettered by the broker's own
+delivery limit. Every ``interval`` the reconciler writes a fresh outbox row for each task that is
+PENDING past its backoff, or RUNNING with an expired lease, and that has no unsent outbox row and
+no message published within ``stale_after`` (see ``transitions.reclaimable``). Duplicates that
+slip through are harmless: claims and completions are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from bridge.db import SessionFactory, in_transaction
+from service.db.models import ElectionJob
+from service.jobs import transitions
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_once(factory: SessionFactory, *, stale_after: timedelta) -> int:
+    """Write outbox rows for stuck tasks; returns how many."""
+
+    def work(session) -> int:  # type: ignore[no-untyped-def]
+        tasks = transitions.reclaimable(session, stale_after=stale_after)
+        for task in tasks:
+            job = session.get(ElectionJob, task.job_id)
+            transitions.enqueue(session, task, job)
+        return len(tasks)
+
+    n = in_transaction(factory, work)
+    if n:
+        log.info("republished %d stuck chunk task(s)", n)
+    return n
+
+
+class Reconciler:
+    def __init__(self, factory: SessionFactory, *, interval: float = 30.0, stale_after: timedelta) -> None:
+        self.factory = factory
+        self.interval = interval
+        self.stale_after = stale_after
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                reconcile_once(self.factory, stale_after=self.stale_after)
+            except Exception as exc:
+                log.warning("reconcile round failed (%s)", type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def main() -> None:
+    """``python -m bridge.reconciler``: see :mod:`bridge.runner`."""
+    import logging as _logging
+
+    from bridge.runner import run_reconciler
+    from service.settings import get_settings
+
+    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_reconciler(get_settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Ray task bodies: one chunk task per Ray task, one body per operation.
+
+A body gets a :class:`ChunkContext` (the claim's ids and a session factory of its own process),
+loads its chunk from the database, calls ``compute/``, and commits its result together with the
+task's DONE state through :meth:`ChunkContext.complete`. It returns the transition's outcome. An
+exception is the attempt's failure: the bridge records it with ``transitions.fail`` (attempts are
+counted in PostgreSQL), so Ray is told never to retry exceptions itself.
+
+Bodies are named by import path (``"module:function"``) rather than passed as functions, so a
+Ray worker on another machine imports them itself, and a bridge can be configured with other
+bodies (tests use bodies that count, sleep or always raise).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge import metrics
+from bridge.db import SessionFactory, in_transaction, session_factory
+from service.db.models import Ballot, ElectionCenter, OperationType
+from service.jobs import transitions
+from service.jobs.transitions import Claim, Finalizer, Outcome, WriteResult
+
+# The real bodies, by operation. Each module imports compute/ lazily, on the worker.
+DEFAULT_BODIES: dict[str, str] = {
+    OperationType.TALLY.value: "bridge.tasks.tally:run",
+    OperationType.PARTIAL_DECRYPTION.value: "bridge.tasks.decryption:run_partial",
+    OperationType.COMPENSATED_DECRYPTION.value: "bridge.tasks.decryption:run_compensated",
+    OperationType.COMBINE_DECRYPTION.value: "bridge.tasks.combine:run",
+}
+
+# Ballots fetched per round trip when a body streams its chunk: a worker holds one batch of
+# decoded ballots at a time, whatever the chunk size or the election size.
+STREAM_BATCH = 500
+
+Body = Callable[["ChunkContext"], Outcome]
+
+
+@dataclass(slots=True)
+class ChunkContext:
+    claim: Claim
+    database_url: str
+    batch_size: int = STREAM_BATCH
+    ballots_processed: int = 0
+
+    @property
+    def factory(self) -> SessionFactory:
+        return session_factory(self.database_url)
+
+    def read(self, fn: Callable[[Session], Any]) -> Any:
+        """Run a read in its own short transaction (retried if the connection drops)."""
+        return in_transaction(self.factory, fn)
+
+    def chunk(self) -> ElectionCenter:
+        return self.read(lambda s: s.get(ElectionCenter, self.claim.chunk_id))
+
+    def stream_ballots(self, chunk: ElectionCenter) -> Iterator[Ballot]:
+        """The chunk's ballots in seq order, ``batch_size`` at a time (keyset pagination).
+
+        Each batch is its own short query, so no transaction or server-side cursor stays open
+        for the length of a chunk, and a dropped connection costs one batch, not the chunk.
+        """
+        assert chunk.first_seq is not None and chunk.last_seq is not None
+        after = chunk.first_seq - 1
+        while True:
+            batch = self.read(
+                lambda s, after=after: list(
+                    s.execute(
+                        select(Ballot)
+                        .where(
+                            Ballot.election_id == chunk.election_id,
+                            Ballot.seq > after,
+                            Ballot.seq <= chunk.last_seq,
+                        )
+                        .order_by(Ballot.seq)
+                        .limit(self.batch_size)
+                    ).scalars()
+                )
+            )
+            if not batch:
+                return
+            yield from batch
+            self.ballots_processed += len(batch)
+            after = batch[-1].seq
+            del batch
+
+    def complete(self, write_result: WriteResult, finalize: Finalizer | None = None) -> Outcome:
+        """Commit the result and the DONE state in one transaction (idempotent: safe to repeat)."""
+        return in_transaction(
+            self.factory,
+            lambda s: transitions.complete(s, self.claim.task_id, write_result, finalize),
+        )
+
+
+def resolve(path: str) -> Body:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@ray.remote
+def run_chunk(body_path: str, database_url: str, claim: Claim) -> str:
+    """The Ray task: run one chunk task's body on a worker. Returns the Outcome's value.
+
+    The database URL travels as a task argument inside the Ray cluster (never through RabbitMQ);
+    key material is never an argument: bodies read what they need from the escrow themselves.
+    """
+    started = time.perf_counter()
+    ctx = ChunkContext(claim=claim, database_url=database_url)
+    outcome = resolve(body_path)(ctx)
+    metrics.observe_chunk(claim.operation, time.perf_counter() - started, ctx.ballots_processed)
+    return Outcome(outcome).value

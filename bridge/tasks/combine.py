@@ -1,0 +1,113 @@
+"""COMBINE_DECRYPTION of one chunk (or of the election-level row): plaintext counts from the shares.
+
+The available guardians' shares are read from ``decryption_share``; each missing guardian's share is
+reconstructed from the available guardians' compensated shares with Lagrange coefficients. Every proof
+is checked (``combine_shares(verify=True)``) before anything is decrypted. The chunk's result is the
+reference's PlaintextTally JSON plus ``spoiled_ballots`` {ballot id: PlaintextTally JSON}; the
+finalizer checks that the chunks add up to the election row's result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.tasks import ChunkContext
+from bridge.tasks.common import (
+    ballots_by_id,
+    election_context,
+    election_data,
+    guardian_records,
+    internal_manifest,
+    job_of,
+)
+from bridge.tasks.decryption import _tally_of
+from service.db.models import ChunkTask, CompensatedShare, DecryptionShare, ElectionCenter, ElectionJob
+from service.jobs.transitions import Outcome
+
+
+def _decrypt(
+    target: Any,
+    direct: dict[str, Any],
+    compensated: dict[str, dict[str, Any]],
+    guardians: dict[str, Any],
+    lagrange: dict[str, Any],
+    context: Any,
+    manifest: Any,
+) -> dict[str, Any]:
+    """direct: guardian -> share JSON; compensated: missing -> {available guardian -> share JSON}."""
+    from compute.decryption import (
+        CompensatedDecryptionShare,
+        combine_shares,
+        reconstruct_decryption_share,
+    )
+    from compute.decryption import (
+        DecryptionShare as Share,
+    )
+
+    shares = {g: Share.from_json(s) for g, s in direct.items()}
+    for missing, parts in compensated.items():
+        shares[missing] = reconstruct_decryption_share(
+            guardians[missing],
+            target,
+            {g: CompensatedDecryptionShare.from_json(s) for g, s in parts.items()},
+            lagrange,
+        )
+    # Every proof is checked against the guardians' public records (recovery keys of the
+    # compensated parts from the missing guardian's commitments) before anything is decrypted.
+    return combine_shares(target, shares, list(guardians.values()), context, manifest).to_json()
+
+
+def run(ctx: ChunkContext) -> Outcome:
+    from compute.decryption import compute_lagrange_coefficients
+
+    chunk: ElectionCenter = ctx.chunk()
+    job = job_of(ctx)
+    meta = job.metadata_ or {}
+    available: list[str] = list(meta["available_guardian_ids"])
+    missing: list[str] = list(meta.get("missing_guardian_ids") or [])
+    data = election_data(ctx)
+    context, manifest = election_context(data), internal_manifest(data).manifest
+    guardians = guardian_records(ctx)
+    lagrange = compute_lagrange_coefficients((g, guardians[g].sequence_order) for g in available)
+
+    def read_shares(s: Session) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        direct = {
+            r.guardian_id: r.share
+            for r in s.scalars(select(DecryptionShare).where(DecryptionShare.chunk_id == chunk.id))
+            if r.guardian_id in available
+        }
+        comp: dict[str, dict[str, Any]] = {m: {} for m in missing}
+        for r in s.scalars(select(CompensatedShare).where(CompensatedShare.chunk_id == chunk.id)):
+            if r.missing_guardian_id in comp and r.guardian_id in available:
+                comp[r.missing_guardian_id][r.guardian_id] = r.share
+        return direct, comp
+
+    direct, comp = ctx.read(read_shares)
+    if set(direct) != set(available) or any(set(p) != set(available) for p in comp.values()):
+        raise LookupError(f"chunk {chunk.chunk_number}: shares are incomplete for the combine")
+
+    result = _decrypt(_tally_of(chunk), direct, comp, guardians, lagrange, context, manifest)
+    spoiled_ids = set(next(iter(direct.values())).get("spoiled_ballots") or {})
+    ballots = ballots_by_id(ctx, chunk, spoiled_ids)
+    result["spoiled_ballots"] = {
+        bid: _decrypt(
+            ballot,
+            {g: s["spoiled_ballots"][bid] for g, s in direct.items()},
+            {m: {g: s["spoiled_ballots"][bid] for g, s in parts.items()} for m, parts in comp.items()},
+            guardians,
+            lagrange,
+            context,
+            manifest,
+        )
+        for bid, ballot in ballots.items()
+    }
+
+    def write(session: Session, task: ChunkTask, _job: ElectionJob) -> None:
+        row = session.get(ElectionCenter, task.chunk_id)
+        assert row is not None
+        row.result = result
+
+    return ctx.complete(write)

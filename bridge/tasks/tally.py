@@ -1,0 +1,62 @@
+"""TALLY: verify every ballot of one chunk and accumulate the cast ones into the chunk's encrypted tally.
+
+Ballots are streamed ``ctx.batch_size`` at a time: a worker holds one batch of decoded ballots, the
+running tally (one ciphertext per selection) and the chunk's ballot ids, whatever the election's size.
+Any invalid ballot fails the chunk with the ballot named: a tally never silently leaves one out.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from bridge.tasks import ChunkContext
+from bridge.tasks.common import election_context, election_data, internal_manifest
+from service.db.models import ChunkTask, ElectionCenter, ElectionJob
+from service.jobs.transitions import Outcome
+
+
+class InvalidBallots(ValueError):
+    pass
+
+
+def run(ctx: ChunkContext) -> Outcome:
+    from compute.ballot import decode_submitted_ballot
+    from compute.tally import accumulate, new_tally
+    from compute.validate import validate_ballots
+
+    chunk = ctx.chunk()
+    data = election_data(ctx)
+    internal, context = internal_manifest(data), election_context(data)
+    tally = new_tally(internal)
+    failures: list[str] = []
+    batch = []
+
+    def flush() -> None:
+        bad = validate_ballots(batch, internal, context)
+        failures.extend(f.message for f in bad)
+        if not bad:
+            accumulate(tally, batch)
+        batch.clear()
+
+    for row in ctx.stream_ballots(chunk):
+        batch.append(decode_submitted_ballot(row.payload))
+        if len(batch) >= ctx.batch_size:
+            flush()
+    if batch:
+        flush()
+    if failures:
+        raise InvalidBallots(
+            f"{len(failures)} invalid ballot(s) in chunk {chunk.chunk_number}: {failures[0]}"
+        )
+
+    document = tally.to_json()
+    cast, spoiled = tally.cast(), sorted(tally.spoiled_ballot_ids)
+
+    def write(session: Session, task: ChunkTask, _job: ElectionJob) -> None:
+        row = session.get(ElectionCenter, task.chunk_id)
+        assert row is not None
+        row.encrypted_tally = document
+        row.cast_count = cast
+        row.spoiled_ids = spoiled
+
+    return ctx.complete(write)

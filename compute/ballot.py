@@ -1,0 +1,538 @@
+"""Ballots (the reference's ``electionguard.ballot``): plaintext, ciphertext and submitted; their JSON,
+ballot codes, and a compact binary codec for storage.
+
+JSON is exactly what ``electionguard.serialize.to_raw`` writes (group elements as upper-case hex), so
+ballots move between this package and the reference. The binary form stores each element mod p in 512
+bytes and each element mod q in 32 bytes (about half the size of the JSON and much faster to parse).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Any
+
+from gmpy2 import mpz
+
+from compute.elgamal import Ciphertext
+from compute.group import ZERO, from_hex, to_hex
+from compute.hashing import hash_elems
+from compute.selection_proofs import (
+    SELECTION_LIMIT_USAGE,
+    SELECTION_VALUE_USAGE,
+    ConstantChaumPedersenProof,
+    DisjunctiveChaumPedersenProof,
+)
+
+
+class BallotBoxState(IntEnum):
+    """As the reference: CAST 1, SPOILED 2, UNKNOWN 999 (its JSON writes these numbers)."""
+
+    CAST = 1
+    SPOILED = 2
+    UNKNOWN = 999
+
+
+def get_hash_for_device(device_id: int, session_id: int, launch_code: int, location: str) -> mpz:
+    """The starting code of an encryption device (reference ``ballot_code.get_hash_for_device``)."""
+    return hash_elems(device_id, session_id, launch_code, location)
+
+
+def get_ballot_code(prev_code: mpz, timestamp: int, ballot_hash: mpz) -> mpz:
+    """A ballot's code, chained from the previous code (or the device hash)."""
+    return hash_elems(prev_code, timestamp, ballot_hash)
+
+
+def _opt_hex(x: mpz | None) -> str | None:
+    return None if x is None else to_hex(x)
+
+
+def _opt_from_hex(s: str | None) -> mpz | None:
+    return None if s is None else from_hex(s)
+
+
+def _ct_json(c: Ciphertext) -> dict[str, str]:
+    return {"pad": to_hex(c.pad), "data": to_hex(c.data)}
+
+
+def _ct_from(d: dict[str, str]) -> Ciphertext:
+    return Ciphertext(from_hex(d["pad"]), from_hex(d["data"]))
+
+
+# ---------------------------------------------------------------- plaintext
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextBallotSelection:
+    object_id: str
+    vote: int
+    is_placeholder_selection: bool = False
+    write_in: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "vote": self.vote,
+            "is_placeholder_selection": self.is_placeholder_selection,
+            "write_in": self.write_in,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PlaintextBallotSelection:
+        return cls(
+            d["object_id"], int(d["vote"]), bool(d.get("is_placeholder_selection", False)), d.get("write_in")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextBallotContest:
+    object_id: str
+    ballot_selections: tuple[PlaintextBallotSelection, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "ballot_selections": [s.to_json() for s in self.ballot_selections],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PlaintextBallotContest:
+        return cls(
+            d["object_id"],
+            tuple(PlaintextBallotSelection.from_json(s) for s in d.get("ballot_selections") or []),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextBallot:
+    object_id: str
+    style_id: str
+    contests: tuple[PlaintextBallotContest, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "style_id": self.style_id,
+            "contests": [c.to_json() for c in self.contests],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PlaintextBallot:
+        return cls(
+            d["object_id"], d["style_id"], tuple(PlaintextBallotContest.from_json(c) for c in d["contests"])
+        )
+
+
+# ---------------------------------------------------------------- ciphertext
+
+
+@dataclass(frozen=True, slots=True)
+class HashedElGamalCiphertext:
+    """The contest's encrypted extended data: pad mod p, data and mac as the reference's hex strings."""
+
+    pad: mpz
+    data: str
+    mac: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pad": to_hex(self.pad), "data": self.data, "mac": self.mac}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HashedElGamalCiphertext:
+        return cls(from_hex(d["pad"]), d["data"], d["mac"])
+
+
+def selection_crypto_hash(object_id: str, description_hash: mpz, ciphertext: Ciphertext) -> mpz:
+    return hash_elems(object_id, description_hash, ciphertext.crypto_hash())
+
+
+@dataclass(frozen=True, slots=True)
+class CiphertextBallotSelection:
+    object_id: str
+    sequence_order: int
+    description_hash: mpz
+    ciphertext: Ciphertext
+    crypto_hash: mpz
+    is_placeholder_selection: bool = False
+    nonce: mpz | None = None
+    proof: DisjunctiveChaumPedersenProof | None = None
+
+    def crypto_hash_with(self, encryption_seed: mpz) -> mpz:
+        return selection_crypto_hash(self.object_id, encryption_seed, self.ciphertext)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "sequence_order": self.sequence_order,
+            "description_hash": to_hex(self.description_hash),
+            "ciphertext": _ct_json(self.ciphertext),
+            "crypto_hash": to_hex(self.crypto_hash),
+            "is_placeholder_selection": self.is_placeholder_selection,
+            "nonce": _opt_hex(self.nonce),
+            "proof": None if self.proof is None else self.proof.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CiphertextBallotSelection:
+        pr = d.get("proof")
+        return cls(
+            d["object_id"],
+            int(d["sequence_order"]),
+            from_hex(d["description_hash"]),
+            _ct_from(d["ciphertext"]),
+            from_hex(d["crypto_hash"]),
+            bool(d.get("is_placeholder_selection", False)),
+            _opt_from_hex(d.get("nonce")),
+            None if pr is None else DisjunctiveChaumPedersenProof.from_json(pr),
+        )
+
+
+def contest_crypto_hash(object_id: str, selections: tuple[CiphertextBallotSelection, ...], seed: mpz) -> mpz:
+    """As the reference: over the selections' crypto hashes in sequence order; 0 if there are none."""
+    if not selections:
+        return ZERO
+    hashes = [s.crypto_hash for s in sorted(selections, key=lambda s: s.sequence_order)]
+    return hash_elems(object_id, seed, *hashes)
+
+
+@dataclass(frozen=True, slots=True)
+class CiphertextBallotContest:
+    object_id: str
+    sequence_order: int
+    description_hash: mpz
+    ballot_selections: tuple[CiphertextBallotSelection, ...]
+    ciphertext_accumulation: Ciphertext
+    crypto_hash: mpz
+    nonce: mpz | None = None
+    proof: ConstantChaumPedersenProof | None = None
+    extended_data: HashedElGamalCiphertext | None = None
+
+    def crypto_hash_with(self, encryption_seed: mpz) -> mpz:
+        return contest_crypto_hash(self.object_id, self.ballot_selections, encryption_seed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "sequence_order": self.sequence_order,
+            "description_hash": to_hex(self.description_hash),
+            "ballot_selections": [s.to_json() for s in self.ballot_selections],
+            "ciphertext_accumulation": _ct_json(self.ciphertext_accumulation),
+            "crypto_hash": to_hex(self.crypto_hash),
+            "nonce": _opt_hex(self.nonce),
+            "proof": None if self.proof is None else self.proof.to_json(),
+            "extended_data": None if self.extended_data is None else self.extended_data.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CiphertextBallotContest:
+        pr, ext = d.get("proof"), d.get("extended_data")
+        return cls(
+            d["object_id"],
+            int(d["sequence_order"]),
+            from_hex(d["description_hash"]),
+            tuple(CiphertextBallotSelection.from_json(s) for s in d["ballot_selections"]),
+            _ct_from(d["ciphertext_accumulation"]),
+            from_hex(d["crypto_hash"]),
+            _opt_from_hex(d.get("nonce")),
+            None if pr is None else ConstantChaumPedersenProof.from_json(pr),
+            None if ext is None else HashedElGamalCiphertext.from_json(ext),
+        )
+
+
+def ballot_crypto_hash(
+    object_id: str, manifest_hash: mpz, contests: tuple[CiphertextBallotContest, ...]
+) -> mpz:
+    """The hash a ballot is made with (``create_ballot_hash``: contests in sequence order)."""
+    hashes = [c.crypto_hash for c in sorted(contests, key=lambda c: c.sequence_order)]
+    return hash_elems(object_id, manifest_hash, *hashes)
+
+
+def _ballot_json(b: CiphertextBallot | SubmittedBallot) -> dict[str, Any]:
+    return {
+        "object_id": b.object_id,
+        "style_id": b.style_id,
+        "manifest_hash": to_hex(b.manifest_hash),
+        "code_seed": to_hex(b.code_seed),
+        "contests": [c.to_json() for c in b.contests],
+        "code": to_hex(b.code),
+        "timestamp": b.timestamp,
+        "crypto_hash": to_hex(b.crypto_hash),
+        "nonce": _opt_hex(b.nonce),
+    }
+
+
+def _ballot_fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "object_id": d["object_id"],
+        "style_id": d["style_id"],
+        "manifest_hash": from_hex(d["manifest_hash"]),
+        "code_seed": from_hex(d["code_seed"]),
+        "contests": tuple(CiphertextBallotContest.from_json(c) for c in d["contests"]),
+        "code": from_hex(d["code"]),
+        "timestamp": int(d["timestamp"]),
+        "crypto_hash": from_hex(d["crypto_hash"]),
+        "nonce": _opt_from_hex(d.get("nonce")),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CiphertextBallot:
+    """An encrypted ballot; ``nonce`` (the master nonce) and the contests' nonces are secrets."""
+
+    object_id: str
+    style_id: str
+    manifest_hash: mpz
+    code_seed: mpz
+    contests: tuple[CiphertextBallotContest, ...]
+    code: mpz
+    timestamp: int
+    crypto_hash: mpz
+    nonce: mpz | None
+
+    def crypto_hash_with(self, encryption_seed: mpz) -> mpz:
+        """As the reference's ``crypto_hash_with`` (contests in stored order; 0 if there are none)."""
+        if not self.contests:
+            return ZERO
+        return hash_elems(self.object_id, encryption_seed, *[c.crypto_hash for c in self.contests])
+
+    def to_json(self) -> dict[str, Any]:
+        return _ballot_json(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CiphertextBallot:
+        return cls(**_ballot_fields(d))
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedBallot:
+    """A cast or spoiled ballot: proofs kept, every nonce dropped."""
+
+    object_id: str
+    style_id: str
+    manifest_hash: mpz
+    code_seed: mpz
+    contests: tuple[CiphertextBallotContest, ...]
+    code: mpz
+    timestamp: int
+    crypto_hash: mpz
+    nonce: mpz | None
+    state: BallotBoxState
+
+    def crypto_hash_with(self, encryption_seed: mpz) -> mpz:
+        if not self.contests:
+            return ZERO
+        return hash_elems(self.object_id, encryption_seed, *[c.crypto_hash for c in self.contests])
+
+    def to_json(self) -> dict[str, Any]:
+        d = _ballot_json(self)
+        d["state"] = int(self.state)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SubmittedBallot:
+        return cls(**_ballot_fields(d), state=BallotBoxState(int(d["state"])))
+
+
+def make_submitted(ballot: CiphertextBallot, state: BallotBoxState) -> SubmittedBallot:
+    """As the reference's ``submit_ballot``: the same ballot with its state and without any nonce."""
+    contests = tuple(
+        replace(c, nonce=None, ballot_selections=tuple(replace(s, nonce=None) for s in c.ballot_selections))
+        for c in ballot.contests
+    )
+    return SubmittedBallot(
+        ballot.object_id,
+        ballot.style_id,
+        ballot.manifest_hash,
+        ballot.code_seed,
+        contests,
+        ballot.code,
+        ballot.timestamp,
+        ballot_crypto_hash(ballot.object_id, ballot.manifest_hash, contests),
+        None,
+        BallotBoxState(state),
+    )
+
+
+# ---------------------------------------------------------------- binary codec
+
+_MAGIC = b"AVB1"
+_PBYTES, _QBYTES = 512, 32
+
+
+class _Writer:
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def p(self, x: int) -> None:
+        self.buf += int(x).to_bytes(_PBYTES, "big")
+
+    def q(self, x: int) -> None:
+        self.buf += int(x).to_bytes(_QBYTES, "big")
+
+    def s(self, text: str) -> None:
+        b = text.encode("utf-8")
+        self.buf += struct.pack(">I", len(b)) + b
+
+    def i(self, fmt: str, *v: int) -> None:
+        self.buf += struct.pack(fmt, *v)
+
+
+class _Reader:
+    __slots__ = ("data", "off")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.off = 0
+
+    def _take(self, n: int) -> memoryview:
+        if self.off + n > len(self.data):
+            raise ValueError("truncated ballot record")
+        v = self.data[self.off : self.off + n]
+        self.off += n
+        return v
+
+    def p(self) -> mpz:
+        return mpz(int.from_bytes(self._take(_PBYTES), "big"))
+
+    def q(self) -> mpz:
+        return mpz(int.from_bytes(self._take(_QBYTES), "big"))
+
+    def s(self) -> str:
+        (n,) = struct.unpack(">I", self._take(4))
+        return bytes(self._take(n)).decode("utf-8")
+
+    def i(self, fmt: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self._take(struct.calcsize(fmt)))
+
+
+def _w_usage(w: _Writer, usage: str, default: str) -> None:
+    if usage == default:
+        w.i(">B", 0)
+    else:
+        w.i(">B", 1)
+        w.s(usage)
+
+
+def _r_usage(r: _Reader, default: str) -> str:
+    return default if r.i(">B")[0] == 0 else r.s()
+
+
+def encode_submitted_ballot(b: SubmittedBallot) -> bytes:
+    """Compact binary form of a submitted ballot (fixed-width elements; nonces are never stored)."""
+    w = _Writer()
+    w.buf += _MAGIC
+    w.s(b.object_id)
+    w.s(b.style_id)
+    w.q(b.manifest_hash)
+    w.q(b.code_seed)
+    w.q(b.code)
+    w.i(">qI", b.timestamp, int(b.state))
+    w.q(b.crypto_hash)
+    w.i(">H", len(b.contests))
+    for c in b.contests:
+        w.s(c.object_id)
+        w.i(">i", c.sequence_order)
+        w.q(c.description_hash)
+        w.p(c.ciphertext_accumulation.pad)
+        w.p(c.ciphertext_accumulation.data)
+        w.q(c.crypto_hash)
+        if c.proof is None:
+            w.i(">B", 0)
+        else:
+            w.i(">BQ", 1, c.proof.constant)
+            w.p(c.proof.pad)
+            w.p(c.proof.data)
+            w.q(c.proof.challenge)
+            w.q(c.proof.response)
+            _w_usage(w, c.proof.usage, SELECTION_LIMIT_USAGE)
+        if c.extended_data is None:
+            w.i(">B", 0)
+        else:
+            w.i(">B", 1)
+            w.p(c.extended_data.pad)
+            w.s(c.extended_data.data)
+            w.s(c.extended_data.mac)
+        w.i(">H", len(c.ballot_selections))
+        for s in c.ballot_selections:
+            w.s(s.object_id)
+            w.i(">iB", s.sequence_order, int(s.is_placeholder_selection))
+            w.q(s.description_hash)
+            w.p(s.ciphertext.pad)
+            w.p(s.ciphertext.data)
+            w.q(s.crypto_hash)
+            pr = s.proof
+            if pr is None:
+                w.i(">B", 0)
+            else:
+                w.i(">B", 1)
+                for x in (pr.proof_zero_pad, pr.proof_zero_data, pr.proof_one_pad, pr.proof_one_data):
+                    w.p(x)
+                for x in (
+                    pr.proof_zero_challenge,
+                    pr.proof_one_challenge,
+                    pr.challenge,
+                    pr.proof_zero_response,
+                    pr.proof_one_response,
+                ):
+                    w.q(x)
+                _w_usage(w, pr.usage, SELECTION_VALUE_USAGE)
+    return bytes(w.buf)
+
+
+def decode_submitted_ballot(data: bytes) -> SubmittedBallot:
+    r = _Reader(data)
+    if bytes(r._take(4)) != _MAGIC:
+        raise ValueError("not an encoded submitted ballot")
+    object_id, style_id = r.s(), r.s()
+    manifest_hash, code_seed, code = r.q(), r.q(), r.q()
+    timestamp, state = r.i(">qI")
+    crypto_hash = r.q()
+    contests = []
+    for _ in range(r.i(">H")[0]):
+        cid = r.s()
+        (cseq,) = r.i(">i")
+        cdh = r.q()
+        acc = Ciphertext(r.p(), r.p())
+        chash = r.q()
+        cproof = None
+        flag = r.i(">B")[0]
+        if flag:
+            (constant,) = r.i(">Q")
+            pad, dat, ch, resp = r.p(), r.p(), r.q(), r.q()
+            cproof = ConstantChaumPedersenProof(
+                pad, dat, ch, resp, constant, _r_usage(r, SELECTION_LIMIT_USAGE)
+            )
+        ext = None
+        if r.i(">B")[0]:
+            ext = HashedElGamalCiphertext(r.p(), r.s(), r.s())
+        sels = []
+        for _ in range(r.i(">H")[0]):
+            sid = r.s()
+            sseq, ph = r.i(">iB")
+            sdh = r.q()
+            ct = Ciphertext(r.p(), r.p())
+            shash = r.q()
+            proof = None
+            if r.i(">B")[0]:
+                ps = [r.p() for _ in range(4)]
+                qs = [r.q() for _ in range(5)]
+                proof = DisjunctiveChaumPedersenProof(*ps, *qs, usage=_r_usage(r, SELECTION_VALUE_USAGE))
+            sels.append(CiphertextBallotSelection(sid, sseq, sdh, ct, shash, bool(ph), None, proof))
+        contests.append(CiphertextBallotContest(cid, cseq, cdh, tuple(sels), acc, chash, None, cproof, ext))
+    if r.off != len(r.data):
+        raise ValueError("trailing bytes after ballot record")
+    return SubmittedBallot(
+        object_id,
+        style_id,
+        manifest_hash,
+        code_seed,
+        tuple(contests),
+        code,
+        timestamp,
+        crypto_hash,
+        None,
+        BallotBoxState(state),
+    )

@@ -1,0 +1,51 @@
+"""Exponential ElGamal over the standard group, as ``electionguard.elgamal``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gmpy2 import mpz
+
+from compute.group import ONE, P, g_pow_p, pow_p
+from compute.hashing import hash_elems
+
+
+@dataclass(frozen=True, slots=True)
+class Ciphertext:
+    """(pad, data) = (g^r, g^m * K^r)."""
+
+    pad: mpz
+    data: mpz
+
+    def crypto_hash(self) -> mpz:
+        return hash_elems(self.pad, self.data)
+
+    def __add__(self, other: Ciphertext) -> Ciphertext:
+        return Ciphertext(self.pad * other.pad % P, self.data * other.data % P)
+
+
+IDENTITY = Ciphertext(ONE, ONE)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    secret_key: mpz
+    public_key: mpz
+
+
+def keypair_from_secret(secret: int) -> KeyPair:
+    return KeyPair(mpz(secret), g_pow_p(secret))
+
+
+def encrypt(message: int, nonce: int, public_key: int) -> Ciphertext:
+    """Encrypt a small non-negative integer; the fixed-base tables in compute.fixedbase speed this up."""
+    return Ciphertext(g_pow_p(nonce), g_pow_p(message) * pow_p(public_key, nonce) % P)
+
+
+def add(ciphertexts: Iterable[Ciphertext]) -> Ciphertext:
+    pad, data = ONE, ONE
+    for c in ciphertexts:
+        pad = pad * c.pad % P
+        data = data * c.data % P
+    return Ciphertext(pad, data)

@@ -1,0 +1,126 @@
+"""Fixed-base exponentiation mod p with windowed precomputed tables.
+
+For a base ``b`` and window width ``w`` the table holds ``b^(d * 2^(w*i))`` for every window ``i`` of a
+256-bit exponent and every digit ``d < 2^w``. An exponentiation is then one multiply-and-reduce per
+non-zero digit (at most 32 with 8-bit windows) instead of ~256 squarings plus multiplies: about 0.17 ms
+against 1.1 ms for ``powmod`` (FIELD_NOTES). A table costs 4 MiB (8-bit windows) and ~0.1 s to build,
+so tables are cached per base (the generator g and the election public key K) and only built for bases
+that are used many times. The default window is 10 bits (26 multiplies per exponentiation, 13 MiB per
+table, about 20% faster than 8 bits); ``AMARVOTE_FIXEDBASE_WINDOW`` overrides it (8 halves the memory).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+import gmpy2
+from gmpy2 import mpz
+
+from compute.group import ONE, G, P, Q
+
+EXPONENT_BITS = 256  # exponents are reduced mod q < 2^256
+DEFAULT_WINDOW = int(os.environ.get("AMARVOTE_FIXEDBASE_WINDOW", "10"))
+
+
+class FixedBaseTable:
+    """``pow(e)`` = base^e mod p using a table of width-``window`` digits."""
+
+    __slots__ = ("base", "mask", "nwin", "rows", "window")
+
+    def __init__(self, base: int, window: int = DEFAULT_WINDOW, exponent_bits: int = EXPONENT_BITS) -> None:
+        self.base = mpz(base)
+        self.window = window
+        self.mask = (1 << window) - 1
+        self.nwin = -(-exponent_bits // window)
+        rows: list[list[mpz]] = []
+        row_base = self.base % P
+        for _ in range(self.nwin):
+            row = [ONE, row_base]
+            x = row_base
+            for _ in range(2, 1 << window):
+                x = x * row_base % P
+                row.append(x)
+            rows.append(row)
+            # next row's unit is base^(2^(w*(i+1))) = (last row entry) * row_base
+            row_base = x * row_base % P
+        self.rows = rows
+
+    def pow(self, e: int) -> mpz:
+        if e < 0 or e.bit_length() > self.nwin * self.window:
+            # outside the table's range (rare: callers reduce mod q); stay correct
+            return gmpy2.powmod(self.base, e, P)
+        if self.window == 8:
+            acc = ONE
+            for row, d in zip(self.rows, int(e).to_bytes(self.nwin, "little"), strict=True):
+                if d:
+                    acc = acc * row[d] % P
+            return acc
+        acc = ONE
+        mask, w = self.mask, self.window
+        for row in self.rows:
+            d = e & mask
+            if d:
+                acc = acc * row[d] % P
+            e >>= w
+            if not e:
+                break
+        return acc
+
+
+_lock = threading.Lock()
+_cache: OrderedDict[tuple[int, int], FixedBaseTable] = OrderedDict()
+_CACHE_SIZE = 3  # g plus a couple of election keys (13 MiB each with 10-bit windows)
+
+
+def table_for(base: int, window: int = DEFAULT_WINDOW) -> FixedBaseTable:
+    """The cached table for ``base`` (built on first use; least recently used tables are dropped)."""
+    key = (int(base), window)
+    with _lock:
+        t = _cache.get(key)
+        if t is not None:
+            _cache.move_to_end(key)
+            return t
+    t = FixedBaseTable(base, window)
+    with _lock:
+        _cache[key] = t
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE + 1:  # +1: never evict g because of K churn
+            for k in _cache:
+                if k[0] != int(G):
+                    del _cache[k]
+                    break
+    return t
+
+
+_g_table: FixedBaseTable | None = None
+
+
+def g_table() -> FixedBaseTable:
+    global _g_table
+    if _g_table is None:
+        _g_table = table_for(G)
+    return _g_table
+
+
+def g_pow(e: int) -> mpz:
+    """g^e mod p via the generator's table."""
+    return g_table().pow(e)
+
+
+_last: FixedBaseTable | None = None
+
+
+def fixed_pow(base: int, e: int) -> mpz:
+    """base^e mod p via the base's cached table (build cost amortised over many calls)."""
+    global _last
+    t = _last
+    if t is None or t.base != base:  # one election key at a time is the common case: skip the cache
+        t = _last = table_for(base)
+    return t.pow(e)
+
+
+def exp_mod_q(e: int) -> int:
+    """Exponents of g and K may be reduced mod q (both have order q); keeps them in table range."""
+    return e % Q

@@ -1,0 +1,119 @@
+"""Hashed ElGamal, as ``electionguard.elgamal.hashed_elgamal_encrypt`` (used for partial key backups).
+
+A session key H(g^r, K^r) keys HMAC-SHA256 blocks that are XORed over the message in 32-byte blocks,
+then a MAC over pad || data. The reference writes ``data`` and ``mac`` as hex of the integer they
+encode (leading zero bytes dropped) and pads ``data`` back to 512 bytes when decrypting, so only
+512-byte messages (the padded ``CoordinateData``) round-trip: that is all it is used for.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gmpy2 import mpz
+
+from compute.group import from_hex, g_pow_p, pow_p, rand_q, to_hex
+from compute.hashing import hash_elems
+
+_BLOCK = 32
+_PADDED_SIZE = 512
+
+
+def _hex_bytes(x: int) -> bytes:
+    """The reference's ``to_hex_bytes``: the bytes of its (even-length) hex form."""
+    return bytes.fromhex(to_hex(x))
+
+
+def _bytes_to_hex(b: bytes) -> str:
+    return to_hex(int.from_bytes(b, "big"))
+
+
+def _padded(hex_data: str) -> bytes:
+    raw = bytes.fromhex(hex_data)
+    return raw if len(raw) >= _PADDED_SIZE else bytes(_PADDED_SIZE - len(raw)) + raw
+
+
+def _hmac(key: bytes, message: bytes, length: int | None = None, start: int = 0) -> bytes:
+    if length:
+        message = start.to_bytes(4, "little") + message + length.to_bytes(4, "little")
+    return hmac.digest(key, message, "sha256")
+
+
+def _keystream_xor(session_key: bytes, seed: bytes, data: bytes) -> bytes:
+    bit_length = len(data) * 8
+    out = bytearray()
+    for i in range(len(data) // _BLOCK):
+        key = _hmac(session_key, seed, bit_length, i + 1)
+        out += bytes(a ^ b for a, b in zip(data[i * _BLOCK : (i + 1) * _BLOCK], key, strict=True))
+    return bytes(out)
+
+
+@dataclass(slots=True)
+class HashedElGamalCiphertext:
+    pad: mpz
+    data: str  # hex
+    mac: str  # hex
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pad": to_hex(self.pad), "data": self.data, "mac": self.mac}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HashedElGamalCiphertext:
+        return cls(from_hex(d["pad"]), d["data"], d["mac"])
+
+    def decrypt(self, secret_key: mpz, encryption_seed: mpz) -> bytes | None:
+        """The plaintext, or None when the MAC does not match (wrong key, seed or tampering)."""
+        session_key = _hex_bytes(hash_elems(self.pad, pow_p(self.pad, secret_key)))
+        seed = _hex_bytes(encryption_seed)
+        data = _padded(self.data)
+        if len(data) % _BLOCK:
+            return None
+        mac_key = _hmac(session_key, seed, len(data) * 8)
+        if _bytes_to_hex(_hmac(mac_key, _hex_bytes(self.pad) + data)) != self.mac:
+            return None
+        return _keystream_xor(session_key, seed, data)
+
+
+def hashed_elgamal_encrypt(
+    message: bytes, nonce: mpz, public_key: mpz, encryption_seed: mpz
+) -> HashedElGamalCiphertext:
+    pad = g_pow_p(nonce)
+    session_key = _hex_bytes(hash_elems(pad, pow_p(public_key, nonce)))
+    seed = _hex_bytes(encryption_seed)
+    if len(message) % _BLOCK:
+        message += bytes(_BLOCK - len(message) % _BLOCK)
+    data = _keystream_xor(session_key, seed, message)
+    mac_key = _hmac(session_key, seed, len(message) * 8)
+    mac = _hmac(mac_key, _hex_bytes(pad) + data)
+    return HashedElGamalCiphertext(pad, _bytes_to_hex(data), _bytes_to_hex(mac))
+
+
+# The backup's plaintext: the reference's ``CoordinateData`` JSON, padded to 512 bytes
+# (2-byte big-endian padding length, the JSON, zero bytes).
+
+
+def encode_coordinate(coordinate: mpz) -> bytes:
+    raw = json.dumps({"coordinate": to_hex(coordinate)}).encode("utf-8")
+    pad_len = _PADDED_SIZE - 2 - len(raw)
+    return pad_len.to_bytes(2, "big") + raw + bytes(pad_len)
+
+
+def decode_coordinate(padded: bytes) -> mpz:
+    pad_len = int.from_bytes(padded[:2], "big")
+    return from_hex(json.loads(padded[2 : _PADDED_SIZE - pad_len])["coordinate"])
+
+
+def encrypt_coordinate(
+    coordinate: mpz, public_key: mpz, encryption_seed: mpz, nonce: mpz | None = None
+) -> HashedElGamalCiphertext:
+    return hashed_elgamal_encrypt(
+        encode_coordinate(coordinate), rand_q() if nonce is None else nonce, public_key, encryption_seed
+    )
+
+
+def backup_seed(receiver_guardian_id: str, sequence_order: int) -> mpz:
+    """The reference's ``get_backup_seed``: H(receiver id, receiver sequence order)."""
+    return hash_elems(receiver_guardian_id, int(sequence_order))

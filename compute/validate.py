@@ -1,0 +1,319 @@
+"""Validation of submitted ballots against the manifest and the election context.
+
+What is checked (everything the reference's ``ballot_is_valid_for_election(..., should_validate=True)``
+checks, plus a few stricter structure checks):
+
+- the ballot's manifest hash; its style exists; it holds exactly the style's contests (the reference
+  ignores extra contests; we reject them), each with the manifest's contest description hash, exactly
+  the description's selections plus the placeholders (the reference only counts them; we also check
+  their ids and sequence orders), each with its selection description hash;
+- each contest's constant proof proves the contest's ``number_elected`` (the reference accepts a proof
+  of whatever constant it states; we reject another constant);
+- every crypto hash (selection, contest, ballot) recomputed;
+- every contest's stated ciphertext accumulation equals the product of its selections;
+- every selection's disjunctive Chaum-Pedersen proof and every contest's constant proof: ranges of
+  challenges and responses, the Fiat-Shamir challenge hash, the verification equations;
+- group membership of every element mod p (ciphertexts, proof commitments) and of the election key.
+
+Soundness of the batched checks
+-------------------------------
+The group: p - 1 = 2 q R with q (256 bits) and R (3840 bits) prime, so Z_p^* = C_2 x C_R x C_q.
+
+1. Every element x of a ballot must satisfy 0 < x < p and Jacobi(x, p) = 1. This is exact and puts x in
+   the subgroup QR of order R q, removing the C_2 part.
+2. Subgroup test for the selection ciphertexts (alpha, beta): with independent uniform s_i < 2^64,
+   y = prod x_i^s_i and we require y^q = 1. Write x_i = u_i w_i (u_i in C_R, w_i in C_q); y^q = 1 iff
+   prod u_i^s_i = 1 because q is invertible mod R. If some u_j != 1 it has order R, and for any fixed
+   other s at most one residue of s_j mod R satisfies the equation; s_j takes 2^64 < R values, so the
+   test passes with probability <= 2^-64.
+3. Proof equations: every equation has the form D = 1 with D = rhs / lhs in QR (all its factors are).
+   We draw independent r_j < 2^64 and require prod D_j^r_j = 1, computed as one multi-exponentiation
+   (bases: commitments a, b and ciphertexts alpha, beta; g and K through fixed-base tables). Projecting
+   on C_R and on C_q (both prime order > 2^64), the same argument shows a batch with some D_j != 1 passes
+   with probability <= 2^-64. The exponents of alpha and beta are reduced mod q, which is exact once step 2
+   has shown them to lie in C_q; commitments get unreduced 64-bit exponents. A contest's accumulation
+   A = prod alpha_s is never exponentiated: A^(t c) is folded into each alpha_s's exponent.
+4. Subgroup membership of the commitments then follows without testing them: once the equations hold
+   exactly, a0 = g^v0 alpha^-c0, b0 = K^v0 beta^-c0, a1 = g^v1 alpha^-c1, b1 = g^c1 K^v1 beta^-c1
+   (and a, b of the constant proof likewise) are products of elements of C_q.
+
+So a batch containing any invalid ballot passes with probability at most 2^-63 (union of steps 2 and
+3), with fresh randomness on each call. A failing batch is bisected (each half re-checked with new
+randomness) down to single ballots, and a failing single ballot is searched proof by proof, so every
+bad ballot is reported with its contest and selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import gmpy2
+from gmpy2 import mpz
+
+from compute.ballot import (
+    CiphertextBallot,
+    CiphertextBallotContest,
+    SubmittedBallot,
+    contest_crypto_hash,
+    selection_crypto_hash,
+)
+from compute.context import ElectionContext
+from compute.elgamal import Ciphertext
+from compute.group import ONE, P, Q
+from compute.hashing import hash_elems
+from compute.manifest import InternalManifest
+from compute.selection_proofs import ConstantChaumPedersenProof, DisjunctiveChaumPedersenProof, ProofBatch
+
+AnyBallot = SubmittedBallot | CiphertextBallot
+
+
+class BallotInvalid(ValueError):
+    """A ballot failed validation; the message names the ballot, and the contest and selection if any."""
+
+    def __init__(
+        self, ballot_id: str, reason: str, contest_id: str | None = None, selection_id: str | None = None
+    ):
+        self.ballot_id = ballot_id
+        self.contest_id = contest_id
+        self.selection_id = selection_id
+        self.reason = reason
+        where = f"ballot {ballot_id}"
+        if contest_id is not None:
+            where += f", contest {contest_id}"
+        if selection_id is not None:
+            where += f", selection {selection_id}"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class BallotFailure:
+    ballot_id: str
+    reason: str
+    contest_id: str | None = None
+    selection_id: str | None = None
+
+    @property
+    def message(self) -> str:
+        return str(BallotInvalid(self.ballot_id, self.reason, self.contest_id, self.selection_id))
+
+    @classmethod
+    def of(cls, e: BallotInvalid) -> BallotFailure:
+        return cls(e.ballot_id, e.reason, e.contest_id, e.selection_id)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A ballot that passed the structural checks: what its proofs need, for (re)batching."""
+
+    ballot_id: str
+    # (contest id, selection id, ciphertext, proof)
+    selections: list[tuple[str, str, Ciphertext, DisjunctiveChaumPedersenProof]] = field(default_factory=list)
+    # (contest id, selection ciphertexts, accumulation, proof)
+    contests: list[tuple[str, list[Ciphertext], Ciphertext, ConstantChaumPedersenProof]] = field(
+        default_factory=list
+    )
+
+    def add_to(self, batch: ProofBatch) -> None:
+        for _, _, ct, proof in self.selections:
+            batch.add_disjunctive(ct, proof, prechecked=True)
+        for _, cts, acc, proof in self.contests:
+            batch.add_constant(cts, acc, proof, prechecked=True)
+
+
+@lru_cache(maxsize=16)
+def _key_ok(k: mpz) -> bool:
+    return 1 < k < P and gmpy2.powmod(k, Q, P) == ONE
+
+
+def check_context(context: ElectionContext) -> None:
+    if not _key_ok(context.elgamal_public_key):
+        raise ValueError("the election public key is not an element of the order-q subgroup")
+
+
+def _product(cts: Sequence[Ciphertext]) -> Ciphertext:
+    pad, data = ONE, ONE
+    for c in cts:
+        pad = pad * c.pad % P
+        data = data * c.data % P
+    return Ciphertext(pad, data)
+
+
+def _prepare_contest(
+    bid: str, contest: CiphertextBallotContest, internal: InternalManifest, batch: ProofBatch, out: _Prepared
+) -> None:
+    cid = contest.object_id
+    desc = internal.contest_for(cid)
+    if desc is None:
+        raise BallotInvalid(bid, "contest not in the manifest", cid)
+    if contest.description_hash != desc.description_hash:
+        raise BallotInvalid(bid, "contest description hash does not match the manifest", cid)
+    if contest.sequence_order != desc.sequence_order:
+        raise BallotInvalid(bid, "contest sequence order does not match the manifest", cid)
+    expected = {s.object_id: s for s in (*desc.ballot_selections, *desc.placeholder_selections)}
+    if len(contest.ballot_selections) != len(expected):
+        raise BallotInvalid(
+            bid,
+            f"{len(contest.ballot_selections)} selections, the style needs {len(expected)} with placeholders",
+            cid,
+        )
+    seen: set[str] = set()
+    for s in contest.ballot_selections:
+        sid = s.object_id
+        d = expected.get(sid)
+        if d is None or sid in seen:
+            raise BallotInvalid(bid, "unknown or repeated selection", cid, sid)
+        seen.add(sid)
+        if s.description_hash != internal.selection_hashes[(cid, sid)]:
+            raise BallotInvalid(bid, "selection description hash does not match the manifest", cid, sid)
+        if s.sequence_order != d.sequence_order:
+            raise BallotInvalid(bid, "selection sequence order does not match the manifest", cid, sid)
+        if s.crypto_hash != selection_crypto_hash(sid, s.description_hash, s.ciphertext):
+            raise BallotInvalid(bid, "selection crypto hash mismatch", cid, sid)
+        if s.proof is None:
+            raise BallotInvalid(bid, "selection has no proof", cid, sid)
+        err = batch.precheck_disjunctive(s.ciphertext, s.proof)
+        if err:
+            raise BallotInvalid(bid, f"selection proof: {err}", cid, sid)
+        out.selections.append((cid, sid, s.ciphertext, s.proof))
+    if contest.crypto_hash != contest_crypto_hash(cid, contest.ballot_selections, contest.description_hash):
+        raise BallotInvalid(bid, "contest crypto hash mismatch", cid)
+    if contest.proof is None:
+        raise BallotInvalid(bid, "contest has no proof", cid)
+    cts = [s.ciphertext for s in contest.ballot_selections]
+    acc = _product(cts)
+    if acc != contest.ciphertext_accumulation:
+        raise BallotInvalid(bid, "ciphertext accumulation is not the product of the selections", cid)
+    if contest.proof.constant != desc.number_elected:
+        # the reference proves the constant stated in the proof; a different limit is not this contest's
+        raise BallotInvalid(bid, "constant proof is not for the contest's number elected", cid)
+    err = batch.precheck_constant(acc, contest.proof)
+    if err:
+        raise BallotInvalid(bid, f"contest proof: {err}", cid)
+    out.contests.append((cid, cts, acc, contest.proof))
+
+
+def _prepare(ballot: AnyBallot, internal: InternalManifest, batch: ProofBatch) -> _Prepared:
+    """Every check that needs no exponentiation; raises BallotInvalid naming the culprit."""
+    bid = ballot.object_id
+    if ballot.manifest_hash != internal.manifest_hash:
+        raise BallotInvalid(bid, "manifest hash does not match the election's")
+    try:
+        wanted = internal.get_contests_for(ballot.style_id)
+    except KeyError:
+        raise BallotInvalid(bid, f"unknown ballot style {ballot.style_id!r}") from None
+    wanted_ids = [c.object_id for c in wanted]
+    have_ids = [c.object_id for c in ballot.contests]
+    if sorted(have_ids) != sorted(wanted_ids):
+        missing = sorted(set(wanted_ids) - set(have_ids))
+        extra = sorted(set(have_ids) - set(wanted_ids))
+        raise BallotInvalid(bid, f"contests do not match the style (missing {missing}, unexpected {extra})")
+    out = _Prepared(bid)
+    for contest in ballot.contests:
+        _prepare_contest(bid, contest, internal, batch, out)
+    # after the contests, so that a bad contest is reported as such rather than as a ballot hash
+    if ballot.crypto_hash != ballot.crypto_hash_with(internal.manifest_hash):
+        raise BallotInvalid(bid, "ballot crypto hash mismatch")
+    return out
+
+
+def _locate(prep: _Prepared, context: ElectionContext) -> BallotInvalid:
+    """Name the first failing proof of a ballot whose batch failed (each proof checked on its own)."""
+    k, qe = context.elgamal_public_key, context.crypto_extended_base_hash
+    for cid, sid, ct, proof in prep.selections:
+        b = ProofBatch(k, qe)
+        b.add_disjunctive(ct, proof, prechecked=True)
+        if not b.check():
+            return BallotInvalid(prep.ballot_id, "disjunctive proof (0 or 1) does not verify", cid, sid)
+    for cid, cts, acc, proof in prep.contests:
+        b = ProofBatch(k, qe)
+        b.add_constant(cts, acc, proof, prechecked=True)
+        if not b.check():
+            return BallotInvalid(prep.ballot_id, "constant proof (contest limit) does not verify", cid)
+    # every proof holds alone but not together: only possible by a 2^-64 accident; recheck the whole
+    b = ProofBatch(k, qe)
+    prep.add_to(b)
+    if b.check():
+        raise _Flake()
+    return BallotInvalid(prep.ballot_id, "proofs do not verify together")
+
+
+class _Flake(Exception):
+    """A batch failed but its parts all pass: randomness, not the ballot (never expected to happen)."""
+
+
+def validate_ballot(ballot: AnyBallot, internal_manifest: InternalManifest, context: ElectionContext) -> None:
+    """Validate one ballot; raises BallotInvalid naming the ballot, contest and selection at fault."""
+    check_context(context)
+    if context.manifest_hash != internal_manifest.manifest_hash:
+        raise ValueError("the context is not for this manifest")
+    batch = ProofBatch(context.elgamal_public_key, context.crypto_extended_base_hash)
+    prep = _prepare(ballot, internal_manifest, batch)
+    prep.add_to(batch)
+    if not batch.check():
+        try:
+            raise _locate(prep, context)
+        except _Flake:
+            validate_ballot(ballot, internal_manifest, context)
+
+
+def _verify_group(preps: list[_Prepared], context: ElectionContext) -> list[BallotFailure]:
+    """Check the proofs of ``preps`` in one batch; bisect on failure to name every bad ballot."""
+    if not preps:
+        return []
+    batch = ProofBatch(context.elgamal_public_key, context.crypto_extended_base_hash)
+    for p in preps:
+        p.add_to(batch)
+    if batch.check():
+        return []
+    if len(preps) == 1:
+        try:
+            return [BallotFailure.of(_locate(preps[0], context))]
+        except _Flake:
+            return _verify_group(preps, context)
+    mid = len(preps) // 2
+    return _verify_group(preps[:mid], context) + _verify_group(preps[mid:], context)
+
+
+def validate_ballots(
+    ballots: Sequence[AnyBallot],
+    internal_manifest: InternalManifest,
+    context: ElectionContext,
+    batch_size: int = 256,
+    workers: int = 1,
+) -> list[BallotFailure]:
+    """Validate many ballots; returns one failure per invalid ballot (empty if all are valid).
+
+    Proofs are checked in batches of ``batch_size`` ballots (one multi-exponentiation each); with
+    ``workers`` > 1 batches run in threads (gmpy2 releases the GIL in long exponentiations).
+    """
+    check_context(context)
+    if context.manifest_hash != internal_manifest.manifest_hash:
+        raise ValueError("the context is not for this manifest")
+    failures: list[BallotFailure] = []
+    preps: list[_Prepared] = []
+    batch = ProofBatch(context.elgamal_public_key, context.crypto_extended_base_hash)  # for prechecks only
+    for b in ballots:
+        try:
+            preps.append(_prepare(b, internal_manifest, batch))
+        except BallotInvalid as e:
+            failures.append(BallotFailure.of(e))
+    groups = [preps[i : i + batch_size] for i in range(0, len(preps), batch_size)]
+    if workers > 1 and len(groups) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            for res in pool.map(lambda g: _verify_group(g, context), groups):
+                failures += res
+    else:
+        for g in groups:
+            failures += _verify_group(g, context)
+    order = {b.object_id: i for i, b in enumerate(ballots)}
+    failures.sort(key=lambda f: order.get(f.ballot_id, 0))
+    return failures
+
+
+def ballot_code_ok(ballot: AnyBallot) -> bool:
+    """Whether the ballot's code chains from its code seed (the reference does not check this)."""
+    return ballot.code == hash_elems(ballot.code_seed, ballot.timestamp, ballot.crypto_hash)

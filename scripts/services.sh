@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL and RabbitMQ answer on localhost: start them when stopped, install them
+# (Debian/Ubuntu, as root) when absent. Idempotent; used by scripts/test.sh.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  command -v apt-get >/dev/null || { log "cannot install $*: no apt-get; install it yourself"; exit 1; }
+  [ -n "${_APT_UPDATED:-}" ] || { as_root apt-get update -qq; _APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! pg_up; then
+  command -v pg_ctlcluster >/dev/null || { log "installing PostgreSQL"; apt_install postgresql; }
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 30); do pg_up && break; sleep 1; done
+  pg_up || { log "PostgreSQL did not start"; exit 1; }
+fi
+# The tests connect as postgres over TCP without a password (trust on localhost, as on CI machines).
+if ! psql -h 127.0.0.1 -U postgres -tAc 'select 1' >/dev/null 2>&1; then
+  log "enabling trust auth for local TCP connections (test machine only)"
+  if [ "$(id -u)" -eq 0 ]; then hba=$(su postgres -c "psql -tAc 'show hba_file'"); else hba=$(sudo -u postgres psql -tAc 'show hba_file'); fi
+  as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main reload
+fi
+
+rabbit_up() { timeout 20 rabbitmqctl -q await_startup >/dev/null 2>&1; }
+if ! rabbit_up; then
+  command -v rabbitmq-server >/dev/null || { log "installing RabbitMQ"; apt_install rabbitmq-server; }
+  log "starting RabbitMQ"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 60); do rabbit_up && break; sleep 2; done
+  rabbit_up || { log "RabbitMQ did not start"; exit 1; }
+fi
+log "PostgreSQL and RabbitMQ are up"

@@ -1,0 +1,51 @@
+"""What routes depend on: the app's context (settings, engine, secrets, limiter) and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from service.db.session import transaction
+from service.errors import Unauthorized
+from service.security.auth import Principal, decode_token
+from service.security.ratelimit import RateLimiter
+from service.security.sealing import KdfParams
+from service.settings import Settings
+
+
+@dataclass(slots=True)
+class AppContext:
+    settings: Settings
+    engine: Engine
+    server_secret: bytes
+    limiter: RateLimiter
+    kdf: KdfParams
+
+    def tx(self) -> Iterator[Session]:
+        return transaction(self.engine)  # type: ignore[return-value]
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT issued with service.security.auth.issue_token")
+
+
+def get_principal(
+    ctx: Annotated[AppContext, Depends(get_ctx)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    return decode_token(ctx.settings, creds.credentials)
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+Caller = Annotated[Principal, Depends(get_principal)]

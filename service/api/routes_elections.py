@@ -1,0 +1,229 @@
+"""Elections, guardians, ballots, results and the record: thin routes over service.elections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from service.api.deps import Caller, Ctx
+from service.api.metrics import BALLOTS_ACCEPTED, BALLOTS_REJECTED
+from service.api.schemas import (
+    BulkBallots,
+    CreateElection,
+    EncryptBallot,
+    KeyCeremony,
+    ReplaceManifest,
+    SubmitBallot,
+)
+from service.db.models import Ballot, Election
+from service.elections import ballots as ballot_svc
+from service.elections import crypto, elections, results
+from service.errors import DomainError, Invalid, NotFound
+from service.security.auth import Role, issue_token, require_admin, require_election_access
+
+router = APIRouter(prefix="/api/elections", tags=["elections"])
+
+
+@router.post("", status_code=201, summary="Create an election from a manifest or a candidate list")
+def create_election(body: CreateElection, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        e = elections.create_election(
+            s,
+            name=body.name,
+            number_of_guardians=body.number_of_guardians,
+            quorum=body.quorum,
+            manifest=body.manifest,
+            candidate_names=body.candidate_names,
+            party_names=body.party_names,
+            max_choices=body.max_choices,
+            created_by=caller.subject,
+        )
+        return elections.summary(s, e)
+
+
+@router.get("", summary="Elections (a guardian sees its own)")
+def list_elections(ctx: Ctx, caller: Caller) -> list[dict[str, Any]]:
+    with ctx.tx() as s:
+        stmt = select(Election).order_by(Election.id)
+        if not caller.is_admin:
+            stmt = stmt.where(Election.id == caller.election_id)
+        return [elections.summary(s, e) for e in s.scalars(stmt)]
+
+
+@router.get("/{election_id}")
+def get_election(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        return elections.summary(s, elections.get_election(s, election_id))
+
+
+@router.get("/{election_id}/manifest")
+def get_manifest(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        e = elections.get_election(s, election_id)
+        return {
+            "manifest_version": e.manifest_version,
+            "manifest_hash": e.manifest_hash,
+            "manifest": e.manifest,
+        }
+
+
+@router.put("/{election_id}/manifest", summary="Replace the manifest (a new version; only before the keys)")
+def replace_manifest(election_id: int, body: ReplaceManifest, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        return elections.summary(s, elections.replace_manifest(s, election_id, body.manifest))
+
+
+@router.get("/{election_id}/context")
+def get_context(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        e = elections.get_election(s, election_id)
+        if e.context is None:
+            raise NotFound(f"election {election_id} has no context yet: run the key ceremony")
+        return e.context
+
+
+@router.post(
+    "/{election_id}/key-ceremony",
+    summary="Run the key ceremony; each guardian's credential file is returned once and never stored",
+)
+def key_ceremony(election_id: int, body: KeyCeremony, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    passphrases = {g.guardian_id: g.passphrase.get_secret_value() for g in body.guardians}
+    if len(passphrases) != len(body.guardians):
+        raise Invalid("a guardian id is given twice")
+    with ctx.tx() as s:
+        issued = elections.run_key_ceremony(s, election_id, passphrases, ctx.kdf)
+        e = elections.get_election(s, election_id)
+        return {
+            "election_id": election_id,
+            "context": e.context,
+            "guardians": [
+                {
+                    "guardian_id": i.guardian_id,
+                    "sequence_order": i.sequence_order,
+                    "credentials": i.credentials,
+                    "token": issue_token(
+                        ctx.settings,
+                        f"guardian:{election_id}:{i.guardian_id}",
+                        Role.GUARDIAN,
+                        election_id=election_id,
+                        guardian_id=i.guardian_id,
+                    ),
+                }
+                for i in issued
+            ],
+        }
+
+
+@router.post("/{election_id}/open")
+def open_election(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        return elections.summary(s, elections.open_election(s, election_id))
+
+
+@router.post("/{election_id}/close")
+def close_election(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        return elections.summary(s, elections.close_election(s, election_id))
+
+
+@router.get("/{election_id}/guardians", summary="Public guardian records")
+def guardians(election_id: int, ctx: Ctx, caller: Caller) -> list[dict[str, Any]]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        elections.get_election(s, election_id)
+        return [g.public_record for g in elections.guardians_of(s, election_id)]
+
+
+def _counted(fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args)
+    except DomainError:
+        BALLOTS_REJECTED.inc()
+        raise
+
+
+def _store(ctx: Ctx, election_id: int, prepared: list[ballot_svc.PreparedBallot]) -> list[dict[str, Any]]:
+    with ctx.tx() as s:
+        seqs = _counted(ballot_svc.store, s, election_id, prepared)
+    for b in prepared:
+        BALLOTS_ACCEPTED.labels("cast" if b.state == 1 else "spoiled").inc()
+    return [ballot_svc.receipt(b, q) for b, q in zip(prepared, seqs, strict=True)]
+
+
+@router.post("/{election_id}/ballots", status_code=201, summary="Submit one encrypted ballot (cast or spoil)")
+def submit_ballot(election_id: int, body: SubmitBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        snap = ballot_svc.snapshot_for_ballots(s, election_id)
+    prepared = _counted(
+        ballot_svc.prepare_submitted, snap, body.ballot, body.action
+    )  # proofs, outside any tx
+    return _store(ctx, election_id, [prepared])[0]
+
+
+@router.post("/{election_id}/ballots/bulk", status_code=201, summary="Submit many ballots: all or none")
+def submit_bulk(election_id: int, body: BulkBallots, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        snap = ballot_svc.snapshot_for_ballots(s, election_id)
+    prepared = _counted(ballot_svc.prepare_bulk, snap, [(b.ballot, b.action) for b in body.ballots])
+    receipts = _store(ctx, election_id, prepared)
+    return {"accepted": len(receipts), "ballots": receipts}
+
+
+@router.post(
+    "/{election_id}/ballots/encrypt",
+    status_code=201,
+    summary="Encrypt a plaintext ballot and submit it; the response carries the nonce (never stored)",
+)
+def encrypt_ballot(election_id: int, body: EncryptBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    with ctx.tx() as s:
+        snap = ballot_svc.snapshot_for_ballots(s, election_id)
+    prepared, submitted, nonce = _counted(ballot_svc.prepare_plaintext, snap, body.ballot, body.action)
+    receipt = _store(ctx, election_id, [prepared])[0]
+    return {**receipt, "nonce": nonce, "ballot": submitted}
+
+
+@router.get("/{election_id}/ballots/{ballot_id}", summary="A submitted ballot (the reference's JSON)")
+def get_ballot(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        payload = s.scalar(
+            select(Ballot.payload).where(Ballot.election_id == election_id, Ballot.object_id == ballot_id)
+        )
+    if payload is None:
+        raise NotFound(f"ballot {ballot_id} is not in election {election_id}")
+    return crypto.decode(payload).to_json()
+
+
+@router.get("/{election_id}/results", summary="Counts per contest and selection, spoiled ballots, chunks")
+def election_results(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        return results.results(s, election_id)
+
+
+@router.get(
+    "/{election_id}/record",
+    summary="The election record (reference layout) as a zip",
+    response_class=FileResponse,
+)
+def election_record(election_id: int, ctx: Ctx, caller: Caller, background: BackgroundTasks) -> FileResponse:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        path = results.record_zip_file(s, election_id)
+    background.add_task(Path(path).unlink, missing_ok=True)
+    return FileResponse(path, media_type="application/zip", filename=f"election_{election_id}_record.zip")

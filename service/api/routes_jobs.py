@@ -1,0 +1,124 @@
+"""The four jobs (seed paths), job status, listing and re-drive."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from service.api.deps import Caller, Ctx
+from service.api.metrics import JOBS_CREATED
+from service.api.schemas import CreateCombine, CreateDecryption, CreateTally
+from service.db.models import ElectionJob
+from service.elections.decryption import start_decryption
+from service.errors import Conflict, NotFound
+from service.jobs import planning, status
+from service.security.auth import (
+    can_see_job,
+    require_acting_guardian,
+    require_admin,
+    require_election_access,
+)
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+
+def _created(job: ElectionJob) -> dict[str, Any]:
+    JOBS_CREATED.labels(job.operation_type).inc()
+    return {
+        "jobId": str(job.job_id),
+        "status": job.status,
+        "totalChunks": job.total_chunks,
+        "pollUrl": status.poll_url(job.job_id),
+    }
+
+
+@router.post("/tally/create", summary="Plan the chunks of a closed election and start its tally")
+def create_tally(body: CreateTally, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    ctx.limiter.check(caller.subject)
+    with ctx.tx() as s:
+        job = planning.create_tally_job(
+            s, body.election_id, body.chunk_size or ctx.settings.chunk_size, caller.subject
+        )
+        return _created(job)
+
+
+@router.post(
+    "/decryption/create",
+    summary="A guardian's partial decryption (and compensated shares for missing guardians)",
+)
+def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_acting_guardian(caller, body.election_id, body.guardian_id)
+    ctx.limiter.check(caller.subject)
+    with ctx.tx() as s:
+        started = start_decryption(
+            s,
+            ctx.server_secret,
+            election_id=body.election_id,
+            guardian_id=body.guardian_id,
+            credentials=body.credentials,
+            passphrase=body.passphrase.get_secret_value(),
+            missing_guardian_ids=body.missing_guardian_ids,
+            created_by=caller.subject,
+        )
+        out: dict[str, Any] = _created(started.partial_job) if started.partial_job else {"jobId": None}
+        out["compensatedJobs"] = [
+            {**_created(j), "missingGuardianId": j.missing_guardian_id} for j in started.compensated_jobs
+        ]
+        return out
+
+
+@router.post("/combine/decryption", summary="Combine the shares once a quorum has decrypted")
+def create_combine(body: CreateCombine, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_election_access(caller, body.election_id)
+    ctx.limiter.check(caller.subject)
+    with ctx.tx() as s:
+        return _created(planning.create_combine_job(s, body.election_id, caller.subject))
+
+
+def _visible_job(ctx: Ctx, caller: Caller, job_id: uuid.UUID) -> dict[str, Any]:
+    with ctx.tx() as s:
+        job = status.get_job(s, job_id)
+        if not can_see_job(caller, job.created_by):
+            # The same answer as a missing job: a caller learns nothing of others' job ids.
+            raise NotFound(f"job {job_id} does not exist")
+        return status.job_document(s, job)
+
+
+@router.get("/jobs/{job_id}/status", summary="Status, progress, timings and failed chunks of a job")
+def job_status(job_id: uuid.UUID, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    return _visible_job(ctx, caller, job_id)
+
+
+@router.get("/jobs", summary="Jobs (an election's, when given); a non-admin sees its own")
+def list_jobs(
+    ctx: Ctx, caller: Caller, election_id: int | None = Query(default=None)
+) -> list[dict[str, Any]]:
+    with ctx.tx() as s:
+        jobs = status.list_jobs(s, election_id, None if caller.is_admin else caller.subject)
+        return [status.job_document(s, j, detail=False) for j in jobs]
+
+
+@router.get("/decryption/status", summary="An election's decryption progress per guardian")
+def decryption_status(ctx: Ctx, caller: Caller, election_id: int = Query()) -> dict[str, Any]:
+    require_election_access(caller, election_id)
+    with ctx.tx() as s:
+        return status.decryption_status(s, election_id)
+
+
+@router.post("/jobs/{job_id}/redrive", summary="Put a job's FAILED chunks back to work")
+def redrive(job_id: uuid.UUID, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    ctx.limiter.check(caller.subject)
+    from service.jobs.transitions import redrive_failed
+
+    with ctx.tx() as s:
+        job = status.get_job(s, job_id)
+        if job.status != "FAILED" and not job.failed_chunks:
+            raise Conflict(f"job {job_id} is {job.status} with no failed chunks: nothing to re-drive")
+        n = redrive_failed(s, job_id)
+        s.flush()
+        s.refresh(job)
+        return {"jobId": str(job_id), "redriven": n, "status": job.status, "pollUrl": status.poll_url(job_id)}

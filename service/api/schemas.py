@@ -1,0 +1,65 @@
+"""Request bodies. Field names keep the seed's (snake_case in, camelCase job documents out)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateElection(_Body):
+    name: str = Field(min_length=1, max_length=256)
+    number_of_guardians: int = Field(ge=1, le=100)
+    quorum: int = Field(ge=1, le=100)
+    manifest: dict[str, Any] | None = Field(default=None, description="The reference's manifest JSON")
+    candidate_names: list[str] | None = Field(default=None, description="One contest of these candidates")
+    party_names: list[str] | None = Field(default=None, description="Candidate i's party (optional)")
+    max_choices: int = Field(default=1, ge=1)
+
+
+class ReplaceManifest(_Body):
+    manifest: dict[str, Any]
+
+
+class GuardianPassphrase(_Body):
+    guardian_id: str = Field(min_length=1, max_length=128)
+    passphrase: SecretStr = Field(description="Chosen by the guardian; seals its credential file")
+
+
+class KeyCeremony(_Body):
+    guardians: list[GuardianPassphrase]
+
+
+class SubmitBallot(_Body):
+    ballot: dict[str, Any] = Field(description="The reference's (Ciphertext or Submitted) ballot JSON")
+    action: Literal["cast", "spoil"] = "cast"
+
+
+class BulkBallots(_Body):
+    ballots: list[SubmitBallot]
+
+
+class EncryptBallot(_Body):
+    ballot: dict[str, Any] = Field(description="The reference's PlaintextBallot JSON")
+    action: Literal["cast", "spoil"] = "cast"
+
+
+class CreateTally(_Body):
+    election_id: int
+    chunk_size: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class CreateDecryption(_Body):
+    election_id: int
+    guardian_id: str = Field(min_length=1, max_length=128)
+    credentials: dict[str, Any] | str = Field(description="The credential file from the key ceremony")
+    passphrase: SecretStr
+    missing_guardian_ids: list[str] = Field(default_factory=list)
+
+
+class CreateCombine(_Body):
+    election_id: int

@@ -1,0 +1,135 @@
+"""Running the pieces: the API, the bridge (with relay and reconciler), the database, and jobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.settings import get_settings
+
+console = Console()
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect jobs and re-drive failed chunks.", no_args_is_help=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the HTTP API (FastAPI under uvicorn)."""
+    import uvicorn
+
+    uvicorn.run("service.api.app:app", host=host, port=port, workers=workers, log_level="info")
+
+
+def bridge(
+    relay: bool = typer.Option(True, help="Also relay the outbox to RabbitMQ in this process."),
+    reconcile: bool = typer.Option(True, help="Also run the reconciler in this process."),
+) -> None:
+    """Consume chunk messages and run them as Ray tasks; without an AMQP URL, drain the outbox in-process."""
+    from bridge.runner import run_bridge, run_embedded
+
+    _logging()
+    settings = get_settings()
+    if settings.embedded:
+        console.print("no AMQP URL set: single-machine mode, chunk tasks taken from the database's outbox")
+        run_embedded(settings)
+    else:
+        run_bridge(settings, with_relay=relay, with_reconciler=reconcile)
+
+
+def relay() -> None:
+    """Publish the outbox to RabbitMQ with confirms (several relays may run)."""
+    from bridge.runner import run_relay
+
+    _logging()
+    run_relay(get_settings())
+
+
+def reconcile(interval: float = 30.0) -> None:
+    """Republish chunk tasks that PostgreSQL holds pending or leased-and-expired with nobody on them."""
+    from bridge.runner import run_reconciler
+
+    _logging()
+    run_reconciler(get_settings(), interval=interval)
+
+
+@db_app.command()
+def upgrade(revision: str = "head") -> None:
+    """Apply the migrations to the configured database (creates it on SQLite)."""
+    from service.db.migrate import upgrade as do_upgrade
+
+    settings = get_settings()
+    do_upgrade(settings.sqlalchemy_url, revision)
+    console.print(f"database at revision {revision}")
+
+
+def _job_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        console.print(f"[red]not a job id: {value!r}[/red]")
+        raise typer.Exit(2) from None
+
+
+@jobs_app.command("list")
+def list_jobs(election_id: int | None = typer.Option(None, "--election-id")) -> None:
+    """Jobs, newest first, with their progress."""
+    from service.db.session import transaction
+    from service.jobs.status import job_document
+    from service.jobs.status import list_jobs as query
+
+    with transaction() as s:
+        docs = [job_document(s, j, detail=False) for j in query(s, election_id, None)]
+    table = Table("job id", "election", "operation", "status", "done/total", "failed")
+    for d in docs:
+        table.add_row(
+            str(d["jobId"]),
+            str(d["electionId"]),
+            d["operationType"],
+            d["status"],
+            f"{d['processedChunks']}/{d['totalChunks']}",
+            str(d["failedChunks"]),
+        )
+    console.print(table)
+
+
+@jobs_app.command()
+def show(job_id: str) -> None:
+    """One job's status document, with the error of each failed chunk."""
+    from service.db.session import transaction
+    from service.errors import DomainError
+    from service.jobs.status import get_job, job_document
+
+    try:
+        with transaction() as s:
+            doc = job_document(s, get_job(s, _job_id(job_id)))
+    except DomainError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    console.print_json(json.dumps(doc, default=str))
+
+
+@jobs_app.command()
+def redrive(job_id: str) -> None:
+    """Put a job's FAILED chunks back in the queue (attempts reset) once the cause is removed."""
+    from service.db.session import transaction
+    from service.errors import DomainError
+    from service.jobs.status import get_job
+    from service.jobs.transitions import redrive_failed
+
+    jid = _job_id(job_id)
+    try:
+        with transaction() as s:
+            get_job(s, jid)
+            n = redrive_failed(s, jid)
+    except DomainError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{n} failed chunk(s) of job {jid} re-queued")

@@ -1,0 +1,288 @@
+"""The tables: PostgreSQL holds the truth about elections, ballots, jobs and their chunk tasks.
+
+Names kept from the seed so an AmarVote operator recognises them: ``election_job`` (one row per
+job) and ``election_center`` (one row per chunk: a range of ballots, its encrypted tally and its
+decrypted result). Every other table hangs off these. The same models run on SQLite for the
+embedded default.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT keys that still autoincrement on SQLite (which only does so for INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer, "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ElectionState(enum.StrEnum):
+    SETUP = "setup"
+    OPEN = "open"
+    CLOSED = "closed"
+    TALLIED = "tallied"
+    DECRYPTED = "decrypted"
+
+
+class BallotState(enum.IntEnum):
+    """As the reference's BallotBoxState."""
+
+    CAST = 1
+    SPOILED = 2
+
+
+class OperationType(enum.StrEnum):
+    TALLY = "TALLY"
+    PARTIAL_DECRYPTION = "PARTIAL_DECRYPTION"
+    COMPENSATED_DECRYPTION = "COMPENSATED_DECRYPTION"
+    COMBINE_DECRYPTION = "COMBINE_DECRYPTION"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class TaskState(enum.StrEnum):
+    PENDING = "PENDING"  # waiting for a message to be taken (or for its backoff to pass)
+    RUNNING = "RUNNING"  # leased by a bridge until lease_expires_at
+    DONE = "DONE"
+    FAILED = "FAILED"  # attempts exhausted; an operator may re-drive it
+
+
+class ChunkKind(enum.StrEnum):
+    CHUNK = "chunk"  # a range of ballots
+    ELECTION = "election"  # the whole election: the product of the chunk tallies
+
+
+def _now() -> Any:
+    return func.now()
+
+
+class Election(Base):
+    __tablename__ = "election"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16), default=ElectionState.SETUP.value)
+    manifest: Mapped[dict[str, Any]] = mapped_column(Json)  # the reference's manifest JSON
+    manifest_version: Mapped[int] = mapped_column(Integer, default=1)
+    manifest_hash: Mapped[str | None] = mapped_column(String(80))
+    number_of_guardians: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer)
+    context: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the reference's context JSON
+    # The product of the chunk tallies (reference CiphertextTally JSON) and its decryption.
+    encrypted_tally: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+    __table_args__ = (
+        CheckConstraint("quorum >= 1 AND quorum <= number_of_guardians", name="quorum_range"),
+        CheckConstraint(
+            "state IN ('setup','open','closed','tallied','decrypted')", name="election_state_valid"
+        ),
+    )
+
+
+class Guardian(Base):
+    """Public records only: a guardian's private record leaves the service once, sealed."""
+
+    __tablename__ = "guardian"
+
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"), primary_key=True)
+    guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sequence_order: Mapped[int] = mapped_column(Integer)
+    public_record: Mapped[dict[str, Any]] = mapped_column(Json)  # reference GuardianRecord JSON
+
+    __table_args__ = (UniqueConstraint("election_id", "sequence_order"),)
+
+
+class Ballot(Base):
+    """A submitted ballot in compact binary form (compute.ballot codec); ``seq`` orders chunk ranges."""
+
+    __tablename__ = "ballot"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"))
+    object_id: Mapped[str] = mapped_column(String(256))
+    state: Mapped[int] = mapped_column(Integer)  # BallotState
+    code: Mapped[str] = mapped_column(String(80))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        UniqueConstraint("election_id", "object_id"),
+        Index("ix_ballot_election_seq", "election_id", "seq"),
+        CheckConstraint("state IN (1, 2)", name="ballot_state_valid"),
+    )
+
+
+class ElectionCenter(Base):
+    """One chunk of an election's tally: the ballots with seq in [first_seq, last_seq]."""
+
+    __tablename__ = "election_center"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"))
+    tally_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("election_job.job_id"))
+    chunk_number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default=ChunkKind.CHUNK.value)
+    first_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)
+    ballot_count: Mapped[int] = mapped_column(Integer, default=0)
+    cast_count: Mapped[int | None] = mapped_column(Integer)
+    spoiled_ids: Mapped[list[str] | None] = mapped_column(Json)
+    encrypted_tally: Mapped[dict[str, Any] | None] = mapped_column(Json)  # reference CiphertextTally JSON
+    result: Mapped[dict[str, Any] | None] = mapped_column(Json)  # reference PlaintextTally JSON (+ spoiled)
+
+    __table_args__ = (UniqueConstraint("election_id", "chunk_number"),)
+
+
+class ElectionJob(Base):
+    __tablename__ = "election_job"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"), index=True)
+    operation_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    total_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    processed_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    failed_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    parent_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("election_job.job_id"))
+    guardian_id: Mapped[str | None] = mapped_column(String(128))
+    missing_guardian_id: Mapped[str | None] = mapped_column(String(128))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", Json)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('QUEUED','IN_PROGRESS','COMPLETED','FAILED')", name="job_status_valid"),
+        CheckConstraint("processed_chunks + failed_chunks <= total_chunks", name="job_progress_bounded"),
+    )
+
+
+class ChunkTask(Base):
+    """One unit of work: a job applied to one chunk. Attempts are counted here, not in the broker."""
+
+    __tablename__ = "chunk_task"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("election_job.job_id", ondelete="CASCADE"))
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("election_center.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default=TaskState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # retry backoff
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "chunk_id"),
+        Index("ix_chunk_task_state", "state", "lease_expires_at"),
+        CheckConstraint("state IN ('PENDING','RUNNING','DONE','FAILED')", name="task_state_valid"),
+    )
+
+
+class DecryptionShare(Base):
+    """A guardian's partial decryption of one chunk (tally and the chunk's spoiled ballots), with proofs."""
+
+    __tablename__ = "decryption_share"
+
+    chunk_id: Mapped[int] = mapped_column(
+        ForeignKey("election_center.id", ondelete="CASCADE"), primary_key=True
+    )
+    guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("election_job.job_id"))
+    share: Mapped[dict[str, Any]] = mapped_column(Json)  # reference DecryptionShare JSON (+ spoiled ballots)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class CompensatedShare(Base):
+    """An available guardian's share for a missing guardian on one chunk, with proofs."""
+
+    __tablename__ = "compensated_share"
+
+    chunk_id: Mapped[int] = mapped_column(
+        ForeignKey("election_center.id", ondelete="CASCADE"), primary_key=True
+    )
+    guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    missing_guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("election_job.job_id"))
+    share: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class GuardianKeyEscrow(Base):
+    """What a running decryption job needs of a guardian's key, sealed under the server secret.
+
+    Referenced by id from the job; erased when the guardian's jobs end.
+    """
+
+    __tablename__ = "guardian_key_escrow"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"))
+    guardian_id: Mapped[str] = mapped_column(String(128))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (UniqueConstraint("election_id", "guardian_id"),)
+
+
+class Outbox(Base):
+    """Messages to publish, written in the same transaction as the rows they announce.
+
+    ``body`` holds ids only (job id, chunk task id): never ballots, keys or credentials.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    routing_key: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "available_at"),)

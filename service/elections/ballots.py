@@ -1,0 +1,156 @@
+"""Ballots: encrypted ballots submitted (one or in bulk) and plaintext ballots the service encrypts.
+
+The crypto (parsing, proof checks, encryption) runs outside any database transaction: ``prepare_*``
+take an election snapshot and return ready rows; ``store`` then writes them in a short transaction that
+holds the election row FOR SHARE, so closing the election waits for submissions in flight and no ballot
+lands after the close (concurrent submissions do not block each other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from compute.ballot import SubmittedBallot
+from service.db.models import Ballot, Election, ElectionState
+from service.elections import crypto
+from service.errors import Conflict, Invalid, NotFound
+
+MAX_BULK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class ElectionSnapshot:
+    election_id: int
+    manifest: dict[str, Any]
+    manifest_hash: str
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBallot:
+    object_id: str
+    state: int
+    code: str
+    payload: bytes
+
+
+def snapshot_for_ballots(session: Session, election_id: int) -> ElectionSnapshot:
+    e = session.get(Election, election_id)
+    if e is None:
+        raise NotFound(f"election {election_id} does not exist")
+    _require_open(e)
+    assert e.context is not None and e.manifest_hash is not None  # an open election has keys
+    return ElectionSnapshot(e.id, e.manifest, e.manifest_hash, e.context)
+
+
+def _require_open(e: Election) -> None:
+    if e.state != ElectionState.OPEN.value:
+        raise Conflict(f"election {e.id} is {e.state}: ballots are accepted only while it is open")
+
+
+def _prepared(b: SubmittedBallot) -> PreparedBallot:
+    payload, code = crypto.encode(b)
+    return PreparedBallot(b.object_id, int(b.state), code, payload)
+
+
+def _check_id(object_id: str) -> None:
+    if not object_id or len(object_id) > 256:
+        raise Invalid("a ballot's object_id is a non-empty string of at most 256 characters")
+
+
+def prepare_submitted(snap: ElectionSnapshot, ballot: Any, action: str) -> PreparedBallot:
+    """Parse and validate one encrypted ballot (the reference's JSON); the reason on rejection."""
+    b = crypto.parse_submitted(ballot, crypto.ballot_state(action))
+    _check_id(b.object_id)
+    crypto.check_ballot_election(b, snap.manifest_hash)
+    crypto.validate_one(b, snap.manifest, snap.context)
+    return _prepared(b)
+
+
+def prepare_bulk(snap: ElectionSnapshot, items: Sequence[tuple[Any, str]]) -> list[PreparedBallot]:
+    """All or nothing: every ballot is checked (proofs in batches); any rejection refuses the lot and
+    names every bad ballot."""
+    if not items:
+        raise Invalid("no ballots given")
+    if len(items) > MAX_BULK:
+        raise Invalid(f"at most {MAX_BULK} ballots per request, got {len(items)}")
+    parsed: list[SubmittedBallot] = []
+    problems: list[str] = []
+    for i, (ballot, action) in enumerate(items):
+        try:
+            b = crypto.parse_submitted(ballot, crypto.ballot_state(action))
+            _check_id(b.object_id)
+            crypto.check_ballot_election(b, snap.manifest_hash)
+            parsed.append(b)
+        except Invalid as exc:
+            problems.append(f"item {i}: {exc.reason}")
+    ids = [b.object_id for b in parsed]
+    if dups := sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"ballot ids repeated in the request: {', '.join(dups[:10])}")
+    if not problems:
+        problems = crypto.validate_many(parsed, snap.manifest, snap.context)
+    if problems:
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise Invalid(f"{len(problems)} ballot(s) rejected, none stored: " + "; ".join(problems[:20]) + more)
+    return [_prepared(b) for b in parsed]
+
+
+def prepare_plaintext(
+    snap: ElectionSnapshot, plaintext: Any, action: str
+) -> tuple[PreparedBallot, dict, str]:
+    """Encrypt for the voter: the stored row, the submitted ballot JSON and the nonce (hex) to return."""
+    b, nonce = crypto.encrypt_plaintext(
+        plaintext, crypto.ballot_state(action), snap.manifest, snap.context, snap.election_id
+    )
+    _check_id(b.object_id)
+    return _prepared(b), b.to_json(), nonce
+
+
+def store(session: Session, election_id: int, ballots: Sequence[PreparedBallot]) -> list[int]:
+    """Insert the ballots; refuses (and stores none) if the election closed meanwhile or an id exists."""
+    e = session.scalars(
+        select(Election).where(Election.id == election_id).with_for_update(read=True)
+    ).one_or_none()
+    if e is None:
+        raise NotFound(f"election {election_id} does not exist")
+    _require_open(e)
+    ids = [b.object_id for b in ballots]
+    existing = set(
+        session.scalars(
+            select(Ballot.object_id).where(Ballot.election_id == election_id, Ballot.object_id.in_(ids))
+        )
+    )
+    if existing:
+        raise Conflict(f"ballot id(s) already submitted: {', '.join(sorted(existing)[:10])}")
+    try:
+        seqs = session.scalars(
+            insert(Ballot).returning(Ballot.seq, sort_by_parameter_order=True),
+            [
+                {
+                    "election_id": election_id,
+                    "object_id": b.object_id,
+                    "state": b.state,
+                    "code": b.code,
+                    "payload": b.payload,
+                }
+                for b in ballots
+            ],
+        ).all()
+    except IntegrityError as exc:  # a concurrent request submitted the same id first
+        raise Conflict(f"ballot id(s) already submitted: {', '.join(ids[:10])}") from exc
+    return [int(s) for s in seqs]
+
+
+def receipt(b: PreparedBallot, seq: int) -> dict[str, Any]:
+    return {
+        "ballot_id": b.object_id,
+        "state": "cast" if b.state == 1 else "spoiled",
+        "code": b.code,
+        "seq": seq,
+    }

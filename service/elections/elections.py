@@ -1,0 +1,190 @@
+"""Elections: creation (a reference manifest, or a candidate list), the key ceremony, open and close."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db.models import Ballot, Election, ElectionState, Guardian
+from service.elections import crypto
+from service.errors import Conflict, Invalid, NotFound
+from service.security.sealing import KdfParams, check_passphrase, seal_with_passphrase
+
+CREDENTIAL_KIND = "amarvote.private_guardian_record"
+
+
+def get_election(session: Session, election_id: int, *, lock: bool = False) -> Election:
+    stmt = select(Election).where(Election.id == election_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    e = session.scalars(stmt).one_or_none()
+    if e is None:
+        raise NotFound(f"election {election_id} does not exist")
+    return e
+
+
+def _check_counts(number_of_guardians: int, quorum: int) -> None:
+    if not 1 <= number_of_guardians <= 100:
+        raise Invalid("number_of_guardians must be between 1 and 100")
+    if not 1 <= quorum <= number_of_guardians:
+        raise Invalid(f"quorum must be between 1 and number_of_guardians ({number_of_guardians})")
+
+
+def create_election(
+    session: Session,
+    *,
+    name: str,
+    number_of_guardians: int,
+    quorum: int,
+    manifest: dict[str, Any] | None = None,
+    candidate_names: list[str] | None = None,
+    party_names: list[str] | None = None,
+    max_choices: int = 1,
+    created_by: str | None = None,
+) -> Election:
+    """An election in SETUP, from a reference manifest or from a candidate list (exactly one)."""
+    _check_counts(number_of_guardians, quorum)
+    if (manifest is None) == (candidate_names is None):
+        raise Invalid("give either a manifest or candidate_names, not both and not neither")
+    if manifest is not None:
+        manifest_json, manifest_hash = crypto.parse_manifest(manifest)
+    else:
+        manifest_json, manifest_hash = crypto.simple_manifest(
+            list(candidate_names or []), party_names, max_choices, name
+        )
+    e = Election(
+        name=name,
+        state=ElectionState.SETUP.value,
+        manifest=manifest_json,
+        manifest_version=1,
+        manifest_hash=manifest_hash,
+        number_of_guardians=number_of_guardians,
+        quorum=quorum,
+        created_by=created_by,
+    )
+    session.add(e)
+    session.flush()
+    return e
+
+
+def replace_manifest(session: Session, election_id: int, manifest: dict[str, Any]) -> Election:
+    """A new manifest version, allowed only before the key ceremony (the context hashes the manifest)."""
+    e = get_election(session, election_id, lock=True)
+    if e.state != ElectionState.SETUP.value or e.context is not None:
+        raise Conflict(f"election {election_id}'s manifest is fixed once its keys are made")
+    e.manifest, e.manifest_hash = crypto.parse_manifest(manifest)
+    e.manifest_version += 1
+    session.flush()
+    return e
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCredential:
+    guardian_id: str
+    sequence_order: int
+    credentials: dict[str, Any]  # the sealed credential file: hand it to the guardian, never store it
+
+
+def run_key_ceremony(
+    session: Session,
+    election_id: int,
+    passphrases: dict[str, str],
+    kdf: KdfParams | None = None,
+) -> list[IssuedCredential]:
+    """Make every guardian's keys, keep the public records and the context, and return each private
+    record once, sealed under the passphrase its guardian chose. Plaintext records and passphrases
+    leave this function only inside the sealed files."""
+    e = get_election(session, election_id, lock=True)
+    if e.state != ElectionState.SETUP.value or e.context is not None:
+        raise Conflict(f"election {election_id}'s key ceremony has already run")
+    ids = list(passphrases)
+    if len(ids) != e.number_of_guardians:
+        raise Invalid(f"election {election_id} has {e.number_of_guardians} guardians, {len(ids)} were given")
+    for gid in ids:
+        if not isinstance(gid, str) or not gid or len(gid) > 128:
+            raise Invalid("a guardian id is a non-empty string of at most 128 characters")
+        try:
+            check_passphrase(passphrases[gid])
+        except ValueError as exc:
+            raise Invalid(f"guardian {gid!r}: {exc}") from None
+    if e.manifest_hash is None:
+        raise Conflict(f"election {election_id} has no manifest hash")
+    privates, records, context = crypto.key_ceremony(e.number_of_guardians, e.quorum, e.manifest_hash, ids)
+    issued = []
+    for private, record in zip(privates, records, strict=True):
+        gid = record["guardian_id"]
+        session.add(
+            Guardian(
+                election_id=e.id,
+                guardian_id=gid,
+                sequence_order=record["sequence_order"],
+                public_record=record,
+            )
+        )
+        owner = {
+            "kind": CREDENTIAL_KIND,
+            "election_id": e.id,
+            "guardian_id": gid,
+            "manifest_hash": e.manifest_hash,
+        }
+        plaintext = json.dumps(private, separators=(",", ":")).encode("utf-8")
+        sealed = seal_with_passphrase(plaintext, passphrases[gid], owner=owner, params=kdf)
+        issued.append(IssuedCredential(gid, record["sequence_order"], sealed))
+    e.context = context
+    session.flush()
+    return issued
+
+
+def open_election(session: Session, election_id: int) -> Election:
+    e = get_election(session, election_id, lock=True)
+    if e.state != ElectionState.SETUP.value:
+        raise Conflict(f"election {election_id} is {e.state}: only an election in setup is opened")
+    if e.context is None:
+        raise Conflict(f"election {election_id} has no keys yet: run the key ceremony first")
+    e.state = ElectionState.OPEN.value
+    session.flush()
+    return e
+
+
+def close_election(session: Session, election_id: int) -> Election:
+    e = get_election(session, election_id, lock=True)
+    if e.state != ElectionState.OPEN.value:
+        raise Conflict(f"election {election_id} is {e.state}: only an open election is closed")
+    e.state = ElectionState.CLOSED.value
+    session.flush()
+    return e
+
+
+def guardians_of(session: Session, election_id: int) -> list[Guardian]:
+    return list(
+        session.scalars(
+            select(Guardian).where(Guardian.election_id == election_id).order_by(Guardian.sequence_order)
+        )
+    )
+
+
+def ballot_counts(session: Session, election_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Ballot.state, func.count()).where(Ballot.election_id == election_id).group_by(Ballot.state)
+    ).all()
+    by_state = {int(s): int(n) for s, n in rows}
+    return {"cast": by_state.get(1, 0), "spoiled": by_state.get(2, 0), "total": sum(by_state.values())}
+
+
+def summary(session: Session, e: Election) -> dict[str, Any]:
+    return {
+        "election_id": e.id,
+        "name": e.name,
+        "state": e.state,
+        "number_of_guardians": e.number_of_guardians,
+        "quorum": e.quorum,
+        "manifest_hash": e.manifest_hash,
+        "manifest_version": e.manifest_version,
+        "keys_ready": e.context is not None,
+        "ballots": ballot_counts(session, e.id),
+        "created_at": e.created_at.isoformat() if e.created_at else None,
+    }

@@ -1,0 +1,151 @@
+"""Results of a decrypted election, and its election record in the reference's layout (a zip)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import Ballot, ChunkKind, Election, ElectionCenter, ElectionState, OperationType
+from service.elections import crypto
+from service.elections.elections import get_election, guardians_of
+from service.errors import Conflict
+from service.jobs import planning
+
+
+def _counts(tally: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return {
+        cid: {sid: int(s["tally"]) for sid, s in (c.get("selections") or {}).items()}
+        for cid, c in (tally.get("contests") or {}).items()
+    }
+
+
+def _candidate_names(manifest: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(contest, selection) -> candidate id and, when the manifest has one, the candidate's name."""
+    names: dict[str, str | None] = {}
+    for c in manifest.get("candidates") or []:
+        text = (
+            ((c.get("name") or {}).get("text") or [{}])[0].get("value")
+            if isinstance(c.get("name"), dict)
+            else None
+        )
+        names[c["object_id"]] = text
+    out = {}
+    for contest in manifest.get("contests") or []:
+        for s in contest.get("ballot_selections") or []:
+            cid = s.get("candidate_id")
+            out[(contest["object_id"], s["object_id"])] = {
+                "candidate_id": cid,
+                "candidate_name": names.get(cid),
+            }
+    return out
+
+
+def results(session: Session, election_id: int) -> dict[str, Any]:
+    e = get_election(session, election_id)
+    if e.state != ElectionState.DECRYPTED.value or e.result is None:
+        raise Conflict(f"election {election_id} is {e.state}: results exist once it is decrypted")
+    labels = _candidate_names(e.manifest)
+    contests = []
+    for cid, sels in _counts(e.result).items():
+        contests.append(
+            {
+                "contest_id": cid,
+                "selections": [
+                    {"selection_id": sid, "votes": n, **labels.get((cid, sid), {})} for sid, n in sels.items()
+                ],
+            }
+        )
+    spoiled = {bid: _counts(t) for bid, t in (e.result.get("spoiled_ballots") or {}).items()}
+    tally_job = planning.completed_tally_job(session, e)
+    chunks = session.scalars(
+        select(ElectionCenter)
+        .where(ElectionCenter.tally_job_id == tally_job.job_id, ElectionCenter.kind == ChunkKind.CHUNK.value)
+        .order_by(ElectionCenter.chunk_number)
+    ).all()
+    return {
+        "election_id": e.id,
+        "state": e.state,
+        "contests": contests,
+        "spoiled_ballots": spoiled,
+        "chunks": [
+            {
+                "chunk_number": c.chunk_number,
+                "ballot_count": c.ballot_count,
+                "cast_count": c.cast_count,
+                "counts": _counts(c.result) if c.result else None,
+            }
+            for c in chunks
+        ],
+        "tally": e.result,
+    }
+
+
+def _lagrange(session: Session, e: Election) -> dict[str, str]:
+    from compute.decryption import compute_lagrange_coefficients
+    from compute.group import to_hex
+
+    combine = planning.jobs_of(session, e.id, OperationType.COMBINE_DECRYPTION, ("COMPLETED",))
+    if not combine:
+        return {}
+    available = set((combine[-1].metadata_ or {}).get("available_guardian_ids") or [])
+    pairs = [
+        (g.guardian_id, g.sequence_order) for g in guardians_of(session, e.id) if g.guardian_id in available
+    ]
+    return {gid: to_hex(w) for gid, w in compute_lagrange_coefficients(pairs).items()}
+
+
+def write_record_zip(session: Session, election_id: int, out: IO[bytes]) -> None:
+    """The election record (``election_record/...`` as the reference's export_record writes it) into
+    ``out`` as a zip. Ballots are decoded one at a time from the database (streamed, not loaded)."""
+    from compute.record import standard_constants
+
+    e = get_election(session, election_id)
+    if e.context is None:
+        raise Conflict(f"election {election_id} has no keys yet: nothing to export")
+    root = "election_record"
+
+    def put(zf: zipfile.ZipFile, name: str, doc: Any) -> None:
+        zf.writestr(f"{root}/{name}", json.dumps(doc, indent=2))
+
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        put(zf, "manifest.json", e.manifest)
+        put(zf, "context.json", e.context)
+        put(zf, "constants.json", standard_constants())
+        put(zf, "coefficients.json", {"coefficients": _lagrange(session, e)})
+        for g in guardians_of(session, e.id):
+            put(zf, f"guardians/guardian_{g.guardian_id}.json", g.public_record)
+        stream = session.execute(
+            select(Ballot.payload)
+            .where(Ballot.election_id == e.id)
+            .order_by(Ballot.seq)
+            .execution_options(yield_per=500)
+        ).scalars()
+        for payload in stream:
+            b = crypto.decode(payload)
+            put(zf, f"submitted_ballots/submitted_ballot_{b.object_id}.json", b.to_json())
+        if e.encrypted_tally is not None:
+            put(zf, "encrypted_tally.json", e.encrypted_tally)
+        if e.result is not None:
+            result = dict(e.result)
+            for bid, t in (result.pop("spoiled_ballots", None) or {}).items():
+                put(zf, f"spoiled_ballots/spoiled_ballot_{bid}.json", t)
+            put(zf, "tally.json", result)
+
+
+def record_zip_file(session: Session, election_id: int) -> Path:
+    """The record zip in a temporary file (the caller removes it after sending)."""
+    f = tempfile.NamedTemporaryFile(prefix="amarvote-record-", suffix=".zip", delete=False)
+    try:
+        write_record_zip(session, election_id, f)
+    except BaseException:
+        f.close()
+        Path(f.name).unlink(missing_ok=True)
+        raise
+    f.close()
+    return Path(f.name)

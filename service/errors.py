@@ -1,0 +1,46 @@
+"""Domain errors: each carries the HTTP status it maps to and a reason safe to show a client.
+
+A reason names objects (election, guardian, ballot ids) and states; it never quotes a secret.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status_code = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadRequest(DomainError):
+    status_code = 400
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+
+
+class Forbidden(DomainError):
+    status_code = 403
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class Conflict(DomainError):
+    """The request is well formed but the election or job is in the wrong state for it."""
+
+    status_code = 409
+
+
+class Invalid(DomainError):
+    """The content is malformed or fails validation (a ballot's proofs, a credential file)."""
+
+    status_code = 422
+
+
+class TooManyRequests(DomainError):
+    status_code = 429

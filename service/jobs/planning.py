@@ -1,0 +1,510 @@
+"""Job creation: the planning side of the job lifecycle (the bridge owns the state transitions).
+
+Each ``create_*`` function writes, in the caller's transaction, the job row, its chunk tasks and one
+outbox row per task (the transactional outbox: the relay publishes only what committed). Messages
+carry ids only. A bad state raises a ``DomainError`` before anything is written; if something fails
+after the first write the caller's ``transaction()`` rolls everything back.
+
+Chunk numbering (contract with the bridge): a tally plans chunks numbered 1..N, each the ballots
+(cast and spoiled) with ``seq`` in ``[first_seq, last_seq]``, consecutive runs of ``chunk_size`` ballots
+in ``seq`` order, so the assignment is deterministic. It also writes the row of kind ``election``,
+numbered 0, with no ballot range: the bridge fills its encrypted tally (the product of the chunks')
+when the tally job completes. The tally job has one task per chunk; decryption and combine jobs have
+one task per ``election_center`` row of the tally, the election row included.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, DateTime, Uuid, and_, bindparam, func, insert, literal, select, text
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    ChunkKind,
+    ChunkTask,
+    CompensatedShare,
+    DecryptionShare,
+    Election,
+    ElectionCenter,
+    ElectionJob,
+    ElectionState,
+    Guardian,
+    JobStatus,
+    OperationType,
+    Outbox,
+    TaskState,
+)
+from service.errors import Conflict, Invalid, NotFound
+
+ROUTING_KEYS: dict[OperationType, str] = {
+    OperationType.TALLY: "election.tally",
+    OperationType.PARTIAL_DECRYPTION: "election.decryption",
+    OperationType.COMPENSATED_DECRYPTION: "election.compensated.decryption",
+    OperationType.COMBINE_DECRYPTION: "election.combine",
+}
+
+ELECTION_CHUNK_NUMBER = 0  # the election-level row of election_center
+LIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
+# A job in one of these blocks a new job of the same kind; a FAILED one is re-driven or replaced.
+BLOCKING_STATUSES = (*LIVE_STATUSES, JobStatus.COMPLETED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChunk:
+    chunk_number: int
+    first_seq: int
+    last_seq: int
+    ballot_count: int
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def load_election(session: Session, election_id: int, *, lock: bool = False) -> Election:
+    """The election, locked FOR UPDATE when asked: job creation for one election is serialised so two
+    concurrent requests cannot both pass a duplicate check (a no-op on SQLite, which has one writer)."""
+    stmt = select(Election).where(Election.id == election_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    election = session.scalars(stmt).one_or_none()
+    if election is None:
+        raise NotFound(f"election {election_id} does not exist")
+    return election
+
+
+def jobs_of(
+    session: Session,
+    election_id: int,
+    operation: OperationType,
+    statuses: Sequence[str] | None = None,
+    **filters: Any,
+) -> list[ElectionJob]:
+    stmt = select(ElectionJob).where(
+        ElectionJob.election_id == election_id, ElectionJob.operation_type == operation.value
+    )
+    if statuses is not None:
+        stmt = stmt.where(ElectionJob.status.in_(statuses))
+    for column, value in filters.items():
+        stmt = stmt.where(getattr(ElectionJob, column) == value)
+    return list(session.scalars(stmt.order_by(ElectionJob.created_at)))
+
+
+def completed_tally_job(session: Session, election: Election) -> ElectionJob:
+    tallies = jobs_of(session, election.id, OperationType.TALLY)
+    if not tallies:
+        raise Conflict(f"election {election.id} has no tally yet: create one with POST /api/tally/create")
+    done = [j for j in tallies if j.status == JobStatus.COMPLETED.value]
+    if not done:
+        latest = tallies[-1]
+        raise Conflict(
+            f"election {election.id}'s tally job {latest.job_id} is {latest.status}, not COMPLETED"
+        )
+    return done[-1]
+
+
+def tally_chunk_ids(session: Session, tally_job_id: uuid.UUID, *, include_election: bool) -> list[int]:
+    stmt = select(ElectionCenter.id).where(ElectionCenter.tally_job_id == tally_job_id)
+    if not include_election:
+        stmt = stmt.where(ElectionCenter.kind == ChunkKind.CHUNK.value)
+    return list(session.scalars(stmt.order_by(ElectionCenter.chunk_number)))
+
+
+def guardian_ids_of(session: Session, election_id: int) -> list[str]:
+    stmt = (
+        select(Guardian.guardian_id)
+        .where(Guardian.election_id == election_id)
+        .order_by(Guardian.sequence_order)
+    )
+    return list(session.scalars(stmt))
+
+
+def _new_job(
+    session: Session,
+    election_id: int,
+    operation: OperationType,
+    tally_job_id: uuid.UUID,
+    created_by: str | None,
+    *,
+    guardian_id: str | None = None,
+    missing_guardian_id: str | None = None,
+    parent_job_id: uuid.UUID | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ElectionJob:
+    """A decryption or combine job: one PENDING task per row of the tally (the election row included)
+    and one outbox message per task."""
+    job = ElectionJob(
+        job_id=uuid.uuid4(),
+        election_id=election_id,
+        operation_type=operation.value,
+        status=JobStatus.QUEUED.value,
+        total_chunks=0,
+        processed_chunks=0,
+        failed_chunks=0,
+        parent_job_id=parent_job_id,
+        guardian_id=guardian_id,
+        missing_guardian_id=missing_guardian_id,
+        created_by=created_by,
+        metadata_=metadata or {},
+    )
+    session.add(job)
+    session.flush()  # the tasks' foreign keys need the job row
+    job.total_chunks = _add_tasks(session, job, ElectionCenter.tally_job_id == tally_job_id)
+    return job
+
+
+def _add_tasks(session: Session, job: ElectionJob, chunks: ColumnElement[bool]) -> int:
+    """One PENDING task per ``election_center`` row matching ``chunks`` and one outbox row per task.
+
+    Set-based (INSERT ... SELECT in the database): the cost does not grow with Python round trips,
+    so a job of 100,000 chunks is created as fast as the database writes rows.
+    """
+    job_id = literal(job.job_id, Uuid())
+    session.execute(
+        insert(ChunkTask).from_select(
+            ["job_id", "chunk_id", "state", "attempts"],
+            select(job_id, ElectionCenter.id, literal(TaskState.PENDING.value), literal(0))
+            .where(chunks)
+            .order_by(ElectionCenter.chunk_number),
+        )
+    )
+    # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT through the ORM.
+    tasks = session.scalar(select(func.count()).select_from(ChunkTask).where(ChunkTask.job_id == job.job_id))
+    operation = OperationType(job.operation_type)
+    # Ids only: never ballots, keys or credentials. (The same body as bridge.topology.message_body.)
+    build = func.jsonb_build_object if session.get_bind().dialect.name == "postgresql" else func.json_object
+    body = build(
+        "job_id", literal(str(job.job_id)), "task_id", ChunkTask.id, "operation", literal(operation.value)
+    )
+    # available_at is bound, not defaulted: SQLite's CURRENT_TIMESTAMP has another text form than
+    # bound datetimes, and the relay compares the two.
+    session.execute(
+        insert(Outbox).from_select(
+            ["routing_key", "body", "available_at"],
+            select(literal(ROUTING_KEYS[operation]), body, literal(_utcnow(), DateTime(timezone=True)))
+            .where(ChunkTask.job_id == job.job_id)
+            .order_by(ChunkTask.id),
+        )
+    )
+    return int(tasks or 0)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def outbox_messages(job_id: uuid.UUID, operation: OperationType, task_ids: Iterable[int]) -> Iterable[dict]:
+    """Outbox rows for tasks, as ``_add_tasks`` writes them (for callers that add tasks one by one)."""
+    key = ROUTING_KEYS[operation]
+    for task_id in task_ids:
+        yield {
+            "routing_key": key,
+            "body": {"job_id": str(job_id), "task_id": int(task_id), "operation": operation.value},
+        }
+
+
+# ---------------------------------------------------------------------------------------------- tally
+
+# Chunk boundaries. PostgreSQL: a recursive walk down the (election_id, seq) index, each step reading
+# the next ``size`` entries with LIMIT: about 4x faster than numbering every row with a window
+# function (18 ms against 71 ms for 100,000 ballots here). SQLite has no LATERAL: the window form.
+_PLAN_POSTGRES = """
+WITH RECURSIVE bounds(chunk_number, first_seq, last_seq, n) AS (
+    SELECT 1, x.first_seq, x.last_seq, x.n FROM LATERAL (
+        SELECT MIN(seq) AS first_seq, MAX(seq) AS last_seq, COUNT(*) AS n FROM (
+            SELECT seq FROM ballot WHERE election_id = :election_id ORDER BY seq LIMIT :size
+        ) s
+    ) x
+    UNION ALL
+    SELECT b.chunk_number + 1, x.first_seq, x.last_seq, x.n FROM bounds b, LATERAL (
+        SELECT MIN(seq) AS first_seq, MAX(seq) AS last_seq, COUNT(*) AS n FROM (
+            SELECT seq FROM ballot WHERE election_id = :election_id AND seq > b.last_seq
+            ORDER BY seq LIMIT :size
+        ) s
+    ) x
+    WHERE b.n = :size
+)
+"""
+_PLAN_WINDOW = """
+WITH bounds(chunk_number, first_seq, last_seq, n) AS (
+    SELECT (rn - 1) / :size + 1, MIN(seq), MAX(seq), COUNT(*)
+    FROM (
+        SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM ballot WHERE election_id = :election_id
+    ) numbered
+    GROUP BY (rn - 1) / :size
+)
+"""
+
+
+def _plan_cte(session: Session) -> str:
+    return _PLAN_POSTGRES if session.get_bind().dialect.name == "postgresql" else _PLAN_WINDOW
+
+
+def plan_chunks(session: Session, election_id: int, chunk_size: int) -> list[PlannedChunk]:
+    """Consecutive runs of ``chunk_size`` ballots in seq order (cast and spoiled alike), computed in
+    the database. Reads only (election_id, seq) through the ``ix_ballot_election_seq`` index."""
+    rows = session.execute(
+        text(
+            _plan_cte(session)
+            + "SELECT chunk_number, first_seq, last_seq, n FROM bounds WHERE n > 0 ORDER BY chunk_number"
+        ),
+        {"size": chunk_size, "election_id": election_id},
+    ).all()
+    return [PlannedChunk(int(r.chunk_number), int(r.first_seq), int(r.last_seq), int(r.n)) for r in rows]
+
+
+def create_tally_job(
+    session: Session, election_id: int, chunk_size: int, created_by: str | None = None
+) -> ElectionJob:
+    """Plan the chunks of a CLOSED election and create its tally job (one task per chunk)."""
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise Invalid(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    election = load_election(session, election_id, lock=True)
+    if election.state != ElectionState.CLOSED.value:
+        raise Conflict(f"election {election_id} is {election.state}: only a closed election is tallied")
+    existing = jobs_of(session, election_id, OperationType.TALLY)
+    if existing:
+        # election_center holds one set of chunks per election; a failed tally is re-driven, not re-planned.
+        j = existing[-1]
+        hint = (
+            f": re-drive it with POST /api/jobs/{j.job_id}/redrive"
+            if j.status == JobStatus.FAILED.value
+            else ""
+        )
+        raise Conflict(f"election {election_id} already has a tally job {j.job_id} ({j.status}){hint}")
+
+    job = ElectionJob(
+        job_id=uuid.uuid4(),
+        election_id=election_id,
+        operation_type=OperationType.TALLY.value,
+        status=JobStatus.QUEUED.value,
+        total_chunks=0,
+        processed_chunks=0,
+        failed_chunks=0,
+        created_by=created_by,
+    )
+    session.add(job)
+    session.flush()
+    # The chunk rows straight from the plan, in the database: no ballot (nor seq) comes to Python.
+    session.execute(
+        text(
+            _plan_cte(session)
+            + """
+            INSERT INTO election_center (election_id, tally_job_id, chunk_number, kind, first_seq, last_seq,
+                                         ballot_count)
+            SELECT :election_id, :job_id, chunk_number, :kind, first_seq, last_seq, n
+            FROM bounds WHERE n > 0
+            """
+        ).bindparams(bindparam("job_id", type_=Uuid())),
+        {"size": chunk_size, "election_id": election_id, "job_id": job.job_id, "kind": ChunkKind.CHUNK.value},
+    )
+    chunks, ballots, first, last = session.execute(
+        select(
+            func.count(),
+            func.sum(ElectionCenter.ballot_count),
+            func.min(ElectionCenter.first_seq),
+            func.max(ElectionCenter.last_seq),
+        ).where(ElectionCenter.tally_job_id == job.job_id)
+    ).one()
+    if not chunks:
+        raise Conflict(f"election {election_id} has no ballots to tally")  # rolls back the job row
+    whole = ElectionCenter(
+        election_id=election_id,
+        tally_job_id=job.job_id,
+        chunk_number=ELECTION_CHUNK_NUMBER,
+        kind=ChunkKind.ELECTION.value,
+        first_seq=first,
+        last_seq=last,
+        ballot_count=int(ballots),
+    )
+    session.add(whole)
+    session.flush()
+    job.total_chunks = _add_tasks(
+        session,
+        job,
+        and_(ElectionCenter.tally_job_id == job.job_id, ElectionCenter.kind == ChunkKind.CHUNK.value),
+    )
+    job.metadata_ = {"chunk_size": chunk_size, "ballot_count": int(ballots), "election_chunk_id": whole.id}
+    session.flush()
+    return job
+
+
+# ---------------------------------------------------------------------------------------------- decryption
+
+
+def _require_guardian(session: Session, election_id: int, guardian_id: str) -> Guardian:
+    g = session.get(Guardian, (election_id, guardian_id))
+    if g is None:
+        raise NotFound(f"guardian {guardian_id!r} is not a guardian of election {election_id}")
+    return g
+
+
+def create_partial_decryption_job(
+    session: Session,
+    election_id: int,
+    guardian_id: str,
+    escrow_id: uuid.UUID,
+    created_by: str | None = None,
+) -> ElectionJob:
+    """A guardian's share of every chunk and of the election row; its key is in escrow ``escrow_id``."""
+    election = load_election(session, election_id, lock=True)
+    _require_guardian(session, election_id, guardian_id)
+    tally = completed_tally_job(session, election)
+    if dup := jobs_of(
+        session, election_id, OperationType.PARTIAL_DECRYPTION, BLOCKING_STATUSES, guardian_id=guardian_id
+    ):
+        raise Conflict(
+            f"guardian {guardian_id!r} already has a partial decryption job"
+            f" {dup[-1].job_id} ({dup[-1].status})"
+        )
+    return _new_job(
+        session,
+        election_id,
+        OperationType.PARTIAL_DECRYPTION,
+        tally.job_id,
+        created_by,
+        guardian_id=guardian_id,
+        metadata={"escrow_id": str(escrow_id), "tally_job_id": str(tally.job_id)},
+    )
+
+
+def create_compensated_decryption_jobs(
+    session: Session,
+    parent_job_id: uuid.UUID,
+    missing_guardian_ids: Sequence[str],
+    created_by: str | None = None,
+) -> list[ElectionJob]:
+    """Children of a guardian's partial job: for each missing guardian, one job with one task per chunk
+    (so one message per source guardian, missing guardian and chunk). Published at once: the shares
+    do not depend on the parent's, only on the same escrowed key material."""
+    parent = session.get(ElectionJob, parent_job_id)
+    if parent is None or parent.operation_type != OperationType.PARTIAL_DECRYPTION.value:
+        raise NotFound(f"partial decryption job {parent_job_id} does not exist")
+    if parent.status == JobStatus.FAILED.value:
+        raise Conflict(f"partial decryption job {parent_job_id} FAILED: re-drive it first")
+    election = load_election(session, parent.election_id, lock=True)
+    source = parent.guardian_id or ""
+    missing = list(dict.fromkeys(missing_guardian_ids))
+    if not missing:
+        raise Invalid("no missing guardians named")
+    if len(missing) != len(missing_guardian_ids):
+        raise Invalid("a missing guardian is named twice")
+    if source in missing:
+        raise Invalid(f"guardian {source!r} cannot compensate for itself")
+    spare = election.number_of_guardians - election.quorum
+    if len(missing) > spare:
+        raise Conflict(
+            f"{len(missing)} guardians missing but a quorum of {election.quorum} of "
+            f"{election.number_of_guardians} tolerates at most {spare}"
+        )
+    for m in missing:
+        _require_guardian(session, election.id, m)
+        if present := jobs_of(
+            session, election.id, OperationType.PARTIAL_DECRYPTION, BLOCKING_STATUSES, guardian_id=m
+        ):
+            raise Conflict(
+                f"guardian {m!r} is not missing: its partial decryption job {present[-1].job_id} exists"
+            )
+        if dup := jobs_of(
+            session,
+            election.id,
+            OperationType.COMPENSATED_DECRYPTION,
+            BLOCKING_STATUSES,
+            guardian_id=source,
+            missing_guardian_id=m,
+        ):
+            raise Conflict(
+                f"guardian {source!r} already compensates for {m!r}"
+                f" in job {dup[-1].job_id} ({dup[-1].status})"
+            )
+    tally = completed_tally_job(session, election)
+    meta = parent.metadata_ or {}
+    return [
+        _new_job(
+            session,
+            election.id,
+            OperationType.COMPENSATED_DECRYPTION,
+            tally.job_id,
+            created_by,
+            guardian_id=source,
+            missing_guardian_id=m,
+            parent_job_id=parent.job_id,
+            metadata={"escrow_id": meta.get("escrow_id"), "tally_job_id": str(tally.job_id)},
+        )
+        for m in missing
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- combine
+
+
+def _share_counts(
+    session: Session, tally_job_id: uuid.UUID
+) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Shares per guardian (and per available→missing pair) over the rows of this tally."""
+    rows = select(ElectionCenter.id).where(ElectionCenter.tally_job_id == tally_job_id)
+    direct = {
+        g: n
+        for g, n in session.execute(
+            select(DecryptionShare.guardian_id, func.count())
+            .where(DecryptionShare.chunk_id.in_(rows))
+            .group_by(DecryptionShare.guardian_id)
+        )
+    }
+    compensated = {
+        (a, m): n
+        for a, m, n in session.execute(
+            select(CompensatedShare.guardian_id, CompensatedShare.missing_guardian_id, func.count())
+            .where(CompensatedShare.chunk_id.in_(rows))
+            .group_by(CompensatedShare.guardian_id, CompensatedShare.missing_guardian_id)
+        )
+    }
+    return direct, compensated
+
+
+def create_combine_job(session: Session, election_id: int, created_by: str | None = None) -> ElectionJob:
+    """Combine the shares of each chunk (and of the election row) once a quorum has decrypted and every
+    available guardian has compensated for every missing one."""
+    election = load_election(session, election_id, lock=True)
+    tally = completed_tally_job(session, election)
+    if dup := jobs_of(session, election_id, OperationType.COMBINE_DECRYPTION, BLOCKING_STATUSES):
+        raise Conflict(
+            f"election {election_id} already has a combine job {dup[-1].job_id} ({dup[-1].status})"
+        )
+    for op in (OperationType.PARTIAL_DECRYPTION, OperationType.COMPENSATED_DECRYPTION):
+        if live := jobs_of(session, election_id, op, LIVE_STATUSES):
+            raise Conflict(f"decryption job {live[0].job_id} ({op.value}) is still {live[0].status}")
+
+    guardians = guardian_ids_of(session, election_id)
+    direct, compensated = _share_counts(session, tally.job_id)
+    needed = session.scalar(
+        select(func.count()).select_from(ElectionCenter).where(ElectionCenter.tally_job_id == tally.job_id)
+    )
+    available = [g for g in guardians if direct.get(g, 0) == needed]
+    if len(available) < election.quorum:
+        raise Conflict(
+            f"quorum not met: {len(available)} of the {election.quorum} guardians needed have decrypted"
+            f" every chunk ({', '.join(available) or 'none'})"
+        )
+    missing = [g for g in guardians if g not in available]
+    lacking = [f"{a}→{m}" for m in missing for a in available if compensated.get((a, m), 0) != needed]
+    if lacking:
+        raise Conflict(
+            "compensated shares incomplete for (available→missing guardian): " + ", ".join(lacking)
+        )
+    return _new_job(
+        session,
+        election_id,
+        OperationType.COMBINE_DECRYPTION,
+        tally.job_id,
+        created_by,
+        metadata={
+            "tally_job_id": str(tally.job_id),
+            "available_guardian_ids": available,
+            "missing_guardian_ids": missing,
+        },
+    )

@@ -1,0 +1,156 @@
+"""Read side of jobs: the status document of a job, job lists and an election's decryption progress."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    ChunkTask,
+    Election,
+    ElectionCenter,
+    ElectionJob,
+    JobStatus,
+    OperationType,
+    TaskState,
+)
+from service.errors import NotFound
+from service.jobs import planning
+
+# Job metadata keys a client may see (escrow ids are internal).
+PUBLIC_METADATA = (
+    "chunk_size",
+    "ballot_count",
+    "tally_job_id",
+    "available_guardian_ids",
+    "missing_guardian_ids",
+)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def poll_url(job_id: uuid.UUID) -> str:
+    return f"/api/jobs/{job_id}/status"
+
+
+def get_job(session: Session, job_id: uuid.UUID) -> ElectionJob:
+    job = session.get(ElectionJob, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def failed_chunks(session: Session, job_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(ChunkTask.id, ChunkTask.attempts, ChunkTask.last_error, ElectionCenter.chunk_number)
+        .join(ElectionCenter, ElectionCenter.id == ChunkTask.chunk_id)
+        .where(ChunkTask.job_id == job_id, ChunkTask.state == TaskState.FAILED.value)
+        .order_by(ElectionCenter.chunk_number)
+        .limit(limit)
+    ).all()
+    return [
+        {"chunkNumber": r.chunk_number, "taskId": r.id, "attempts": r.attempts, "error": r.last_error}
+        for r in rows
+    ]
+
+
+def job_document(session: Session, job: ElectionJob, *, detail: bool = True) -> dict[str, Any]:
+    total = job.total_chunks or 0
+    done = job.processed_chunks or 0
+    end = job.completed_at
+    duration = (end - job.started_at).total_seconds() if end and job.started_at else None
+    doc: dict[str, Any] = {
+        "jobId": str(job.job_id),
+        "electionId": job.election_id,
+        "operationType": job.operation_type,
+        "status": job.status,
+        "totalChunks": total,
+        "processedChunks": done,
+        "failedChunks": job.failed_chunks or 0,
+        "progressPercent": round(100.0 * done / total, 2) if total else 0.0,
+        "guardianId": job.guardian_id,
+        "missingGuardianId": job.missing_guardian_id,
+        "parentJobId": str(job.parent_job_id) if job.parent_job_id else None,
+        "createdBy": job.created_by,
+        "createdAt": _iso(job.created_at),
+        "startedAt": _iso(job.started_at),
+        "completedAt": _iso(job.completed_at),
+        "updatedAt": _iso(job.updated_at),
+        "durationSeconds": duration,
+        "errorMessage": job.error_message,
+        "metadata": {k: v for k, v in (job.metadata_ or {}).items() if k in PUBLIC_METADATA},
+        "pollUrl": poll_url(job.job_id),
+    }
+    if detail:
+        doc["failedChunkErrors"] = failed_chunks(session, job.job_id) if job.failed_chunks else []
+    return doc
+
+
+def list_jobs(session: Session, election_id: int | None, created_by: str | None) -> list[ElectionJob]:
+    """Jobs, newest first; ``created_by`` restricts to one owner (non-admin callers)."""
+    stmt = select(ElectionJob).order_by(ElectionJob.created_at.desc()).limit(1000)
+    if election_id is not None:
+        stmt = stmt.where(ElectionJob.election_id == election_id)
+    if created_by is not None:
+        stmt = stmt.where(ElectionJob.created_by == created_by)
+    return list(session.scalars(stmt))
+
+
+def decryption_status(session: Session, election_id: int) -> dict[str, Any]:
+    """Per guardian: its partial job and compensated jobs; whether a combine can start."""
+    election = session.get(Election, election_id)
+    if election is None:
+        raise NotFound(f"election {election_id} does not exist")
+    guardians = planning.guardian_ids_of(session, election_id)
+    jobs = list(
+        session.scalars(
+            select(ElectionJob).where(ElectionJob.election_id == election_id).order_by(ElectionJob.created_at)
+        )
+    )
+
+    def brief(j: ElectionJob) -> dict[str, Any]:
+        return {
+            "jobId": str(j.job_id),
+            "status": j.status,
+            "processedChunks": j.processed_chunks,
+            "totalChunks": j.total_chunks,
+            "missingGuardianId": j.missing_guardian_id,
+        }
+
+    per_guardian = []
+    completed = 0
+    for g in guardians:
+        partial = [
+            j for j in jobs if j.operation_type == OperationType.PARTIAL_DECRYPTION and j.guardian_id == g
+        ]
+        comp = [
+            j for j in jobs if j.operation_type == OperationType.COMPENSATED_DECRYPTION and j.guardian_id == g
+        ]
+        if partial and partial[-1].status == JobStatus.COMPLETED:
+            completed += 1
+        per_guardian.append(
+            {
+                "guardianId": g,
+                "partialDecryption": brief(partial[-1]) if partial else None,
+                "compensatedDecryptions": [brief(j) for j in comp],
+            }
+        )
+    combine = [j for j in jobs if j.operation_type == OperationType.COMBINE_DECRYPTION]
+    tally = [j for j in jobs if j.operation_type == OperationType.TALLY]
+    return {
+        "electionId": election_id,
+        "electionState": election.state,
+        "numberOfGuardians": election.number_of_guardians,
+        "quorum": election.quorum,
+        "guardiansDecrypted": completed,
+        "quorumMet": completed >= election.quorum,
+        "tally": brief(tally[-1]) if tally else None,
+        "guardians": per_guardian,
+        "combine": brief(combine[-1]) if combine else None,
+    }

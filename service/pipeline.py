@@ -1,0 +1,171 @@
+"""Drive an election through its four jobs from one process: the demo and ``record run`` use this.
+
+The jobs are created by the same service functions the API calls, and executed by the same runner
+a deployment uses: the embedded runner (outbox → local Ray) when no AMQP URL is set, otherwise a
+bridge consuming RabbitMQ (with its relay) in a background thread against the configured Ray.
+This module only waits and reports; it does no cryptography of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from service.db.models import ElectionJob, JobStatus
+from service.db.session import transaction
+from service.jobs import planning
+from service.settings import Settings
+
+Progress = Callable[[str, int, int], None]  # (label, done, total)
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+@contextmanager
+def running_pipeline(settings: Settings) -> Iterator[None]:
+    """Run the chunk executor in a background thread for the duration of the block."""
+    from bridge.ray_runtime import ensure_ray
+
+    ensure_ray(settings)
+    stop: Callable[[], None]
+    if settings.embedded:
+        from bridge.embedded import EmbeddedRunner
+
+        runner = EmbeddedRunner(settings)
+        target, stop = runner.run, runner.stop
+    else:
+        from bridge.consumer import Bridge
+        from bridge.db import session_factory
+        from bridge.relay import OutboxRelay
+
+        relay = OutboxRelay(session_factory(settings.sqlalchemy_url), settings.amqp_url or "")
+        consumer = Bridge(settings)
+
+        def target() -> None:
+            t = threading.Thread(target=relay.run, name="relay", daemon=True)
+            t.start()
+            try:
+                consumer.run()
+            finally:
+                relay.stop()
+                t.join(timeout=30)
+
+        stop = consumer.stop
+    thread = threading.Thread(target=target, name="amarvote-runner", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop()
+        thread.join(timeout=120)
+
+
+def wait_for_jobs(
+    job_ids: Sequence[uuid.UUID], label: str, progress: Progress | None = None, poll: float = 0.3
+) -> None:
+    """Block until every job has ended; raise JobFailed naming the failed chunks of any that failed."""
+    from service.jobs.transitions import failure_summary
+
+    while True:
+        with transaction() as s:
+            jobs = list(s.scalars(select(ElectionJob).where(ElectionJob.job_id.in_(list(job_ids)))))
+            total = sum(j.total_chunks for j in jobs)
+            done = sum(j.processed_chunks for j in jobs)
+            failed = [j for j in jobs if j.status == JobStatus.FAILED.value]
+            if failed:
+                reasons = "; ".join(
+                    f"job {j.job_id}: {j.error_message or failure_summary(s, j.job_id)}" for j in failed
+                )
+                raise JobFailed(f"{label} failed: {reasons}")
+            ended = all(j.status == JobStatus.COMPLETED.value for j in jobs)
+        if progress:
+            progress(label, done, total)
+        if ended:
+            return
+        time.sleep(poll)
+
+
+@dataclass
+class Timings:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+def tally(election_id: int, chunk_size: int, progress: Progress | None, created_by: str) -> uuid.UUID:
+    with transaction() as s:
+        job = planning.create_tally_job(s, election_id, chunk_size, created_by)
+        job_id = job.job_id
+    wait_for_jobs([job_id], "tally", progress)
+    return job_id
+
+
+def decrypt(
+    settings: Settings,
+    election_id: int,
+    credentials: dict[str, tuple[dict[str, Any], str]],
+    missing: Sequence[str],
+    progress: Progress | None,
+    created_by: str,
+) -> list[uuid.UUID]:
+    """Each available guardian's partial decryption, with compensated shares for the missing ones."""
+    from service.elections.decryption import start_decryption
+    from service.security.secrets import server_secret
+
+    secret = server_secret(settings)
+    job_ids: list[uuid.UUID] = []
+    for guardian_id, (credential_file, passphrase) in credentials.items():
+        with transaction() as s:
+            started = start_decryption(
+                s,
+                secret,
+                election_id=election_id,
+                guardian_id=guardian_id,
+                credentials=credential_file,
+                passphrase=passphrase,
+                missing_guardian_ids=list(missing),
+                created_by=created_by,
+            )
+            jobs = ([started.partial_job] if started.partial_job else []) + list(started.compensated_jobs)
+            job_ids += [j.job_id for j in jobs]
+    wait_for_jobs(job_ids, "decryption", progress)
+    return job_ids
+
+
+def combine(election_id: int, progress: Progress | None, created_by: str) -> uuid.UUID:
+    with transaction() as s:
+        job = planning.create_combine_job(s, election_id, created_by)
+        job_id = job.job_id
+    wait_for_jobs([job_id], "combine", progress)
+    return job_id
+
+
+def export_record(election_id: int, out_dir: Path) -> Path:
+    """The election record in the reference's layout under ``out_dir/election_record``."""
+    from service.elections.results import write_record_zip
+
+    buf = io.BytesIO()
+    with transaction() as s:
+        write_record_zip(s, election_id, buf)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(buf) as zf:
+        zf.extractall(out_dir)
+    return out_dir / "election_record"

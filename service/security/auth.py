@@ -1,0 +1,105 @@
+"""JWT bearer tokens (PyJWT, HMAC): who is calling, and what each role may do.
+
+Roles: ``admin`` runs elections and sees every job; ``guardian`` is bound by its token to one election
+and one guardian id, acts only as that guardian and sees only the jobs it created.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from service.errors import Forbidden, Unauthorized
+from service.security.secrets import jwt_key
+from service.settings import Settings
+
+ISSUER = "amarvote"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    GUARDIAN = "guardian"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    role: Role
+    election_id: int | None = None
+    guardian_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+def issue_token(
+    settings: Settings,
+    subject: str,
+    role: Role | str,
+    *,
+    election_id: int | None = None,
+    guardian_id: str | None = None,
+    ttl_seconds: int = 12 * 3600,
+) -> str:
+    role = Role(role)
+    if role == Role.GUARDIAN and (election_id is None or guardian_id is None):
+        raise ValueError("a guardian token names its election and guardian")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": subject,
+        "role": role.value,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if election_id is not None:
+        claims["election_id"] = int(election_id)
+    if guardian_id is not None:
+        claims["guardian_id"] = guardian_id
+    return jwt.encode(claims, jwt_key(settings), algorithm=settings.jwt_algorithm)
+
+
+def decode_token(settings: Settings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            jwt_key(settings),
+            algorithms=[settings.jwt_algorithm],  # pinned: never trust the token's own alg header
+            issuer=ISSUER,
+            options={"require": ["exp", "sub", "iss"]},
+        )
+        role = Role(claims.get("role"))
+    except (jwt.PyJWTError, ValueError) as exc:
+        # PyJWT's message says which check failed (expired, bad signature), never the key.
+        raise Unauthorized(f"invalid token: {exc}") from exc
+    p = Principal(str(claims["sub"]), role, claims.get("election_id"), claims.get("guardian_id"))
+    if role == Role.GUARDIAN and (p.election_id is None or p.guardian_id is None):
+        raise Unauthorized("invalid token: a guardian token must name its election and guardian")
+    return p
+
+
+def require_admin(p: Principal) -> None:
+    if not p.is_admin:
+        raise Forbidden("this action needs the admin role")
+
+
+def require_acting_guardian(p: Principal, election_id: int, guardian_id: str) -> None:
+    """An admin may act for any guardian; a guardian only as itself, in its own election."""
+    if p.is_admin:
+        return
+    if p.election_id != election_id or p.guardian_id != guardian_id:
+        raise Forbidden(f"this token may act only as guardian {p.guardian_id!r} of election {p.election_id}")
+
+
+def require_election_access(p: Principal, election_id: int) -> None:
+    if not p.is_admin and p.election_id != election_id:
+        raise Forbidden(f"this token is for election {p.election_id}, not {election_id}")
+
+
+def can_see_job(p: Principal, created_by: str | None) -> bool:
+    return p.is_admin or (created_by is not None and created_by == p.subject)

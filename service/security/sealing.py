@@ -1,0 +1,173 @@
+"""Authenticated encryption at rest: with a guardian's passphrase (credential files) and with the
+server secret (the key escrow of running decryption jobs). The one place secrets are sealed.
+
+- Passphrase: argon2id (argon2-cffi) stretches the passphrase into an AES-256-GCM key. The file is
+  JSON: format, who it belongs to, KDF parameters, salt, nonce, ciphertext. Everything but the
+  ciphertext is bound as associated data, so a header edited to point at another guardian fails.
+- Server secret: HKDF-SHA256 derives a key per purpose; the blob is version byte, nonce, ciphertext,
+  and the caller's ``context`` (say ``escrow:<election>:<guardian>``) is the associated data, so a
+  sealed row copied under another guardian's id does not open.
+
+Errors never say more than "wrong passphrase or damaged file": no secret, no partial plaintext.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+CREDENTIAL_FORMAT = "amarvote.credential.v1"
+_SECRET_BLOB_VERSION = b"\x01"
+# Bounds on what a credential file may ask of the KDF: a crafted file must not make us burn a GiB.
+_MAX_MEMORY_KIB = 1 << 20
+_MAX_TIME_COST = 16
+_MAX_PARALLELISM = 16
+MIN_PASSPHRASE_CHARS = 8
+
+
+class SealError(ValueError):
+    """The sealed data does not open: wrong passphrase/secret, or the data was altered."""
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """argon2id cost. The defaults follow RFC 9106's second recommended option (64 MiB, t=3)."""
+
+    time_cost: int = 3
+    memory_cost: int = 65536  # KiB
+    parallelism: int = 2
+
+    def check(self) -> None:
+        if not (1 <= self.time_cost <= _MAX_TIME_COST and 8 <= self.memory_cost <= _MAX_MEMORY_KIB):
+            raise SealError("credential file has unacceptable KDF parameters")
+        if not 1 <= self.parallelism <= _MAX_PARALLELISM:
+            raise SealError("credential file has unacceptable KDF parameters")
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _unb64(s: Any) -> bytes:
+    if not isinstance(s, str):
+        raise SealError("credential file is malformed")
+    try:
+        return base64.b64decode(s, validate=True)
+    except ValueError as exc:
+        raise SealError("credential file is malformed") from exc
+
+
+def _passphrase_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
+    return hash_secret_raw(
+        passphrase.encode("utf-8"),
+        salt,
+        time_cost=params.time_cost,
+        memory_cost=params.memory_cost,
+        parallelism=params.parallelism,
+        hash_len=32,
+        type=Type.ID,
+    )
+
+
+def _header_aad(header: dict[str, Any]) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def check_passphrase(passphrase: str) -> None:
+    if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise ValueError(f"a passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
+
+
+def seal_with_passphrase(
+    plaintext: bytes,
+    passphrase: str,
+    *,
+    owner: dict[str, Any],
+    params: KdfParams | None = None,
+) -> dict[str, Any]:
+    """A credential file (JSON-ready dict); ``owner`` (election and guardian ids) stays readable."""
+    check_passphrase(passphrase)
+    params = params or KdfParams()
+    salt, nonce = os.urandom(16), os.urandom(12)
+    header = {
+        "format": CREDENTIAL_FORMAT,
+        "owner": owner,
+        "kdf": {"name": "argon2id", "version": 19, "hash_len": 32, **asdict(params)},
+        "salt": _b64(salt),
+        "cipher": "AES-256-GCM",
+        "nonce": _b64(nonce),
+    }
+    ct = AESGCM(_passphrase_key(passphrase, salt, params)).encrypt(nonce, plaintext, _header_aad(header))
+    return {**header, "ciphertext": _b64(ct)}
+
+
+def credential_owner(sealed: Any) -> dict[str, Any]:
+    """The unauthenticated owner fields, to refuse a file for another guardian before any KDF work."""
+    if not isinstance(sealed, dict) or sealed.get("format") != CREDENTIAL_FORMAT:
+        raise SealError(f"not an amarvote credential file (expected format {CREDENTIAL_FORMAT})")
+    owner = sealed.get("owner")
+    if not isinstance(owner, dict):
+        raise SealError("credential file is malformed")
+    return owner
+
+
+def open_with_passphrase(sealed: Any, passphrase: str) -> bytes:
+    credential_owner(sealed)
+    try:
+        kdf = sealed["kdf"]
+        if kdf.get("name") != "argon2id" or kdf.get("hash_len") != 32:
+            raise SealError("credential file uses an unknown KDF")
+        params = KdfParams(int(kdf["time_cost"]), int(kdf["memory_cost"]), int(kdf["parallelism"]))
+        header = {k: sealed[k] for k in ("format", "owner", "kdf", "salt", "cipher", "nonce")}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, SealError):
+            raise
+        raise SealError("credential file is malformed") from exc
+    params.check()
+    if header["cipher"] != "AES-256-GCM":
+        raise SealError("credential file uses an unknown cipher")
+    salt, nonce, ct = _unb64(header["salt"]), _unb64(header["nonce"]), _unb64(sealed.get("ciphertext"))
+    if len(nonce) != 12 or len(salt) < 8:
+        raise SealError("credential file is malformed")
+    if not isinstance(passphrase, str):
+        raise SealError("wrong passphrase or damaged credential file")
+    try:
+        return AESGCM(_passphrase_key(passphrase, salt, params)).decrypt(nonce, ct, _header_aad(header))
+    except InvalidTag as exc:
+        raise SealError("wrong passphrase or damaged credential file") from exc
+
+
+def _secret_key(secret: bytes, purpose: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"amarvote/{purpose}".encode()).derive(
+        secret
+    )
+
+
+def seal_with_secret(plaintext: bytes, secret: bytes, *, purpose: str, context: str) -> bytes:
+    """Seal under the server secret: ``purpose`` picks the derived key, ``context`` is bound as AAD."""
+    nonce = os.urandom(12)
+    ct = AESGCM(_secret_key(secret, purpose)).encrypt(nonce, plaintext, context.encode("utf-8"))
+    return _SECRET_BLOB_VERSION + nonce + ct
+
+
+def open_with_secret(blob: bytes, secret: bytes, *, purpose: str, context: str) -> bytes:
+    if len(blob) < 1 + 12 + 16 or blob[:1] != _SECRET_BLOB_VERSION:
+        raise SealError("sealed data is malformed")
+    try:
+        return AESGCM(_secret_key(secret, purpose)).decrypt(blob[1:13], blob[13:], context.encode("utf-8"))
+    except InvalidTag as exc:
+        raise SealError("sealed data does not open under this server secret") from exc
+
+
+def derive_subkey(secret: bytes, purpose: str) -> bytes:
+    """An independent 32-byte key for another use of the server secret (say, signing JWTs)."""
+    return _secret_key(secret, purpose)

@@ -1,0 +1,60 @@
+"""Configuration from the environment (prefix ``AMARVOTE_``) or a ``.env`` file.
+
+With no database URL, AMQP URL or Ray address set, everything runs embedded: SQLite in the data
+directory, the outbox drained in-process instead of RabbitMQ, and a local Ray instance.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AMARVOTE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("amarvote-data")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset")
+    amqp_url: str | None = Field(default=None, description="RabbitMQ URL; the in-process outbox if unset")
+    ray_address: str | None = Field(default=None, description="Ray cluster address; a local Ray if unset")
+    server_secret: SecretStr | None = Field(
+        default=None, description="Seals key material of running jobs; generated into data_dir if unset"
+    )
+
+    chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
+    max_attempts: int = Field(default=3, ge=1, description="Attempts per chunk task before it is FAILED")
+    retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    lease_seconds: int = Field(
+        default=600, ge=5, description="A RUNNING chunk task with an older lease is free"
+    )
+    task_memory_mb: int = Field(default=512, ge=64, description="Ray memory= per chunk task (admission)")
+    max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    job_rate_limit_per_minute: int = 60
+
+    # argon2id cost for guardian credential files (RFC 9106's second recommended option by default).
+    kdf_time_cost: int = Field(default=3, ge=1, le=16)
+    kdf_memory_kib: int = Field(default=65536, ge=8, le=1 << 20)
+    kdf_parallelism: int = Field(default=2, ge=1, le=16)
+    # Run the migrations when the API starts: on by default for the embedded SQLite database only.
+    auto_migrate: bool | None = None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'amarvote.sqlite3').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.amqp_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,132 @@
+"""Row and broker helpers for the bridge tests (a plain module: conftest modules are not importable)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pika
+from sqlalchemy import select, text
+
+from bridge import topology
+from bridge.db import SessionFactory
+from service.db.models import ChunkTask, Election, ElectionCenter, ElectionJob
+from service.jobs import planning
+
+
+def make_tally_job(
+    factory: SessionFactory,
+    *,
+    ballots: int,
+    chunk_size: int,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[int, uuid.UUID]:
+    """A closed election with dummy ballots and its planned tally job (job, tasks, outbox rows)."""
+    with factory.begin() as s:
+        e = Election(name="bridge-test", state="closed", manifest={}, number_of_guardians=1, quorum=1)
+        s.add(e)
+        s.flush()
+        s.execute(
+            text(
+                "INSERT INTO ballot (election_id, object_id, state, code, payload) "
+                "SELECT :e, 'ballot-' || i, 1, md5(i::text), '\\x00'::bytea FROM generate_series(1, :n) i"
+            ),
+            {"e": e.id, "n": ballots},
+        )
+        job = planning.create_tally_job(s, e.id, chunk_size)
+        if metadata:
+            job.metadata_ = {**(job.metadata_ or {}), **metadata}
+        return e.id, job.job_id
+
+
+def job_row(factory: SessionFactory, job_id: uuid.UUID) -> ElectionJob:
+    with factory() as s:
+        return s.get(ElectionJob, job_id)  # type: ignore[return-value]
+
+
+def tasks_of(factory: SessionFactory, job_id: uuid.UUID) -> list[ChunkTask]:
+    with factory() as s:
+        return list(s.scalars(select(ChunkTask).where(ChunkTask.job_id == job_id).order_by(ChunkTask.id)))
+
+
+def election_row(factory: SessionFactory, election_id: int) -> Election:
+    with factory() as s:
+        return s.get(Election, election_id)  # type: ignore[return-value]
+
+
+def chunk_numbers(factory: SessionFactory, job_id: uuid.UUID) -> dict[int, int]:
+    """task id -> chunk number."""
+    with factory() as s:
+        rows = s.execute(
+            select(ChunkTask.id, ElectionCenter.chunk_number)
+            .join(ElectionCenter, ElectionCenter.id == ChunkTask.chunk_id)
+            .where(ChunkTask.job_id == job_id)
+        ).all()
+    return {t: n for t, n in rows}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def job_ended(factory: SessionFactory, job_id: uuid.UUID) -> Callable[[], bool]:
+    return lambda: job_row(factory, job_id).status in ("COMPLETED", "FAILED")
+
+
+def drain_queue(amqp_url: str, queue: str) -> list[dict[str, Any]]:
+    """Take every message out of ``queue`` (acked) and return the decoded bodies."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    out = []
+    try:
+        ch = conn.channel()
+        while True:
+            method, _props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append(json.loads(body))
+    finally:
+        conn.close()
+
+
+def publish_raw(amqp_url: str, routing_key: str, body: dict[str, Any]) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(topology.EXCHANGE, routing_key, json.dumps(body).encode(), mandatory=True)
+    finally:
+        conn.close()
+
+
+def queue_depth(amqp_url: str, queue: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+class InThread:
+    """Run a ``run()``/``stop()`` object (relay, bridge, reconciler) in a thread for a test."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.thread = threading.Thread(target=obj.run, daemon=True)
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        return self.obj
+
+    def __exit__(self, *exc: object) -> None:
+        self.obj.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "did not stop"

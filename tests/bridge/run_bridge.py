@@ -1,0 +1,44 @@
+"""A bridge process for the crash tests: ``python tests/bridge/run_bridge.py DB_URL AMQP_URL RAY_ADDRESS``.
+
+It runs the real :class:`bridge.consumer.Bridge` with the test bodies, connected to the test
+session's Ray, and handles SIGTERM like the production entry point.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import ray
+
+from bridge.consumer import Bridge
+from service.settings import Settings
+from tests.bridge.fakes import BODY
+
+
+def main() -> None:
+    db_url, amqp_url, ray_address = sys.argv[1:4]
+    grace = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bridge-proc %(levelname)s %(message)s")
+    settings = Settings(
+        database_url=db_url,
+        amqp_url=amqp_url,
+        ray_address=ray_address,
+        max_attempts=3,
+        retry_backoff_seconds=0.2,
+        lease_seconds=5,
+        task_memory_mb=64,
+        max_in_flight=4,
+    )
+    ray.init(address=ray_address, log_to_driver=False)
+    bridge = Bridge(settings, bodies={"TALLY": BODY}, shutdown_grace=grace)
+    bridge.install_signal_handlers()
+    bridge.run()
+    print("bridge exited cleanly", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The four flows chained with real ElectionGuard arithmetic, through RabbitMQ, the bridge and Ray.
+
+3 guardians, quorum 2, guardian g3 missing; 12 ballots (2 spoiled) in chunks of 5. The counts the
+combine publishes must equal the plaintext votes, every spoiled ballot must decrypt to what was
+encrypted, the chunks must add up to the election-level tally, and the escrowed keys must be gone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+
+from bridge.consumer import Bridge
+from service.db.models import ElectionCenter, GuardianKeyEscrow
+from service.elections import ballots, decryption, elections
+from service.jobs import planning
+from service.security.sealing import KdfParams
+from tests.bridge.helpers_bridge import election_row, job_row, wait_for
+from tests.bridge.test_bridge_flow import pipeline
+
+pytestmark = pytest.mark.services
+KDF = KdfParams(time_cost=1, memory_cost=64, parallelism=1)
+PASS = {g: f"passphrase of {g} 123" for g in ("g1", "g2", "g3")}
+VOTES = ["A", "B", "A", "C", "A", "B", "A", "C", "B", "A", "C", "A"]
+SPOILED = {3, 8}  # indexes of spoiled ballots
+
+
+def _plaintext(i: int, choice: str) -> dict:
+    return {
+        "object_id": f"ballot-{i}",
+        "style_id": "ballot-style-1",
+        "contests": [{"object_id": "contest-1", "ballot_selections": [{"object_id": choice, "vote": 1}]}],
+    }
+
+
+def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, server_secret) -> None:  # type: ignore[no-untyped-def]
+    with factory.begin() as s:
+        e = elections.create_election(
+            s, name="crypto", number_of_guardians=3, quorum=2, candidate_names=["A", "B", "C"]
+        )
+        election_id = e.id
+        creds = {c.guardian_id: c.credentials for c in elections.run_key_ceremony(s, e.id, PASS, KDF)}
+        elections.open_election(s, e.id)
+    with factory.begin() as s:
+        snap = ballots.snapshot_for_ballots(s, election_id)
+        prepared = [
+            ballots.prepare_plaintext(snap, _plaintext(i, v), "spoil" if i in SPOILED else "cast")[0]
+            for i, v in enumerate(VOTES)
+        ]
+        ballots.store(s, election_id, prepared)
+        elections.close_election(s, election_id)
+        tally_job = planning.create_tally_job(s, election_id, 5).job_id
+
+    # The real bodies (bridge.tasks.DEFAULT_BODIES), not the counting stand-in.
+    with pipeline(settings, factory, bridge=Bridge(settings, shutdown_grace=10)):
+        wait_for(lambda: job_row(factory, tally_job).status == "COMPLETED", timeout=120)
+        e = election_row(factory, election_id)
+        assert e.state == "tallied" and e.encrypted_tally is not None
+        with factory() as s:
+            election_chunk = s.scalars(
+                select(ElectionCenter).where(
+                    ElectionCenter.election_id == election_id, ElectionCenter.kind == "election"
+                )
+            ).one()
+            assert election_chunk.cast_count == len(VOTES) - len(SPOILED)
+            assert sorted(election_chunk.spoiled_ids) == sorted(f"ballot-{i}" for i in SPOILED)
+
+        jobs = []
+        for g in ("g1", "g2"):
+            with factory.begin() as s:
+                start = decryption.start_decryption(
+                    s,
+                    server_secret,
+                    election_id=election_id,
+                    guardian_id=g,
+                    credentials=creds[g],
+                    passphrase=PASS[g],
+                    missing_guardian_ids=["g3"],
+                )
+                jobs += [start.partial_job.job_id] + [j.job_id for j in start.compensated_jobs]
+        assert len(jobs) == 4
+        wait_for(
+            lambda: all(job_row(factory, j).status in ("COMPLETED", "FAILED") for j in jobs), timeout=240
+        )
+        assert [job_row(factory, j).status for j in jobs] == ["COMPLETED"] * 4, [
+            job_row(factory, j).error_message for j in jobs
+        ]
+        with factory() as s:
+            assert s.scalar(select(func.count()).select_from(GuardianKeyEscrow)) == 0  # erased at the end
+
+        with factory.begin() as s:
+            combine_job = planning.create_combine_job(s, election_id).job_id
+        wait_for(lambda: job_row(factory, combine_job).status in ("COMPLETED", "FAILED"), timeout=120)
+        assert job_row(factory, combine_job).status == "COMPLETED", job_row(
+            factory, combine_job
+        ).error_message
+
+    e = election_row(factory, election_id)
+    assert e.state == "decrypted"
+    cast = Counter(v for i, v in enumerate(VOTES) if i not in SPOILED)
+    counts = {sid: s["tally"] for sid, s in e.result["contests"]["contest-1"]["selections"].items()}
+    assert counts == {c: cast.get(c, 0) for c in "ABC"}
+    spoiled = e.result["spoiled_ballots"]
+    assert set(spoiled) == {f"ballot-{i}" for i in SPOILED}
+    for i in SPOILED:
+        sel = spoiled[f"ballot-{i}"]["contests"]["contest-1"]["selections"]
+        assert {sid: s["tally"] for sid, s in sel.items()} == {c: int(c == VOTES[i]) for c in "ABC"}

@@ -1,0 +1,64 @@
+"""Row helpers for the service tests (a plain module: conftest modules are not importable by name)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from service.db.models import Base, Election
+from service.db.session import session_factory
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows in every table: a failed request must leave these unchanged."""
+    with engine.connect() as c:
+        return {
+            name: c.scalar(select(func.count()).select_from(t)) for name, t in Base.metadata.tables.items()
+        }
+
+
+def make_election(
+    engine: Engine,
+    *,
+    state: str = "closed",
+    guardians: int = 3,
+    quorum: int = 2,
+    ballots: int = 0,
+    spoiled_every: int = 0,
+) -> int:
+    """An election row with public guardian rows and dummy ballots written by SQL (planning reads no
+    payload, so none is real here)."""
+    with session_factory(engine).begin() as s:
+        e = Election(
+            name="t",
+            state=state,
+            manifest={},
+            number_of_guardians=guardians,
+            quorum=quorum,
+            manifest_version=1,
+        )
+        s.add(e)
+        s.flush()
+        for i in range(guardians):
+            s.execute(
+                text("INSERT INTO guardian VALUES (:e, :g, :o, '{}')"),
+                {"e": e.id, "g": f"g{i + 1}", "o": i + 1},
+            )
+        if ballots:
+            insert_dummy_ballots(s, e.id, ballots, spoiled_every)
+        return e.id
+
+
+def insert_dummy_ballots(s: Session, election_id: int, n: int, spoiled_every: int = 0) -> None:
+    s.execute(
+        text(
+            """
+            INSERT INTO ballot (election_id, object_id, state, code, payload)
+            SELECT :e, 'ballot-' || i,
+                   CASE WHEN :k > 0 AND i % :k = 0 THEN 2 ELSE 1 END,
+                   md5(i::text), '\\x00'::bytea
+            FROM generate_series(1, :n) AS i
+            """
+        ),
+        {"e": election_id, "n": n, "k": spoiled_every},
+    )
