@@ -158,6 +158,25 @@ def combine(election_id: int, progress: Progress | None, created_by: str) -> uui
     return job_id
 
 
+def run_jobs(
+    settings: Settings,
+    election_id: int,
+    chunk_size: int,
+    credentials: dict[str, tuple[dict[str, Any], str]],
+    missing: Sequence[str],
+    timings: Timings,
+    progress: Progress | None = None,
+    created_by: str = "cli",
+) -> None:
+    """Tally a closed election, decrypt it with the given guardians (compensating the missing), combine."""
+    with timings.phase("tally"):
+        tally(election_id, chunk_size, progress, created_by)
+    with timings.phase("decryption"):
+        decrypt(settings, election_id, credentials, missing, progress, created_by)
+    with timings.phase("combine"):
+        combine(election_id, progress, created_by)
+
+
 def export_record(election_id: int, out_dir: Path) -> Path:
     """The election record in the reference's layout under ``out_dir/election_record``."""
     from service.elections.results import write_record_zip

@@ -49,3 +49,26 @@ def amqp_url() -> Iterator[str]:
         yield f"{AMQP_BASE}/{vhost}"
     finally:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+TEST_SERVER_SECRET = "amarvote-test-server-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the whole session, whose workers share the tests' server secret.
+
+    Workers read the server secret from their own environment (production sets it on every node),
+    so it is set before Ray starts and every test that runs chunk tasks uses this fixture.
+    """
+    import ray
+
+    os.environ["AMARVOTE_SERVER_SECRET"] = TEST_SERVER_SECRET
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET}},
+        )
+    yield

@@ -4,21 +4,18 @@ the available guardians with the missing ones compensated, combine, export and v
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
-import time
 from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+from service.cli.ui import console, mode, progress_bars, reporter, run_settings
+
 ENCRYPT_BATCH = 50
 
 
@@ -94,14 +91,7 @@ def demo(
         raise typer.BadParameter(
             f"{missing} missing guardians leave fewer than the quorum of {quorum}", param_hint="--missing"
         )
-    from service.settings import get_settings
-
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    if not os.environ.get("AMARVOTE_DATABASE_URL"):
-        # A fresh SQLite per run, so demos never meet each other's elections.
-        os.environ.setdefault("AMARVOTE_DATA_DIR", str(Path("amarvote-data") / f"demo-{run_id}"))
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = run_settings("demo")
     out = out or settings.data_dir / "record"
     _run(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed)
 
@@ -128,7 +118,6 @@ def _run(
 
     timings = pipeline.Timings()
     rng = random.Random(seed)
-    mode = "embedded (SQLite, outbox, local Ray)" if settings.embedded else "services (RabbitMQ bridge)"
     console.print(
         f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
         f"{n_missing} missing, chunks of {chunk_size}; {mode}"
@@ -154,8 +143,8 @@ def _run(
         credentials = {c.guardian_id: (c.credentials, passphrases[c.guardian_id]) for c in issued}
 
     plaintexts, expected = synthetic_ballots(manifest, n_ballots, spoil_every, rng)
-    with pipeline.running_pipeline(settings), _progress() as bar:
-        report = _reporter(bar)
+    with pipeline.running_pipeline(settings), progress_bars() as bar:
+        report = reporter(bar)
         with timings.phase("encrypt + cast"):
             encrypt_batch = _encrypt_remote()
             refs = [
@@ -172,14 +161,9 @@ def _run(
                 report("encrypt + cast", done, n_ballots)
             with transaction() as s:
                 election_service.close_election(s, eid)
-        with timings.phase("tally"):
-            pipeline.tally(eid, chunk_size, report, "demo")
         absent = ids[len(ids) - n_missing :] if n_missing else []
         present = {g: c for g, c in credentials.items() if g not in absent}
-        with timings.phase("decryption"):
-            pipeline.decrypt(settings, eid, present, absent, report, "demo")
-        with timings.phase("combine"):
-            pipeline.combine(eid, report, "demo")
+        pipeline.run_jobs(settings, eid, chunk_size, present, absent, timings, report, "demo")
 
     with transaction() as s:
         result = results(s, eid)
@@ -216,28 +200,6 @@ def _verify(record_dir: Path) -> list[str]:
     from compute.verify import verify_record
 
     return [str(p) for p in verify_record(read_record(record_dir))]
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description:<16}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def _reporter(bar: Progress) -> Any:
-    tasks: dict[str, Any] = {}
-
-    def report(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = bar.add_task(label, total=total or None)
-        bar.update(tasks[label], completed=done, total=total or None)
-
-    return report
 
 
 def _print_result(result: dict[str, Any], expected: Counter[tuple[str, str]]) -> None:

@@ -133,3 +133,29 @@ def redrive(job_id: str) -> None:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{n} failed chunk(s) of job {jid} re-queued")
+
+
+def token(
+    subject: str = typer.Argument(..., help="Who the token is for (recorded as created_by on jobs)."),
+    role: str = typer.Option("admin", help="admin or guardian"),
+    election_id: int | None = typer.Option(None, "--election-id", help="A guardian token's election."),
+    guardian_id: str | None = typer.Option(None, "--guardian-id", help="A guardian token's guardian."),
+    hours: float = typer.Option(12.0, help="Lifetime."),
+) -> None:
+    """Print a bearer token for the API, signed with the configured JWT secret."""
+    from service.security.auth import issue_token
+
+    try:
+        print(
+            issue_token(
+                get_settings(),
+                subject,
+                role,
+                election_id=election_id,
+                guardian_id=guardian_id,
+                ttl_seconds=int(hours * 3600),
+            )
+        )
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None

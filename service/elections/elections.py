@@ -89,6 +89,24 @@ class IssuedCredential:
     credentials: dict[str, Any]  # the sealed credential file: hand it to the guardian, never store it
 
 
+def seal_credential(
+    e: Election,
+    guardian_id: str,
+    private_record: dict[str, Any],
+    passphrase: str,
+    kdf: KdfParams | None = None,
+) -> dict[str, Any]:
+    """A guardian's credential file: its private record sealed under its passphrase, bound to the election."""
+    owner = {
+        "kind": CREDENTIAL_KIND,
+        "election_id": e.id,
+        "guardian_id": guardian_id,
+        "manifest_hash": e.manifest_hash,
+    }
+    plaintext = json.dumps(private_record, separators=(",", ":")).encode("utf-8")
+    return seal_with_passphrase(plaintext, passphrase, owner=owner, params=kdf)
+
+
 def run_key_ceremony(
     session: Session,
     election_id: int,
@@ -125,14 +143,7 @@ def run_key_ceremony(
                 public_record=record,
             )
         )
-        owner = {
-            "kind": CREDENTIAL_KIND,
-            "election_id": e.id,
-            "guardian_id": gid,
-            "manifest_hash": e.manifest_hash,
-        }
-        plaintext = json.dumps(private, separators=(",", ":")).encode("utf-8")
-        sealed = seal_with_passphrase(plaintext, passphrases[gid], owner=owner, params=kdf)
+        sealed = seal_credential(e, gid, private, passphrases[gid], kdf)
         issued.append(IssuedCredential(gid, record["sequence_order"], sealed))
     e.context = context
     session.flush()

@@ -1,0 +1,51 @@
+"""What the long CLI commands share: progress bars, and the settings of a self-contained run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from service.pipeline import Progress as Report
+from service.settings import Settings, get_settings
+
+console = Console()
+
+
+def run_settings(kind: str) -> Settings:
+    """The configured settings; on the embedded default, a fresh SQLite per run so runs never meet."""
+    if not os.environ.get("AMARVOTE_DATABASE_URL"):
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+        os.environ.setdefault("AMARVOTE_DATA_DIR", str(Path("amarvote-data") / f"{kind}-{run_id}"))
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def reporter(bar: Progress) -> Report:
+    """A pipeline progress callback drawing one bar per label."""
+    tasks: dict[str, Any] = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total or None)
+        bar.update(tasks[label], completed=done, total=total or None)
+
+    return report
+
+
+def mode(settings: Settings) -> str:
+    return "embedded (SQLite, outbox, local Ray)" if settings.embedded else "services (RabbitMQ bridge, Ray)"

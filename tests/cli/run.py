@@ -1,0 +1,24 @@
+"""Run the ``amarvote`` command as a user would: a subprocess with its own, clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def amarvote(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AMARVOTE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

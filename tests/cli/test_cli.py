@@ -1,0 +1,51 @@
+"""The ``amarvote`` command as a user runs it: a subprocess with its own environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli.run import amarvote
+
+
+def test_demo_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> None:
+    out = tmp_path / "record"
+    r = amarvote(
+        "demo", "--ballots", "12", "--chunk-size", "5", "--spoil-every", "4", "--out", str(out), cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "counts equal the cast plaintexts; the record verifies" in r.stdout
+    assert (tmp_path / "amarvote-data").is_dir(), (
+        "the embedded default keeps its SQLite in the working directory"
+    )
+    assert len(list((out / "election_record" / "spoiled_ballots").glob("*.json"))) == 3
+    assert len(list((out / "election_record" / "submitted_ballots").glob("*.json"))) == 12
+
+    v = amarvote("record", "verify", str(out), cwd=tmp_path)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "OK" in v.stdout
+
+
+def test_demo_refuses_a_quorum_it_cannot_meet(tmp_path: Path) -> None:
+    r = amarvote("demo", "--guardians", "3", "--quorum", "2", "--missing", "2", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "missing" in (r.stdout + r.stderr)
+    assert not (tmp_path / "amarvote-data").exists(), "a refused command changes nothing"
+
+
+def test_token_and_jobs_commands(tmp_path: Path) -> None:
+    env = {"AMARVOTE_DATA_DIR": str(tmp_path / "data")}
+    assert amarvote("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
+    listed = amarvote("jobs", "list", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    t = amarvote("token", "alice", cwd=tmp_path, env=env)
+    assert t.returncode == 0 and t.stdout.count(".") == 2
+    bad = amarvote("jobs", "show", "not-a-uuid", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "not a job id" in bad.stdout
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each subprocess starts (and stops) its own local Ray; never join the test session's.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)

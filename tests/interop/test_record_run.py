@@ -1,0 +1,70 @@
+"""``amarvote record run`` on a record the reference made reproduces the reference's counts.
+
+The record's election and ballots are imported, then tallied, decrypted with guardians 4 and 5
+missing (compensated) and combined as jobs through the embedded pipeline (SQLite, outbox, local
+Ray), and the record we write verifies and carries the reference's spoiled ballots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compute.record import read_record
+from compute.verify import verify_record
+from service.cli.record import run_record
+from service.settings import Settings
+
+
+@pytest.fixture()
+def embedded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None) -> Settings:
+    from service.settings import get_settings
+
+    monkeypatch.delenv("AMARVOTE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("AMARVOTE_AMQP_URL", raising=False)
+    monkeypatch.setenv("AMARVOTE_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def test_record_run_reproduces_the_reference_counts(reference_election, embedded_settings, tmp_path) -> None:
+    ref = reference_election
+    missing = list(ref.summary["missing_guardian_ids"])
+    assert missing, "the reference election should have missing guardians to compensate"
+    out = tmp_path / "out"
+
+    summary = run_record(embedded_settings, ref.record_dir, ref.private_dir, missing, out, chunk_size=2)
+
+    assert summary["counts"] == ref.summary["tally"]
+    assert summary["spoiled"] == sorted(ref.summary["spoiled_ballot_ids"])
+    ours = read_record(summary["record_dir"])
+    assert verify_record(ours) == []
+    theirs = read_record(ref.record_dir)
+    assert ours.encrypted_tally is not None and theirs.encrypted_tally is not None
+    for cid, contest in theirs.encrypted_tally.contests.items():
+        for sid, sel in contest.selections.items():
+            assert ours.encrypted_tally.contests[cid].selections[sid].ciphertext == sel.ciphertext
+    for bid, spoiled in theirs.spoiled_ballots.items():
+        assert ours.spoiled_ballots[bid].counts() == spoiled.counts()
+    assert json.loads((summary["record_dir"] / "context.json").read_text()) == json.loads(
+        (ref.record_dir / "context.json").read_text()
+    )
+
+
+def test_record_run_refuses_an_unknown_missing_guardian(
+    reference_election, embedded_settings, tmp_path
+) -> None:
+    import typer
+
+    with pytest.raises(typer.BadParameter, match="not guardians"):
+        run_record(
+            embedded_settings,
+            reference_election.record_dir,
+            reference_election.private_dir,
+            ["nobody"],
+            tmp_path / "out",
+            5,
+        )
