@@ -17,6 +17,7 @@ from gmpy2 import mpz
 
 from compute.elgamal import Ciphertext
 from compute.group import ZERO, from_hex, to_hex
+from compute.hashed_elgamal import HashedElGamalCiphertext
 from compute.hashing import hash_elems
 from compute.selection_proofs import (
     SELECTION_LIMIT_USAGE,
@@ -50,14 +51,6 @@ def _opt_hex(x: mpz | None) -> str | None:
 
 def _opt_from_hex(s: str | None) -> mpz | None:
     return None if s is None else from_hex(s)
-
-
-def _ct_json(c: Ciphertext) -> dict[str, str]:
-    return {"pad": to_hex(c.pad), "data": to_hex(c.data)}
-
-
-def _ct_from(d: dict[str, str]) -> Ciphertext:
-    return Ciphertext(from_hex(d["pad"]), from_hex(d["data"]))
 
 
 # ---------------------------------------------------------------- plaintext
@@ -127,22 +120,6 @@ class PlaintextBallot:
 # ---------------------------------------------------------------- ciphertext
 
 
-@dataclass(frozen=True, slots=True)
-class HashedElGamalCiphertext:
-    """The contest's encrypted extended data: pad mod p, data and mac as the reference's hex strings."""
-
-    pad: mpz
-    data: str
-    mac: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"pad": to_hex(self.pad), "data": self.data, "mac": self.mac}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> HashedElGamalCiphertext:
-        return cls(from_hex(d["pad"]), d["data"], d["mac"])
-
-
 def selection_crypto_hash(object_id: str, description_hash: mpz, ciphertext: Ciphertext) -> mpz:
     return hash_elems(object_id, description_hash, ciphertext.crypto_hash())
 
@@ -166,7 +143,7 @@ class CiphertextBallotSelection:
             "object_id": self.object_id,
             "sequence_order": self.sequence_order,
             "description_hash": to_hex(self.description_hash),
-            "ciphertext": _ct_json(self.ciphertext),
+            "ciphertext": self.ciphertext.to_json(),
             "crypto_hash": to_hex(self.crypto_hash),
             "is_placeholder_selection": self.is_placeholder_selection,
             "nonce": _opt_hex(self.nonce),
@@ -180,7 +157,7 @@ class CiphertextBallotSelection:
             d["object_id"],
             int(d["sequence_order"]),
             from_hex(d["description_hash"]),
-            _ct_from(d["ciphertext"]),
+            Ciphertext.from_json(d["ciphertext"]),
             from_hex(d["crypto_hash"]),
             bool(d.get("is_placeholder_selection", False)),
             _opt_from_hex(d.get("nonce")),
@@ -217,7 +194,7 @@ class CiphertextBallotContest:
             "sequence_order": self.sequence_order,
             "description_hash": to_hex(self.description_hash),
             "ballot_selections": [s.to_json() for s in self.ballot_selections],
-            "ciphertext_accumulation": _ct_json(self.ciphertext_accumulation),
+            "ciphertext_accumulation": self.ciphertext_accumulation.to_json(),
             "crypto_hash": to_hex(self.crypto_hash),
             "nonce": _opt_hex(self.nonce),
             "proof": None if self.proof is None else self.proof.to_json(),
@@ -232,7 +209,7 @@ class CiphertextBallotContest:
             int(d["sequence_order"]),
             from_hex(d["description_hash"]),
             tuple(CiphertextBallotSelection.from_json(s) for s in d["ballot_selections"]),
-            _ct_from(d["ciphertext_accumulation"]),
+            Ciphertext.from_json(d["ciphertext_accumulation"]),
             from_hex(d["crypto_hash"]),
             _opt_from_hex(d.get("nonce")),
             None if pr is None else ConstantChaumPedersenProof.from_json(pr),

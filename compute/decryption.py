@@ -74,14 +74,6 @@ def _pmap(fn: Callable[[_T], _R], items: Sequence[_T], workers: int | None) -> l
         return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 4))))
 
 
-def _ct_json(c: Ciphertext) -> dict[str, str]:
-    return {"pad": to_hex(c.pad), "data": to_hex(c.data)}
-
-
-def _ct_from(d: dict[str, str]) -> Ciphertext:
-    return Ciphertext(from_hex(d["pad"]), from_hex(d["data"]))
-
-
 # --- share layouts ------------------------------------------------------------------------------
 
 
@@ -278,7 +270,7 @@ class PlaintextTallySelection:
             "object_id": self.object_id,
             "tally": self.tally,
             "value": to_hex(self.value),
-            "message": _ct_json(self.message),
+            "message": self.message.to_json(),
             "shares": [s.to_json() for s in self.shares],
         }
 
@@ -288,7 +280,7 @@ class PlaintextTallySelection:
             d["object_id"],
             int(d["tally"]),
             from_hex(d["value"]),
-            _ct_from(d["message"]),
+            Ciphertext.from_json(d["message"]),
             [CiphertextDecryptionSelection.from_json(s) for s in d["shares"]],
         )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gmpy2 import mpz
 
-from compute.group import ONE, P, g_pow_p, pow_p
+from compute.group import ONE, P, from_hex, g_pow_p, pow_p, to_hex
 from compute.hashing import hash_elems
 
 
@@ -20,6 +20,13 @@ class Ciphertext:
 
     def crypto_hash(self) -> mpz:
         return hash_elems(self.pad, self.data)
+
+    def to_json(self) -> dict[str, str]:
+        return {"pad": to_hex(self.pad), "data": to_hex(self.data)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, str]) -> Ciphertext:
+        return cls(from_hex(d["pad"]), from_hex(d["data"]))
 
     def __add__(self, other: Ciphertext) -> Ciphertext:
         return Ciphertext(self.pad * other.pad % P, self.data * other.data % P)

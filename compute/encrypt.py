@@ -8,7 +8,6 @@ fixed-base tables, which is where the speed comes from.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from compute.ballot import (
     CiphertextBallot,
     CiphertextBallotContest,
     CiphertextBallotSelection,
-    HashedElGamalCiphertext,
     PlaintextBallot,
     PlaintextBallotContest,
     PlaintextBallotSelection,
@@ -34,7 +32,8 @@ from compute.ballot import (
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
 from compute.fixedbase import fixed_pow
-from compute.group import P, Q, g_pow_p, rand_q, to_hex
+from compute.group import P, Q, g_pow_p, rand_q
+from compute.hashed_elgamal import hashed_elgamal_encrypt
 from compute.hashing import hash_elems
 from compute.manifest import ContestDescriptionWithPlaceholders, InternalManifest, SelectionDescription
 from compute.selection_proofs import (
@@ -51,35 +50,6 @@ __all__ = ["EncryptionError", "encrypt_ballot", "hashed_elgamal_encrypt", "make_
 
 class EncryptionError(ValueError):
     """The plaintext ballot does not fit the manifest (the reference returns None in these cases)."""
-
-
-def _hex_bytes(x: int) -> bytes:
-    return bytes.fromhex(to_hex(x))
-
-
-def _hmac(key: bytes, msg: bytes, length: int | None = None, start: int = 0) -> bytes:
-    if length:
-        msg = start.to_bytes(4, "little") + msg + length.to_bytes(4, "little")
-    return hmac.digest(key, msg, "sha256")
-
-
-def hashed_elgamal_encrypt(message: bytes, nonce: mpz, public_key: mpz, seed: mpz) -> HashedElGamalCiphertext:
-    """The reference's ``hashed_elgamal_encrypt`` (32-byte blocks, HMAC-SHA256 keystream and MAC)."""
-    pad = g_pow_p(nonce)
-    session = _hex_bytes(hash_elems(pad, fixed_pow(public_key, nonce)))
-    seed_b = _hex_bytes(seed)
-    if len(message) % 32:
-        message += bytes(32 - len(message) % 32)
-    bits = len(message) * 8
-    out = bytearray()
-    for i in range(len(message) // 32):
-        key = _hmac(session, seed_b, bits, i + 1)
-        out += bytes(a ^ b for a, b in zip(message[32 * i : 32 * i + 32], key, strict=True))
-    mac_key = _hmac(session, seed_b, bits)
-    mac = _hmac(mac_key, _hex_bytes(pad) + bytes(out))
-    return HashedElGamalCiphertext(
-        pad, to_hex(int.from_bytes(out, "big")), to_hex(int.from_bytes(mac, "big"))
-    )
 
 
 def _contest_data_bytes(
@@ -194,11 +164,13 @@ def _encrypt_contest(
         selections.append(_encrypt_selection(d.object_id, vote, d, h, keys, contest_nonce, True))
 
     write_ins = {s.object_id: s.write_in for s in contest.ballot_selections if s.write_in is not None} or None
+    data_nonce = nonce_at(nonces(contest_nonce, "constant-extended-data"), 0)
     extended = hashed_elgamal_encrypt(
         _contest_data_bytes(error, error_data, write_ins),
-        nonce_at(nonces(contest_nonce, "constant-extended-data"), 0),
+        data_nonce,
         keys.k,
         keys.q_ext,
+        key_power=fixed_pow(keys.k, data_nonce),
     )
     pad, data = mpz(1), mpz(1)
     for s in selections:

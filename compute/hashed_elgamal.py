@@ -1,4 +1,4 @@
-"""Hashed ElGamal, as ``electionguard.elgamal.hashed_elgamal_encrypt`` (used for partial key backups).
+"""Hashed ElGamal, as ``electionguard.elgamal.hashed_elgamal_encrypt``: partial key backups and contest data.
 
 A session key H(g^r, K^r) keys HMAC-SHA256 blocks that are XORed over the message in 32-byte blocks,
 then a MAC over pad || data. The reference writes ``data`` and ``mac`` as hex of the integer they
@@ -78,10 +78,12 @@ class HashedElGamalCiphertext:
 
 
 def hashed_elgamal_encrypt(
-    message: bytes, nonce: mpz, public_key: mpz, encryption_seed: mpz
+    message: bytes, nonce: mpz, public_key: mpz, encryption_seed: mpz, *, key_power: mpz | None = None
 ) -> HashedElGamalCiphertext:
+    """``key_power`` is K^nonce when the caller has a faster way to it (a fixed-base table for K)."""
     pad = g_pow_p(nonce)
-    session_key = _hex_bytes(hash_elems(pad, pow_p(public_key, nonce)))
+    shared = pow_p(public_key, nonce) if key_power is None else key_power
+    session_key = _hex_bytes(hash_elems(pad, shared))
     seed = _hex_bytes(encryption_seed)
     if len(message) % _BLOCK:
         message += bytes(_BLOCK - len(message) % _BLOCK)
