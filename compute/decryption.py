@@ -11,11 +11,9 @@ Combining divides B by the product of all M_i and takes a small discrete log.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +26,7 @@ from compute.elgamal import Ciphertext
 from compute.group import ONE, G, P, from_hex, g_pow_p, to_hex
 from compute.guardian import ElectionKeyPair, ElectionPublicKey, GuardianRecord, PrivateGuardianRecord
 from compute.multiexp import multiexp
+from compute.parallel import thread_map
 from compute.polynomial import commitment_product, compute_lagrange_coefficient
 from compute.tally import CiphertextTally
 
@@ -46,15 +45,6 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def _release_gil() -> None:
-    # gmpy2 contexts are per thread: a new thread starts from the defaults, GIL held during powmod.
-    gmpy2.get_context().allow_release_gil = True
-
-
 def product_of_powers(bases: Sequence[mpz], exponents: Sequence[int]) -> mpz:
     """prod b^e mod p: plain powmods for a handful of terms (a quorum), multi-exponentiation beyond."""
     if len(bases) >= 8:
@@ -63,15 +53,6 @@ def product_of_powers(bases: Sequence[mpz], exponents: Sequence[int]) -> mpz:
     for b, e in zip(bases, exponents, strict=True):
         acc = acc * gmpy2.powmod(b, e, P) % P
     return acc
-
-
-def _pmap(fn: Callable[[_T], _R], items: Sequence[_T], workers: int | None) -> list[_R]:
-    """Map in threads: gmpy2 releases the GIL in powmod (allow_release_gil), so 2 cores give ~2x."""
-    workers = _default_workers() if workers is None else workers
-    if workers <= 1 or len(items) < 4:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=workers, initializer=_release_gil) as pool:
-        return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 4))))
 
 
 # --- share layouts ------------------------------------------------------------------------------
@@ -376,7 +357,7 @@ def _partial_decryptions(
     """(M, proof) for every selection of every target, in one thread pool over all of them
     (spoiled ballots have few selections each, so they are flattened together)."""
     flat = [ct for t in targets for _, _, ct in t.items()]
-    it = iter(_pmap(lambda ct: partial_decrypt(ct, secret, q_hash), flat, workers))
+    it = iter(thread_map(lambda ct: partial_decrypt(ct, secret, q_hash), flat, workers))
     return [[[next(it) for _ in c.selections] for c in t.contests] for t in targets]
 
 

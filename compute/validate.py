@@ -64,6 +64,7 @@ from compute.elgamal import Ciphertext
 from compute.group import ONE, P, Q
 from compute.hashing import hash_elems
 from compute.manifest import InternalManifest
+from compute.parallel import thread_map
 from compute.selection_proofs import ConstantChaumPedersenProof, DisjunctiveChaumPedersenProof, ProofBatch
 
 AnyBallot = SubmittedBallot | CiphertextBallot
@@ -300,15 +301,8 @@ def validate_ballots(
         except BallotInvalid as e:
             failures.append(BallotFailure.of(e))
     groups = [preps[i : i + batch_size] for i in range(0, len(preps), batch_size)]
-    if workers > 1 and len(groups) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            for res in pool.map(lambda g: _verify_group(g, context), groups):
-                failures += res
-    else:
-        for g in groups:
-            failures += _verify_group(g, context)
+    for res in thread_map(lambda g: _verify_group(g, context), groups, workers):
+        failures += res
     order = {b.object_id: i for i, b in enumerate(ballots)}
     failures.sort(key=lambda f: order.get(f.ballot_id, 0))
     return failures
