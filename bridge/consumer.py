@@ -104,7 +104,7 @@ class Bridge:
         bodies: Mapping[str, str] | None = None,
         worker_id: str | None = None,
         policy: Policy | None = None,
-        max_retries: int = 1,
+        max_retries: int = 0,
         shutdown_grace: float = 30.0,
     ) -> None:
         if not settings.amqp_url:
@@ -115,10 +115,11 @@ class Bridge:
         self.policy = policy or Policy.from_settings(settings)
         self.max_in_flight = settings.max_in_flight
         self.task_memory = settings.task_memory_mb * 1024 * 1024
-        # Ray retries a task whose worker process died (kill, node loss) this many times before
-        # we count the attempt as failed. Exceptions are never retried by Ray (retry_exceptions
-        # off): our attempts in PostgreSQL decide. Never 0 and never unbounded: Ray's OOM killer
-        # retries forever unless max_retries is 0, and we want its kills to end in our count.
+        # Ray's own retries are off (max_retries=0, retry_exceptions=False): every retry is counted
+        # in PostgreSQL. A worker's death (kill, node loss) or an exception surfaces from ray.get,
+        # is recorded by transitions.fail and retried with backoff through the outbox. And Ray's
+        # OOM killer retries a killed task forever unless max_retries is 0 (FIELD_NOTES): with 0, a
+        # chunk too big for its node ends FAILED with "OutOfMemoryError" instead of looping.
         self.max_retries = max_retries
         self.shutdown_grace = shutdown_grace
         self.queues = [topology.queue_for(op) for op in (operations or DEFAULT_BODIES)]

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TypeVar
 
-from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,28 +28,9 @@ def session_factory(url: str) -> SessionFactory:
     """A session factory for ``url``, made once per process (the URL is never logged)."""
     from service.db.session import make_engine
 
-    engine = make_engine(url)
-    if engine.dialect.name == "sqlite":
-        _begin_immediate(engine)
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def _begin_immediate(engine: Engine) -> None:
-    """SQLite: take the write lock when a transaction begins, not at its first write.
-
-    SQLite ignores ``FOR UPDATE``, and pysqlite starts a transaction only at the first write, so two
-    workers could both read a job's counter and both write it plus one (a lost update, seen in the
-    embedded test). ``BEGIN IMMEDIATE`` makes every transition's read-then-write atomic, as the row
-    locks do on PostgreSQL.
-    """
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # On SQLite make_engine begins every transaction IMMEDIATE: the transitions' read-then-write
+    # (a job's counters) is then atomic, as the row locks make it on PostgreSQL.
+    return sessionmaker(make_engine(url), expire_on_commit=False)
 
 
 def is_disconnect(exc: BaseException) -> bool:

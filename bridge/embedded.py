@@ -44,7 +44,7 @@ class EmbeddedRunner:
         bodies: Mapping[str, str] | None = None,
         worker_id: str | None = None,
         policy: Policy | None = None,
-        max_retries: int = 1,
+        max_retries: int = 0,  # see Bridge: retries are counted in PostgreSQL
         poll_interval: float = 0.2,
         reconcile_every: float = 30.0,
     ) -> None:

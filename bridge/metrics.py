@@ -41,7 +41,11 @@ def _metrics() -> dict[str, Any] | None:
 
 
 def _get() -> dict[str, Any] | None:
-    m = _metrics()
+    try:
+        m = _metrics()
+    except Exception:  # metrics must never fail a chunk
+        log.debug("metrics unavailable", exc_info=True)
+        return None
     if m is None:
         _metrics.cache_clear()  # try again once Ray is up
     return m

@@ -63,12 +63,21 @@ def local_ray() -> Iterator[None]:
     """
     import ray
 
-    os.environ["AMARVOTE_SERVER_SECRET"] = TEST_SERVER_SECRET
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=4,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET}},
-        )
+        # Set while Ray starts, so its raylet (and every worker it forks, for any job) inherits it,
+        # then taken back: the tests' own settings choose their secret explicitly.
+        saved = os.environ.get("AMARVOTE_SERVER_SECRET")
+        os.environ["AMARVOTE_SERVER_SECRET"] = TEST_SERVER_SECRET
+        try:
+            ray.init(
+                num_cpus=4,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET}},
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("AMARVOTE_SERVER_SECRET", None)
+            else:
+                os.environ["AMARVOTE_SERVER_SECRET"] = saved
     yield

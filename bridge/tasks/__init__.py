@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge import metrics
@@ -37,9 +37,12 @@ DEFAULT_BODIES: dict[str, str] = {
     OperationType.COMBINE_DECRYPTION.value: "bridge.tasks.combine:run",
 }
 
-# Ballots fetched per round trip when a body streams its chunk: a worker holds one batch of
-# decoded ballots at a time, whatever the chunk size or the election size.
+# A batch of ballots is what a worker holds decoded at a time, whatever the chunk or election size.
+# Bounded by count and by payload bytes: a ballot of a 100-selection manifest is ~20x one of a
+# 5-selection manifest, so a fixed count alone would not bound memory. Decoded, a ballot takes a few
+# times its payload size (Python objects around the big integers).
 STREAM_BATCH = 500
+STREAM_BATCH_BYTES = 4 * 2**20
 
 Body = Callable[["ChunkContext"], Outcome]
 
@@ -49,6 +52,7 @@ class ChunkContext:
     claim: Claim
     database_url: str
     batch_size: int = STREAM_BATCH
+    batch_bytes: int = STREAM_BATCH_BYTES
     ballots_processed: int = 0
 
     @property
@@ -62,35 +66,47 @@ class ChunkContext:
     def chunk(self) -> ElectionCenter:
         return self.read(lambda s: s.get(ElectionCenter, self.claim.chunk_id))
 
-    def stream_ballots(self, chunk: ElectionCenter) -> Iterator[Ballot]:
-        """The chunk's ballots in seq order, ``batch_size`` at a time (keyset pagination).
+    def ballot_batches(self, chunk: ElectionCenter) -> Iterator[list[Ballot]]:
+        """The chunk's ballots in seq order, a bounded batch at a time (keyset pagination).
 
-        Each batch is its own short query, so no transaction or server-side cursor stays open
-        for the length of a chunk, and a dropped connection costs one batch, not the chunk.
+        Each batch is its own short query, so no transaction or server-side cursor stays open for
+        the length of a chunk, and a dropped connection costs one batch, not the chunk. Batches are
+        as large as ``batch_size`` and ``batch_bytes`` allow (sized from the first payloads):
+        proof checks are batched per call, and a larger batch is cheaper per ballot.
         """
         assert chunk.first_seq is not None and chunk.last_seq is not None
+        in_chunk = (
+            Ballot.election_id == chunk.election_id,
+            Ballot.seq >= chunk.first_seq,
+            Ballot.seq <= chunk.last_seq,
+        )
+        sizes = self.read(
+            lambda s: list(
+                s.scalars(select(func.length(Ballot.payload)).where(*in_chunk).order_by(Ballot.seq).limit(20))
+            )
+        )
+        if not sizes:
+            return
+        limit = max(1, min(self.batch_size, self.batch_bytes * len(sizes) // max(sum(sizes), 1)))
         after = chunk.first_seq - 1
         while True:
             batch = self.read(
                 lambda s, after=after: list(
-                    s.execute(
-                        select(Ballot)
-                        .where(
-                            Ballot.election_id == chunk.election_id,
-                            Ballot.seq > after,
-                            Ballot.seq <= chunk.last_seq,
-                        )
-                        .order_by(Ballot.seq)
-                        .limit(self.batch_size)
-                    ).scalars()
+                    s.scalars(
+                        select(Ballot).where(*in_chunk, Ballot.seq > after).order_by(Ballot.seq).limit(limit)
+                    )
                 )
             )
             if not batch:
                 return
-            yield from batch
-            self.ballots_processed += len(batch)
             after = batch[-1].seq
-            del batch
+            yield batch
+            self.ballots_processed += len(batch)
+
+    def stream_ballots(self, chunk: ElectionCenter) -> Iterator[Ballot]:
+        """The chunk's ballots one by one (fetched in bounded batches)."""
+        for batch in self.ballot_batches(chunk):
+            yield from batch
 
     def complete(self, write_result: WriteResult, finalize: Finalizer | None = None) -> Outcome:
         """Commit the result and the DONE state in one transaction (idempotent: safe to repeat)."""

@@ -1,7 +1,8 @@
 """TALLY: verify every ballot of one chunk and accumulate the cast ones into the chunk's encrypted tally.
 
-Ballots are streamed ``ctx.batch_size`` at a time: a worker holds one batch of decoded ballots, the
-running tally (one ciphertext per selection) and the chunk's ballot ids, whatever the election's size.
+Ballots are streamed in bounded batches (``ChunkContext.ballot_batches``): a worker holds one batch
+of decoded ballots, the running tally (one ciphertext per selection) and the chunk's ballot ids,
+whatever the election's size.
 Any invalid ballot fails the chunk with the ballot named: a tally never silently leaves one out.
 """
 
@@ -29,25 +30,17 @@ def run(ctx: ChunkContext) -> Outcome:
     internal, context = internal_manifest(data), election_context(data)
     tally = new_tally(internal)
     failures: list[str] = []
-    batch = []
-
-    def flush() -> None:
+    for rows in ctx.ballot_batches(chunk):
+        batch = [decode_submitted_ballot(row.payload) for row in rows]
+        del rows
         bad = validate_ballots(batch, internal, context)
         failures.extend(f.message for f in bad)
         if not bad:
             accumulate(tally, batch)
-        batch.clear()
-
-    for row in ctx.stream_ballots(chunk):
-        batch.append(decode_submitted_ballot(row.payload))
-        if len(batch) >= ctx.batch_size:
-            flush()
-    if batch:
-        flush()
+        del batch
     if failures:
-        raise InvalidBallots(
-            f"{len(failures)} invalid ballot(s) in chunk {chunk.chunk_number}: {failures[0]}"
-        )
+        n, first = len(failures), failures[0]
+        raise InvalidBallots(f"{n} invalid ballot(s) in chunk {chunk.chunk_number}: {first}")
 
     document = tally.to_json()
     cast, spoiled = tally.cast(), sorted(tally.spoiled_ballot_ids)

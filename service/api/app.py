@@ -35,7 +35,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = make_engine(settings.sqlalchemy_url, sqlite_immediate=True)
+    engine = make_engine(settings.sqlalchemy_url)
     auto = settings.auto_migrate
     if auto is None:
         auto = make_url(settings.sqlalchemy_url).get_backend_name() == "sqlite"

@@ -54,9 +54,8 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, echo: bool = False, sqlite_immediate: bool = False) -> Engine:
-    """An engine for ``url``. ``sqlite_immediate``: every SQLite transaction takes the write lock at
-    BEGIN (the API uses it; callers that install their own BEGIN handling leave it off)."""
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for ``url``; on SQLite every transaction takes the write lock at BEGIN."""
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -64,8 +63,7 @@ def make_engine(url: str, *, echo: bool = False, sqlite_immediate: bool = False)
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        if sqlite_immediate:
-            _sqlite_begin_immediate(engine)
+        _sqlite_begin_immediate(engine)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 

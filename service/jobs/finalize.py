@@ -30,6 +30,7 @@ from service.db.models import (
     ElectionCenter,
     ElectionJob,
     ElectionState,
+    GuardianKeyEscrow,
     JobStatus,
     OperationType,
 )
@@ -84,6 +85,16 @@ def finalize_guardian_job(session: Session, job: ElectionJob) -> None:
     """Erase the guardian's escrow once all its decryption jobs (this one included) have completed."""
     guardian = job.guardian_id
     if guardian is None:
+        return
+    # Lock the escrow first: a guardian's partial and compensated jobs may end at the same moment in
+    # two transactions, each seeing the other still running (write skew), and neither would erase.
+    # Under the lock the second one reads the first one's committed COMPLETED.
+    escrow = session.execute(
+        select(GuardianKeyEscrow.id)
+        .where(GuardianKeyEscrow.election_id == job.election_id, GuardianKeyEscrow.guardian_id == guardian)
+        .with_for_update()
+    ).all()
+    if not escrow:
         return
     jobs = session.execute(
         select(ElectionJob.job_id, ElectionJob.status).where(

@@ -16,7 +16,7 @@ one task per ``election_center`` row of the tally, the election row included.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, DateTime, Uuid, and_, bindparam, func, insert, literal, select, text
 from sqlalchemy.orm import Session
 
+from bridge.topology import routing_key_for
 from service.db.models import (
     ChunkKind,
     ChunkTask,
@@ -40,13 +41,6 @@ from service.db.models import (
     TaskState,
 )
 from service.errors import Conflict, Invalid, NotFound
-
-ROUTING_KEYS: dict[OperationType, str] = {
-    OperationType.TALLY: "election.tally",
-    OperationType.PARTIAL_DECRYPTION: "election.decryption",
-    OperationType.COMPENSATED_DECRYPTION: "election.compensated.decryption",
-    OperationType.COMBINE_DECRYPTION: "election.combine",
-}
 
 ELECTION_CHUNK_NUMBER = 0  # the election-level row of election_center
 LIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
@@ -185,7 +179,7 @@ def _add_tasks(session: Session, job: ElectionJob, chunks: ColumnElement[bool]) 
     session.execute(
         insert(Outbox).from_select(
             ["routing_key", "body", "available_at"],
-            select(literal(ROUTING_KEYS[operation]), body, literal(_utcnow(), DateTime(timezone=True)))
+            select(literal(routing_key_for(operation)), body, literal(_utcnow(), DateTime(timezone=True)))
             .where(ChunkTask.job_id == job.job_id)
             .order_by(ChunkTask.id),
         )
@@ -195,16 +189,6 @@ def _add_tasks(session: Session, job: ElectionJob, chunks: ColumnElement[bool]) 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def outbox_messages(job_id: uuid.UUID, operation: OperationType, task_ids: Iterable[int]) -> Iterable[dict]:
-    """Outbox rows for tasks, as ``_add_tasks`` writes them (for callers that add tasks one by one)."""
-    key = ROUTING_KEYS[operation]
-    for task_id in task_ids:
-        yield {
-            "routing_key": key,
-            "body": {"job_id": str(job_id), "task_id": int(task_id), "operation": operation.value},
-        }
 
 
 # ---------------------------------------------------------------------------------------------- tally

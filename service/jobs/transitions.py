@@ -122,16 +122,18 @@ def enqueue(
 def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim | None:
     """Lease ``task_id`` to ``worker`` and count the attempt; None if there is nothing to do.
 
-    Nothing to do: the task is DONE or FAILED (a duplicate or a late message), it is leased by
-    someone whose lease is still live (they may finish it; if they died, the lease runs out and
-    the reconciler republishes it), or its retry backoff has not passed (an early duplicate: the
+    Nothing to do: the task is DONE or FAILED (a duplicate or a late message), it is leased and
+    the lease is still live (its holder may finish it; if it died, the lease runs out and the
+    reconciler republishes it), or its retry backoff has not passed (an early duplicate: the
     retry's own message is still in the outbox).
     """
     now = utcnow()
     task = _lock_task(session, task_id)
     if task is None or task.state in (TaskState.DONE, TaskState.FAILED):
         return None
-    if task.state == TaskState.RUNNING and task.lease_owner != worker:
+    if task.state == TaskState.RUNNING:
+        # A live lease, even our own: a redelivery (the channel closed under a long chunk) must not
+        # start the same chunk twice in one bridge. The running attempt acks or fails it.
         expires = aware(task.lease_expires_at)
         if expires is not None and expires > now:
             return None
@@ -235,10 +237,8 @@ def fail(
     ``available_at`` is the backoff, so the retry is driven by PostgreSQL, not by broker TTLs.
     """
     task = _lock_task(session, task_id)
-    if task is None or task.state in (TaskState.DONE, TaskState.FAILED):
-        return Outcome.STALE
-    if task.state == TaskState.RUNNING and task.lease_owner != worker:
-        return Outcome.STALE
+    if task is None or task.state != TaskState.RUNNING or task.lease_owner != worker:
+        return Outcome.STALE  # done, failed, released or taken over meanwhile: not ours to count
     job = _lock_job(session, task.job_id)
     now = utcnow()
     task.last_error = error[:MAX_ERROR_CHARS]

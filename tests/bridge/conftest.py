@@ -1,12 +1,11 @@
 """Fixtures for the bridge tests: the session's PostgreSQL (migrated), its RabbitMQ vhost, one local Ray.
 
-Ray takes about 5 s to start, so one local instance serves the whole session. Each test starts from
-empty job tables (``clean``) and empty queues, so counts are the test's own.
+Ray takes about 5 s to start, so one local instance (``local_ray``) serves the whole session. Each
+test starts from empty job tables (``clean``) and empty queues, so counts are the test's own.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pika
@@ -17,6 +16,7 @@ from bridge import topology
 from bridge.db import SessionFactory, session_factory
 from service.db import migrate
 from service.settings import Settings
+from tests.conftest import TEST_SERVER_SECRET
 
 
 @pytest.fixture(scope="session")
@@ -30,23 +30,15 @@ def factory(bridge_db: str) -> SessionFactory:
     return session_factory(bridge_db)
 
 
-TEST_SERVER_SECRET = "bridge-test-server-secret-0123456789"
+@pytest.fixture(scope="session")
+def ray_local(local_ray: None) -> None:
+    """The session's one local Ray (``tests/conftest.py``: ``local_ray``), shared with other suites."""
 
 
 @pytest.fixture(scope="session")
-def server_secret() -> bytes:
-    return os.environ.setdefault("AMARVOTE_SERVER_SECRET", TEST_SERVER_SECRET).encode()
-
-
-@pytest.fixture(scope="session")
-def ray_local(server_secret: bytes) -> Iterator[None]:
-    """One local Ray for the session. Its workers inherit this environment, so they unseal key escrow
-    with the same server secret as the test (production sets AMARVOTE_SERVER_SECRET on every node)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
+def server_secret(local_ray: None) -> bytes:
+    """The server secret the Ray workers were started with (``local_ray`` sets it)."""
+    return TEST_SERVER_SECRET.encode()
 
 
 @pytest.fixture()
@@ -75,8 +67,16 @@ def _purge(url: str) -> None:
         conn.close()
 
 
-@pytest.fixture()
-def clean(factory: SessionFactory, amqp_url: str) -> None:
+def _truncate(factory: SessionFactory) -> None:
     with factory.begin() as s:
         s.execute(text("TRUNCATE election, outbox RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture()
+def clean(factory: SessionFactory, amqp_url: str) -> Iterator[None]:
+    """Empty job tables and queues before the test, and no leftovers after it: the session database
+    is shared with other suites, whose runners would otherwise pick up this test's pending tasks."""
+    _truncate(factory)
     _purge(amqp_url)
+    yield
+    _truncate(factory)

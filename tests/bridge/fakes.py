@@ -4,11 +4,14 @@
 it saw. Its effect on the election row is additive (ballots and chunks counted), so a result
 written twice would show as a double count; the finalizer counts its own runs the same way.
 The job's metadata steers it: ``sleep`` seconds per chunk, ``poison`` chunk numbers that always
-raise (until an operator edits the metadata: "the cause removed").
+raise (until an operator edits the metadata: "the cause removed"), ``die`` chunk numbers whose first
+attempt kills its Ray worker process.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from sqlalchemy.orm import Session
@@ -43,6 +46,8 @@ def count_tally(ctx: ChunkContext) -> Outcome:
     meta = job.metadata_ or {}
     if chunk.chunk_number in meta.get("poison", []):
         raise PoisonError(f"chunk {chunk.chunk_number} is poisoned")
+    if chunk.chunk_number in meta.get("die", []) and ctx.claim.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # the Ray worker process dies mid-chunk
     n = seq_sum = 0
     for ballot in ctx.stream_ballots(chunk):
         n += 1

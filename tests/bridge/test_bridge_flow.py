@@ -8,6 +8,7 @@ so these tests are about delivery, not cryptography.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,31 @@ def test_duplicates_and_a_lost_ack_count_once(settings, factory, ray_local, clea
     assert_exactly_once(factory, election_id, job_id, chunks=10, ballots=40)
 
 
+class BrokerClosesChannel(Bridge):
+    """Makes the broker close the channel under it once, as ``consumer_timeout`` does (FIELD_NOTES):
+    an ack of an unknown delivery tag is a channel error (406), the connection stays open, pika
+    raises nothing, and only ``channel.is_open`` tells. The real ack is never sent."""
+
+    closed = 0
+
+    def _send_settlement(self, d, action):  # type: ignore[no-untyped-def]
+        if action == ACK and d.task_id is not None and self.closed == 0:
+            self.closed += 1
+            d.connection.add_callback_threadsafe(lambda: d.channel.basic_ack(d.tag + 10_000))
+            return
+        super()._send_settlement(d, action)
+
+
+def test_channel_closed_by_the_broker_is_noticed(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
+    election_id, job_id = make_tally_job(factory, ballots=30, chunk_size=3, metadata={"sleep": 0.1})
+    bridge = BrokerClosesChannel(settings, bodies={"TALLY": BODY}, shutdown_grace=10)
+    with pipeline(settings, factory, bridge=bridge):
+        wait_for(job_ended(factory, job_id), timeout=90)
+        generation = bridge._generation
+    assert bridge.closed == 1 and generation >= 2  # it reconnected
+    assert_exactly_once(factory, election_id, job_id, chunks=10, ballots=30)
+
+
 def test_poison_chunk_fails_dead_letters_and_redrives(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
     election_id, job_id = make_tally_job(factory, ballots=30, chunk_size=5, metadata={"poison": [3]})
     numbers = chunk_numbers(factory, job_id)
@@ -141,6 +167,19 @@ def test_poison_chunk_fails_dead_letters_and_redrives(settings, factory, ray_loc
             assert transitions.redrive_failed(s, job_id) == 1
         wait_for(lambda: job_row(factory, job_id).status == "COMPLETED", timeout=60)
     assert_exactly_once(factory, election_id, job_id, chunks=6, ballots=30)
+
+
+def test_ray_worker_death_is_an_attempt_counted_in_postgres(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
+    election_id, job_id = make_tally_job(factory, ballots=12, chunk_size=3, metadata={"die": [2]})
+    numbers = chunk_numbers(factory, job_id)
+    with pipeline(settings, factory):
+        wait_for(job_ended(factory, job_id), timeout=90)
+    assert_exactly_once(factory, election_id, job_id, chunks=4, ballots=12)
+    for t in tasks_of(factory, job_id):
+        if numbers[t.id] == 2:  # Ray did not retry it (max_retries=0): we counted and retried it
+            assert t.attempts == 2 and "Worker" in (t.last_error or ""), t.last_error
+        else:
+            assert t.attempts == 1
 
 
 def test_rabbitmq_restart_mid_job(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
@@ -218,7 +257,7 @@ def test_kill_9_of_the_bridge_with_chunks_in_flight(settings, factory, ray_local
 
 
 def test_sigterm_releases_in_flight_chunks(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
-    election_id, job_id = make_tally_job(factory, ballots=24, chunk_size=3, metadata={"sleep": 4})
+    election_id, job_id = make_tally_job(factory, ballots=24, chunk_size=3, metadata={"sleep": 2})
     with pipeline(settings, factory, with_bridge=False):
         proc = _bridge_process(settings, grace=0.5)
         try:
@@ -228,6 +267,8 @@ def test_sigterm_releases_in_flight_chunks(settings, factory, ray_local, clean) 
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "bridge exited cleanly" in out, out
+        released = re.search(r"stopped \((\d+) chunks released\)", out)
+        assert released and int(released.group(1)) >= 1, out  # chunks were in flight at SIGTERM
         tasks = tasks_of(factory, job_id)
         assert "RUNNING" not in {t.state for t in tasks}  # released, not left to a lease
         assert all(t.attempts == (1 if t.state == "DONE" else 0) for t in tasks)

@@ -7,13 +7,14 @@ encrypted, the chunks must add up to the election-level tally, and the escrowed 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 from sqlalchemy import func, select
 
 from bridge.consumer import Bridge
-from service.db.models import ElectionCenter, GuardianKeyEscrow
+from service.db.models import ElectionCenter, GuardianKeyEscrow, Outbox
 from service.elections import ballots, decryption, elections
 from service.jobs import planning
 from service.security.sealing import KdfParams
@@ -96,6 +97,15 @@ def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, s
         assert job_row(factory, combine_job).status == "COMPLETED", job_row(
             factory, combine_job
         ).error_message
+
+    # Every message of the four flows: three ids, nothing else (no ballot, key, passphrase or secret).
+    with factory() as s:
+        bodies = [json.dumps(o.body) for o in s.scalars(select(Outbox))]
+    assert len(bodies) >= 3 + 4 * 4 + 4
+    for raw in bodies:
+        body = json.loads(raw)
+        assert set(body) == {"job_id", "task_id", "operation"} and len(raw) < 120
+        assert server_secret.decode() not in raw and not any(p in raw for p in PASS.values())
 
     e = election_row(factory, election_id)
     assert e.state == "decrypted"

@@ -16,6 +16,7 @@ from compute.record import read_record
 from compute.verify import verify_record
 from service.cli.record import run_record
 from service.settings import Settings
+from tests.conftest import TEST_SERVER_SECRET
 
 
 @pytest.fixture()
@@ -25,6 +26,8 @@ def embedded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray
     monkeypatch.delenv("AMARVOTE_DATABASE_URL", raising=False)
     monkeypatch.delenv("AMARVOTE_AMQP_URL", raising=False)
     monkeypatch.setenv("AMARVOTE_DATA_DIR", str(tmp_path / "data"))
+    # The secret the session's Ray workers were started with (production sets it on every node).
+    monkeypatch.setenv("AMARVOTE_SERVER_SECRET", TEST_SERVER_SECRET)
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -111,7 +111,7 @@ def test_embedded_flow_on_sqlite(embedded: Settings) -> None:
 
 
 def test_sqlite_concurrent_tally_creation_makes_one_job(tmp_path: Path) -> None:
-    """SQLite has no row locks: BEGIN IMMEDIATE (make_engine(sqlite_immediate=True)) serialises the
+    """SQLite has no row locks: BEGIN IMMEDIATE (make_engine) serialises the
     check-then-write, so concurrent requests still make one job and the others get a Conflict."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -122,7 +122,7 @@ def test_sqlite_concurrent_tally_creation_makes_one_job(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
     migrate.upgrade(url)
-    engine = make_engine(url, sqlite_immediate=True)
+    engine = make_engine(url)
     with transaction(engine) as s:
         e = Election(
             name="c", state="closed", manifest={}, number_of_guardians=1, quorum=1, manifest_version=1

@@ -6,7 +6,6 @@ compute.verify. Slow-ish (Ray start-up): one test."""
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,26 +17,19 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.security.auth import Role, issue_token
 from service.settings import Settings
-
-ray = pytest.importorskip("ray")
-
-SECRET = "e2e-server-secret-0123456789abcdef"
+from tests.conftest import TEST_SERVER_SECRET
 
 
 @pytest.fixture(scope="module")
-def e2e_settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    # Ray workers read the process settings (get_settings()) to open the key escrow: the same
-    # database and server secret as the app, through the environment they inherit.
-    env = {"AMARVOTE_DATABASE_URL": db_url, "AMARVOTE_SERVER_SECRET": SECRET}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from service.settings import get_settings
-
-    get_settings.cache_clear()
-    s = Settings(
+def e2e_settings(
+    db_url: str, tmp_path_factory: pytest.TempPathFactory, local_ray: None
+) -> Iterator[Settings]:
+    # Ray workers open the key escrow with the server secret of their own environment: the session's
+    # one local Ray (tests/conftest.py) was started with TEST_SERVER_SECRET, so the app uses it too.
+    yield Settings(
         database_url=db_url,
         data_dir=tmp_path_factory.mktemp("e2e"),
-        server_secret=SECRET,
+        server_secret=TEST_SERVER_SECRET,
         kdf_time_cost=1,
         kdf_memory_kib=1024,
         kdf_parallelism=1,
@@ -46,17 +38,6 @@ def e2e_settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         max_in_flight=2,
         task_memory_mb=64,
     )
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, ignore_reinit_error=True)
-    try:
-        yield s
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 def _run(settings: Settings) -> None:
