@@ -10,6 +10,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -17,27 +18,26 @@ PG_ADMIN_URL = os.environ.get("AMARVOTE_TEST_PG", "postgresql+psycopg://postgres
 AMQP_BASE = os.environ.get("AMARVOTE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for this session (dropped at the end)."""
+@contextmanager
+def new_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped at the end); yields its URL."""
     from sqlalchemy import create_engine, text
 
     name = f"amarvote_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     try:
-        yield url
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def amqp_url() -> Iterator[str]:
-    """A new RabbitMQ vhost for this session, so the fixed queue names never collide (deleted at the end)."""
+@contextmanager
+def new_vhost() -> Iterator[str]:
+    """A new RabbitMQ vhost, so the fixed queue names never collide (deleted at the end); yields its URL."""
     vhost = f"amarvote_test_{uuid.uuid4().hex[:10]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
     subprocess.run(
@@ -49,6 +49,20 @@ def amqp_url() -> Iterator[str]:
         yield f"{AMQP_BASE}/{vhost}"
     finally:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session."""
+    with new_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A fresh RabbitMQ vhost for this session."""
+    with new_vhost() as url:
+        yield url
 
 
 TEST_SERVER_SECRET = "amarvote-test-server-secret-0123456789"

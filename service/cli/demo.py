@@ -77,7 +77,12 @@ def _encrypt_remote() -> Any:
 
 def demo(
     ballots: int = typer.Option(200, "--ballots", min=1, help="Synthetic ballots to encrypt and cast."),
-    chunk_size: int = typer.Option(50, "--chunk-size", min=1, help="Ballots per chunk task."),
+    chunk_size: int | None = typer.Option(
+        None,
+        "--chunk-size",
+        min=1,
+        help="Ballots per chunk task (default: an eighth of the ballots, at least 25).",
+    ),
     guardians: int = typer.Option(5, "--guardians", min=1, help="Number of guardians n."),
     quorum: int = typer.Option(3, "--quorum", min=1, help="Guardians needed to decrypt, k."),
     missing: int = typer.Option(2, "--missing", min=0, help="Guardians absent at decryption (≤ n - k)."),
@@ -92,7 +97,8 @@ def demo(
             f"{missing} missing guardians leave fewer than the quorum of {quorum}", param_hint="--missing"
         )
     settings = run_settings("demo")
-    out = out or settings.data_dir / "record"
+    # Eight chunks show the fan-out without drowning a small demo in per-task overhead.
+    chunk_size = chunk_size or max(25, -(-ballots // 8))
     _run(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed)
 
 
@@ -104,7 +110,7 @@ def _run(
     k: int,
     n_missing: int,
     spoil_every: int,
-    out: Path,
+    out: Path | None,
     seed: int | None,
 ) -> None:
     import ray
@@ -120,7 +126,7 @@ def _run(
     rng = random.Random(seed)
     console.print(
         f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
-        f"{n_missing} missing, chunks of {chunk_size}; {mode}"
+        f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
     )
     upgrade(settings.sqlalchemy_url)
 
@@ -168,7 +174,7 @@ def _run(
     with transaction() as s:
         result = results(s, eid)
     with timings.phase("export + verify"):
-        record_dir = pipeline.export_record(eid, out)
+        record_dir = pipeline.export_record(eid, out or settings.data_dir / f"election-{eid}")
         problems = _verify(record_dir)
 
     _print_result(result, expected)
@@ -196,10 +202,11 @@ def _run(
 
 
 def _verify(record_dir: Path) -> list[str]:
+    from compute.parallel import default_workers
     from compute.record import read_record
     from compute.verify import verify_record
 
-    return [str(p) for p in verify_record(read_record(record_dir))]
+    return [str(p) for p in verify_record(read_record(record_dir), workers=default_workers())]
 
 
 def _print_result(result: dict[str, Any], expected: Counter[tuple[str, str]]) -> None:

@@ -23,6 +23,7 @@ def verify(
     directory: Path = typer.Argument(..., exists=True, file_okay=False, help="election_record/ dir"),
 ) -> None:
     """Verify every ballot, the encrypted tally, every share and the plaintext tally of a record."""
+    from compute.parallel import default_workers
     from compute.record import read_record
     from compute.verify import verify_record
 
@@ -33,7 +34,7 @@ def verify(
         console.print(f"[red]cannot read the record in {record_dir}: {e}[/red]")
         raise typer.Exit(2) from None
     with console.status(f"verifying {len(record.submitted_ballots)} ballots and the tally"):
-        problems = verify_record(record)
+        problems = verify_record(record, workers=default_workers())
     if problems:
         for p in problems:
             console.print(f"[red]FAIL[/red] {p}")

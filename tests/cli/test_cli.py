@@ -27,6 +27,35 @@ def test_demo_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> N
     assert "OK" in v.stdout
 
 
+def test_demo_runs_against_postgresql_and_rabbitmq(tmp_path: Path) -> None:
+    """The same command with a database URL and an AMQP URL: outbox relay, RabbitMQ, bridge, local Ray."""
+    from tests.conftest import new_database, new_vhost
+
+    with new_database() as db, new_vhost() as amqp:
+        env = {
+            "AMARVOTE_DATABASE_URL": db,
+            "AMARVOTE_AMQP_URL": amqp,
+            "AMARVOTE_SERVER_SECRET": "cli-test-server-secret-0123456789",
+        }
+        r = amarvote(
+            "demo",
+            "--ballots",
+            "10",
+            "--guardians",
+            "3",
+            "--quorum",
+            "2",
+            "--missing",
+            "1",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "services (RabbitMQ bridge, Ray)" in r.stdout
+        assert "counts equal the cast plaintexts; the record verifies" in r.stdout
+        assert not (tmp_path / "amarvote-data" / "amarvote.sqlite3").exists()
+
+
 def test_demo_refuses_a_quorum_it_cannot_meet(tmp_path: Path) -> None:
     r = amarvote("demo", "--guardians", "3", "--quorum", "2", "--missing", "2", cwd=tmp_path)
     assert r.returncode == 2
