@@ -36,17 +36,16 @@ class CiphertextTallySelection:
             "object_id": self.object_id,
             "sequence_order": self.sequence_order,
             "description_hash": to_hex(self.description_hash),
-            "ciphertext": {"pad": to_hex(self.ciphertext.pad), "data": to_hex(self.ciphertext.data)},
+            "ciphertext": self.ciphertext.to_json(),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CiphertextTallySelection:
-        c = d["ciphertext"]
         return cls(
             d["object_id"],
             int(d["sequence_order"]),
             from_hex(d["description_hash"]),
-            Ciphertext(from_hex(c["pad"]), from_hex(c["data"])),
+            Ciphertext.from_json(d["ciphertext"]),
         )
 
 
@@ -131,32 +130,44 @@ def accumulate(tally: CiphertextTally, submitted_ballots: Iterable[Any]) -> Ciph
     A ballot already counted is skipped (the reference refuses it the same way). A cast ballot must
     hold every tally selection of each contest it carries, else TallyError names it.
     """
-    for ballot in submitted_ballots:
-        state = _state_name(ballot.state)
-        if ballot.object_id in tally.cast_ballot_ids or ballot.object_id in tally.spoiled_ballot_ids:
-            continue
-        if state == "SPOILED":
-            tally.spoiled_ballot_ids.add(ballot.object_id)
-            continue
-        if state != "CAST":
-            raise TallyError(f"ballot {ballot.object_id}: state {state} is neither cast nor spoiled")
-        updates = []
-        for contest in ballot.contests:
-            tally_contest = tally.contests.get(contest.object_id)
-            if tally_contest is None:
-                raise TallyError(
-                    f"ballot {ballot.object_id}: contest {contest.object_id} is not in the manifest"
-                )
-            by_id = {s.object_id: s for s in contest.ballot_selections if not s.is_placeholder_selection}
-            if set(by_id) != set(tally_contest.selections):
-                raise TallyError(
-                    f"ballot {ballot.object_id}: contest {contest.object_id} selections do not match"
-                )
-            updates.extend((tally_contest.selections[k], s.ciphertext) for k, s in by_id.items())
-        for selection, c in updates:
-            acc = selection.ciphertext
-            selection.ciphertext = Ciphertext(acc.pad * c.pad % P, acc.data * c.data % P)
-        tally.cast_ballot_ids.add(ballot.object_id)
+    # Running products live in plain lists while the batch is added (no Ciphertext per step), and
+    # each contest's selection ids are checked as a set against the tally's precomputed key view.
+    running = {
+        cid: {sid: [sel.ciphertext.pad, sel.ciphertext.data] for sid, sel in c.selections.items()}
+        for cid, c in tally.contests.items()
+    }
+    try:
+        for ballot in submitted_ballots:
+            state = _state_name(ballot.state)
+            if ballot.object_id in tally.cast_ballot_ids or ballot.object_id in tally.spoiled_ballot_ids:
+                continue
+            if state == "SPOILED":
+                tally.spoiled_ballot_ids.add(ballot.object_id)
+                continue
+            if state != "CAST":
+                raise TallyError(f"ballot {ballot.object_id}: state {state} is neither cast nor spoiled")
+            updates = []
+            for contest in ballot.contests:
+                accs = running.get(contest.object_id)
+                if accs is None:
+                    raise TallyError(
+                        f"ballot {ballot.object_id}: contest {contest.object_id} is not in the manifest"
+                    )
+                real = [s for s in contest.ballot_selections if not s.is_placeholder_selection]
+                if len(real) != len(accs) or {s.object_id for s in real} != accs.keys():
+                    raise TallyError(
+                        f"ballot {ballot.object_id}: contest {contest.object_id} selections do not match"
+                    )
+                updates += [(accs[s.object_id], s.ciphertext) for s in real]
+            for acc, c in updates:
+                acc[0] = acc[0] * c.pad % P
+                acc[1] = acc[1] * c.data % P
+            tally.cast_ballot_ids.add(ballot.object_id)
+    finally:
+        # Also on a refused ballot: what was added before it stays added, as before.
+        for cid, accs in running.items():
+            for sid, (pad, data) in accs.items():
+                tally.contests[cid].selections[sid].ciphertext = Ciphertext(pad, data)
     return tally
 
 
