@@ -123,7 +123,7 @@ def start_decryption(
             session, election_id, guardian_id, escrow_id, created_by
         )
     children = (
-        planning.create_compensated_decryption_jobs(session, partial.job_id, missing, created_by)
+        planning.create_compensated_decryption_jobs(session, partial.job_id, missing, created_by, escrow_id)
         if missing
         else []
     )

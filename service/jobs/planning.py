@@ -361,10 +361,12 @@ def create_compensated_decryption_jobs(
     parent_job_id: uuid.UUID,
     missing_guardian_ids: Sequence[str],
     created_by: str | None = None,
+    escrow_id: uuid.UUID | None = None,
 ) -> list[ElectionJob]:
     """Children of a guardian's partial job: for each missing guardian, one job with one task per chunk
-    (so one message per source guardian, missing guardian and chunk). Published at once: the shares
-    do not depend on the parent's, only on the same escrowed key material."""
+    (so one message per source guardian, missing guardian and chunk). ``escrow_id`` is the key material
+    just escrowed (the parent's may have been erased since); by default the parent's. Published at
+    once: the shares do not depend on the parent's, only on the same escrowed key material."""
     parent = session.get(ElectionJob, parent_job_id)
     if parent is None or parent.operation_type != OperationType.PARTIAL_DECRYPTION.value:
         raise NotFound(f"partial decryption job {parent_job_id} does not exist")
@@ -417,7 +419,10 @@ def create_compensated_decryption_jobs(
             guardian_id=source,
             missing_guardian_id=m,
             parent_job_id=parent.job_id,
-            metadata={"escrow_id": meta.get("escrow_id"), "tally_job_id": str(tally.job_id)},
+            metadata={
+                "escrow_id": str(escrow_id) if escrow_id else meta.get("escrow_id"),
+                "tally_job_id": str(tally.job_id),
+            },
         )
         for m in missing
     ]

@@ -200,10 +200,14 @@ def test_combine_needs_quorum_and_every_compensated_share(engine: Engine) -> Non
     _refused(engine, Conflict, planning.create_combine_job, eid, "admin", match="still QUEUED")
     _share_all(engine, tally, p1, "g1")
     _refused(engine, Conflict, planning.create_combine_job, eid, "admin", match="quorum not met: 1 of the 2")
+    fresh_escrow = uuid.uuid4()
     with transaction(engine) as s:
         p2 = planning.create_partial_decryption_job(s, eid, "g2", uuid.uuid4(), "g2")
         (c1,) = planning.create_compensated_decryption_jobs(s, p1.job_id, ["g3"], "g1")
-        (c2,) = planning.create_compensated_decryption_jobs(s, p2.job_id, ["g3"], "g2")
+        (c2,) = planning.create_compensated_decryption_jobs(s, p2.job_id, ["g3"], "g2", fresh_escrow)
+    # A child points at the parent's key escrow, or at the one escrowed anew for it.
+    assert c1.metadata_["escrow_id"] == p1.metadata_["escrow_id"]
+    assert c2.metadata_["escrow_id"] == str(fresh_escrow) != p2.metadata_["escrow_id"]
     _share_all(engine, tally, p2, "g2")
     _share_all(engine, tally, c1, "g1", missing="g3")
     with transaction(engine) as s:
