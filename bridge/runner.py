@@ -12,7 +12,9 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from bridge.db import session_factory
 from bridge.ray_runtime import ensure_ray
@@ -52,46 +54,72 @@ def run_reconciler(settings: Settings, interval: float = 30.0) -> None:
     rec.run()
 
 
-def run_bridge(settings: Settings, *, with_relay: bool = True, with_reconciler: bool = True) -> None:
-    """Consume chunk messages and run them on Ray (connecting to ``settings.ray_address`` or a local Ray)."""
+@dataclass
+class Worker:
+    """A complete chunk executor: ``run()`` blocks until ``stop()``.
+
+    With an AMQP URL: the consumer, with the outbox relay and the reconciler in threads beside it.
+    Without: the embedded runner, which reads the outbox and reconciles by itself.
+    """
+
+    main: Any  # has run() and stop()
+    helpers: list[Any] = field(default_factory=list)
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=h.run, name=type(h).__name__, daemon=True) for h in self.helpers]
+        for t in threads:
+            t.start()
+        try:
+            self.main.run()
+        finally:
+            for h in self.helpers:
+                h.stop()
+            for t in threads:
+                t.join(timeout=30)
+
+    def stop(self) -> None:
+        self.main.stop()
+
+
+def make_worker(settings: Settings, *, with_relay: bool = True, with_reconciler: bool = True) -> Worker:
+    """The executor these settings call for, connected to Ray (``settings.ray_address`` or a local Ray)."""
+    ensure_ray(settings)
+    if settings.embedded:
+        from bridge.embedded import EmbeddedRunner
+
+        return Worker(EmbeddedRunner(settings))
     from bridge.consumer import Bridge
     from bridge.reconciler import Reconciler
     from bridge.relay import OutboxRelay
 
-    if not settings.amqp_url:
-        raise ValueError("no AMQP URL: use run_embedded")
-    ensure_ray(settings)
     factory = session_factory(settings.sqlalchemy_url)
-    helpers: list = []
+    helpers: list[Any] = []
     if with_relay:
-        helpers.append(OutboxRelay(factory, settings.amqp_url))
+        helpers.append(OutboxRelay(factory, settings.amqp_url or ""))
     if with_reconciler:
         helpers.append(Reconciler(factory, stale_after=reconcile_window(settings)))
-    threads = [threading.Thread(target=h.run, name=type(h).__name__, daemon=True) for h in helpers]
-    for t in threads:
-        t.start()
-    bridge = Bridge(settings)
-    _on_signals(bridge.stop)
-    try:
-        bridge.run()
-    finally:
-        for h in helpers:
-            h.stop()
-        for t in threads:
-            t.join(timeout=30)
+    return Worker(Bridge(settings), helpers)
+
+
+def run_bridge(settings: Settings, *, with_relay: bool = True, with_reconciler: bool = True) -> None:
+    """Consume chunk messages and run them on Ray until SIGTERM or SIGINT."""
+    if not settings.amqp_url:
+        raise ValueError("no AMQP URL: use run_embedded")
+    worker = make_worker(settings, with_relay=with_relay, with_reconciler=with_reconciler)
+    _on_signals(worker.stop)
+    worker.run()
 
 
 def run_embedded(settings: Settings, *, until_idle: bool = False, timeout: float | None = None) -> None:
     """The single-machine mode: outbox → local Ray, no broker. ``until_idle`` returns when all is done."""
-    from bridge.embedded import EmbeddedRunner
-
-    ensure_ray(settings)
-    runner = EmbeddedRunner(settings)
+    if settings.amqp_url:
+        raise ValueError("an AMQP URL is set: use run_bridge")
+    worker = make_worker(settings)
     if until_idle:
-        runner.run_until_idle(timeout)
+        worker.main.run_until_idle(timeout)
         return
-    _on_signals(runner.stop)
-    runner.run()
+    _on_signals(worker.stop)
+    worker.run()
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Drive an election through its four jobs from one process: the demo and ``record run`` use this.
 
 The jobs are created by the same service functions the API calls, and executed by the same runner
-a deployment uses: the embedded runner (outbox → local Ray) when no AMQP URL is set, otherwise a
-bridge consuming RabbitMQ (with its relay) in a background thread against the configured Ray.
+a deployment uses (``bridge.runner.make_worker``: the embedded runner when no AMQP URL is set, else
+the consumer with its relay and reconciler), in a background thread against the configured Ray.
 This module only waits and reports; it does no cryptography of its own.
 """
 
@@ -36,39 +36,15 @@ class JobFailed(RuntimeError):
 @contextmanager
 def running_pipeline(settings: Settings) -> Iterator[None]:
     """Run the chunk executor in a background thread for the duration of the block."""
-    from bridge.ray_runtime import ensure_ray
+    from bridge.runner import make_worker
 
-    ensure_ray(settings)
-    stop: Callable[[], None]
-    if settings.embedded:
-        from bridge.embedded import EmbeddedRunner
-
-        runner = EmbeddedRunner(settings)
-        target, stop = runner.run, runner.stop
-    else:
-        from bridge.consumer import Bridge
-        from bridge.db import session_factory
-        from bridge.relay import OutboxRelay
-
-        relay = OutboxRelay(session_factory(settings.sqlalchemy_url), settings.amqp_url or "")
-        consumer = Bridge(settings)
-
-        def target() -> None:
-            t = threading.Thread(target=relay.run, name="relay", daemon=True)
-            t.start()
-            try:
-                consumer.run()
-            finally:
-                relay.stop()
-                t.join(timeout=30)
-
-        stop = consumer.stop
-    thread = threading.Thread(target=target, name="amarvote-runner", daemon=True)
+    worker = make_worker(settings)
+    thread = threading.Thread(target=worker.run, name="amarvote-worker", daemon=True)
     thread.start()
     try:
         yield
     finally:
-        stop()
+        worker.stop()
         thread.join(timeout=120)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from service.cli.record import check_record
 from service.cli.ui import console, mode, progress_bars, reporter, run_settings
 
 ENCRYPT_BATCH = 50
@@ -175,7 +176,7 @@ def _run(
         result = results(s, eid)
     with timings.phase("export + verify"):
         record_dir = pipeline.export_record(eid, out or settings.data_dir / f"election-{eid}")
-        problems = _verify(record_dir)
+        _, problems = check_record(record_dir)
 
     _print_result(result, expected)
     _print_timings(timings, n_ballots)
@@ -199,14 +200,6 @@ def _run(
         "[green]counts equal the cast plaintexts; the record verifies[/green] "
         f"(`amarvote record verify {record_dir}`)"
     )
-
-
-def _verify(record_dir: Path) -> list[str]:
-    from compute.parallel import default_workers
-    from compute.record import read_record
-    from compute.verify import verify_record
-
-    return [str(p) for p in verify_record(read_record(record_dir), workers=default_workers())]
 
 
 def _print_result(result: dict[str, Any], expected: Counter[tuple[str, str]]) -> None:

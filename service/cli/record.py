@@ -23,18 +23,13 @@ def verify(
     directory: Path = typer.Argument(..., exists=True, file_okay=False, help="election_record/ dir"),
 ) -> None:
     """Verify every ballot, the encrypted tally, every share and the plaintext tally of a record."""
-    from compute.parallel import default_workers
-    from compute.record import read_record
-    from compute.verify import verify_record
-
     record_dir = _record_dir(directory)
-    try:
-        record = read_record(record_dir)
-    except (OSError, KeyError, ValueError) as e:
-        console.print(f"[red]cannot read the record in {record_dir}: {e}[/red]")
-        raise typer.Exit(2) from None
-    with console.status(f"verifying {len(record.submitted_ballots)} ballots and the tally"):
-        problems = verify_record(record, workers=default_workers())
+    with console.status(f"verifying the record in {record_dir}"):
+        try:
+            record, problems = check_record(record_dir)
+        except (OSError, KeyError, ValueError) as e:
+            console.print(f"[red]cannot read the record in {record_dir}: {e}[/red]")
+            raise typer.Exit(2) from None
     if problems:
         for p in problems:
             console.print(f"[red]FAIL[/red] {p}")
@@ -44,6 +39,16 @@ def verify(
         f"[green]OK[/green] {record_dir}: {len(record.submitted_ballots)} ballots, "
         f"{len(record.guardians)} guardians, {len(record.spoiled_ballots)} spoiled ballots, tally verified"
     )
+
+
+def check_record(record_dir: Path) -> tuple[Any, list[str]]:
+    """The record read from ``record_dir`` and every problem a verifier finds in it (on all cores)."""
+    from compute.parallel import default_workers
+    from compute.record import read_record
+    from compute.verify import verify_record
+
+    record = read_record(record_dir)
+    return record, verify_record(record, workers=default_workers())
 
 
 IMPORT_BATCH = 200
@@ -90,6 +95,7 @@ def run_record(
     import json
     import secrets
 
+    from compute.ballot import BallotBoxState
     from compute.record import read_private_guardians
     from service import pipeline
     from service.cli.ui import mode, progress_bars, reporter
@@ -103,13 +109,20 @@ def run_record(
     def read(name: str) -> Any:
         return json.loads((record_dir / name).read_text())
 
+    guardian_records = [
+        json.loads(f.read_text()) for f in sorted((record_dir / "guardians").glob("guardian_*.json"))
+    ]
+    guardian_ids = {g["guardian_id"] for g in guardian_records}
+    privates = {p.guardian_id: p for p in read_private_guardians(_private_dir(private_guardians))}
+    # Refused before anything is written: a name that is no guardian, or a present guardian without a key.
+    if unknown := set(missing) - guardian_ids:
+        raise typer.BadParameter(f"not guardians of this election: {', '.join(sorted(unknown))}")
+    if keyless := guardian_ids - set(missing) - set(privates):
+        raise typer.BadParameter(
+            f"no private record for present guardian(s) {', '.join(sorted(keyless))}: name them --missing"
+        )
     console.print(f"[bold]amarvote record run[/bold] {record_dir}; {mode(settings)}")
     upgrade(settings.sqlalchemy_url)
-    privates = {p.guardian_id: p for p in read_private_guardians(_private_dir(private_guardians))}
-    guardian_files = sorted((record_dir / "guardians").glob("guardian_*.json"))
-    unknown = set(missing) - {json.loads(f.read_text())["guardian_id"] for f in guardian_files}
-    if unknown:
-        raise typer.BadParameter(f"not guardians of this election: {', '.join(sorted(unknown))}")
     timings = pipeline.Timings()
     with transaction() as s:
         e = import_election(
@@ -117,15 +130,14 @@ def run_record(
             name=f"imported from {record_dir}",
             manifest=read("manifest.json"),
             context=read("context.json"),
-            guardian_records=[json.loads(f.read_text()) for f in guardian_files],
+            guardian_records=guardian_records,
             created_by="record-run",
         )
         eid = e.id
         # Each guardian's key goes through the same sealed-credential path a guardian uses over HTTP.
         credentials = {}
-        for gid, private in privates.items():
-            if gid in missing:
-                continue
+        for gid in sorted(guardian_ids - set(missing)):
+            private = privates[gid]
             passphrase = secrets.token_urlsafe(24)
             credentials[gid] = (
                 election_service.seal_credential(e, gid, private.to_json(), passphrase),
@@ -139,7 +151,8 @@ def run_record(
                 items = []
                 for f in files[i : i + IMPORT_BATCH]:
                     b = json.loads(f.read_text())
-                    items.append((b, "spoil" if int(b.get("state", 1)) == 2 else "cast"))
+                    spoiled = int(b.get("state", BallotBoxState.CAST)) == BallotBoxState.SPOILED
+                    items.append((b, "spoil" if spoiled else "cast"))
                 with transaction() as s:
                     snap = ballot_service.snapshot_for_ballots(s, eid)
                     ballot_service.store(s, eid, ballot_service.prepare_bulk(snap, items))

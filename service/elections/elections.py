@@ -56,14 +56,31 @@ def create_election(
         manifest_json, manifest_hash = crypto.simple_manifest(
             list(candidate_names or []), party_names, max_choices, name
         )
+    return add_election(session, name, manifest_json, manifest_hash, number_of_guardians, quorum, created_by)
+
+
+def add_election(
+    session: Session,
+    name: str,
+    manifest_json: dict[str, Any],
+    manifest_hash: str,
+    number_of_guardians: int,
+    quorum: int,
+    created_by: str | None,
+    *,
+    state: ElectionState = ElectionState.SETUP,
+    context: dict[str, Any] | None = None,
+) -> Election:
+    """The election row, manifest version 1 (callers have checked the manifest and the counts)."""
     e = Election(
         name=name,
-        state=ElectionState.SETUP.value,
+        state=state.value,
         manifest=manifest_json,
         manifest_version=1,
         manifest_hash=manifest_hash,
         number_of_guardians=number_of_guardians,
         quorum=quorum,
+        context=context,
         created_by=created_by,
     )
     session.add(e)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Election, ElectionState, Guardian
 from service.elections import crypto
+from service.elections.elections import add_election
 from service.errors import Invalid
 
 
@@ -39,19 +40,17 @@ def import_election(
         raise Invalid(f"the election's context or guardian records are malformed: {exc}") from exc
     if problems := verify_guardians(record):
         raise Invalid("the election's keys do not verify: " + "; ".join(problems[:10]))
-    e = Election(
-        name=name,
-        state=ElectionState.OPEN.value,
-        manifest=manifest_json,
-        manifest_version=1,
-        manifest_hash=manifest_hash,
-        number_of_guardians=record.context.number_of_guardians,
-        quorum=record.context.quorum,
+    e = add_election(
+        session,
+        name,
+        manifest_json,
+        manifest_hash,
+        record.context.number_of_guardians,
+        record.context.quorum,
+        created_by,
+        state=ElectionState.OPEN,  # its keys exist: ballots may be submitted at once
         context=record.context.to_json(),
-        created_by=created_by,
     )
-    session.add(e)
-    session.flush()
     for g in record.guardians:
         session.add(
             Guardian(

@@ -71,3 +71,19 @@ def test_record_run_refuses_an_unknown_missing_guardian(
             tmp_path / "out",
             5,
         )
+
+
+def test_record_run_refuses_a_present_guardian_without_its_key(
+    reference_election, embedded_settings, tmp_path
+) -> None:
+    import shutil
+
+    import typer
+
+    private = tmp_path / "private"
+    shutil.copytree(reference_election.private_dir, private)
+    present = sorted(private.glob("private_guardians/*.json"))[0]
+    present.unlink()
+    with pytest.raises(typer.BadParameter, match="no private record for present guardian"):
+        run_record(embedded_settings, reference_election.record_dir, private, [], tmp_path / "out", 5)
+    assert not Path(embedded_settings.sqlalchemy_url.removeprefix("sqlite:///")).exists(), "nothing written"
