@@ -215,7 +215,7 @@ def job_run(url: str, amqp_url: str, election_id: int, chunk_size: int, workers:
     settings = Settings(database_url=url, amqp_url=amqp_url, max_in_flight=workers, task_memory_mb=256)
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     # Warm the workers (process start, imports) so the job measures steady state, not Ray's start.
     ray.get([ray.remote(lambda: __import__("bridge.tasks.tally")).remote() for _ in range(workers)])
     factory = session_factory(url)

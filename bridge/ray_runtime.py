@@ -1,4 +1,9 @@
-"""Connect to Ray: a cluster by address (``AMARVOTE_RAY_ADDRESS``) or a local instance.
+"""Connect to Ray: a cluster by address (``AMARVOTE_RAY_ADDRESS``) or a local instance of our own.
+
+Without an address we always start a new local instance (``address="local"``). A bare ``ray.init()``
+would attach to any cluster already started on the machine by ``ray start`` (or named by
+``RAY_ADDRESS``, or by a stale ``/tmp/ray/ray_current_cluster`` of a cluster long gone, where it then
+waits for ever), and that cluster's workers read another environment and data directory.
 
 The dashboard of a local instance binds to 127.0.0.1 (Ray 2.60 puts token authentication in
 front of it by default). A cluster's dashboard is configured where the cluster is started
@@ -17,16 +22,33 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _token_auth_if_token_available() -> None:
+    """Ray 2.60 clusters started by ``ray start`` use token authentication when a token exists
+    (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), but a client connecting by
+    address stays in mode 'disabled' unless ``RAY_AUTH_MODE=token`` is set, and is refused. So when
+    the operator left the mode unset and a token is at hand, use it, as ``ray start`` itself does.
+    (Setting the variable alone is not enough once ``ray`` is imported: Ray's helper also reloads
+    its config.)"""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def ensure_ray(settings: Settings, **init_kwargs: Any) -> None:
     """Connect once per process (a no-op when already connected)."""
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
     if settings.ray_address:
+        _token_auth_if_token_available()
         kwargs["address"] = settings.ray_address
         log.info("connecting to the Ray cluster")
     else:
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+        kwargs.update(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
         log.info("starting a local Ray instance")
     kwargs.update(init_kwargs)
     ray.init(**kwargs)

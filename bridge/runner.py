@@ -29,6 +29,22 @@ def _on_signals(stop: Callable[[], None]) -> None:
         signal.signal(signal.SIGINT, lambda *_: stop())
 
 
+_probed: set[tuple[str | None, str]] = set()
+
+
+def connect(settings: Settings) -> None:
+    """Connect to Ray and run the start-up probe once per process (``bridge.probe``): a cluster whose
+    nodes lack this service's server secret or version is refused before any work starts."""
+    from bridge.probe import probe_cluster
+    from service.security.secrets import secret_fingerprint, server_secret
+
+    ensure_ray(settings)
+    key = (settings.ray_address, secret_fingerprint(server_secret(settings)))
+    if key not in _probed:
+        probe_cluster(settings)
+        _probed.add(key)
+
+
 def reconcile_window(settings: Settings) -> timedelta:
     # A message may sit in a queue behind a backlog; twice the lease keeps duplicates rare.
     return timedelta(seconds=2 * settings.lease_seconds)
@@ -82,8 +98,11 @@ class Worker:
 
 
 def make_worker(settings: Settings, *, with_relay: bool = True, with_reconciler: bool = True) -> Worker:
-    """The executor these settings call for, connected to Ray (``settings.ray_address`` or a local Ray)."""
-    ensure_ray(settings)
+    """The executor these settings call for, connected to Ray (``settings.ray_address`` or a local Ray).
+
+    Refuses (``ClusterMismatch``) a cluster whose nodes lack this service's server secret or version.
+    """
+    connect(settings)
     if settings.embedded:
         from bridge.embedded import EmbeddedRunner
 

@@ -29,8 +29,38 @@ from service.settings import Settings
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
 
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    job_id: uuid.UUID
+    operation: str
+    guardian_id: str | None
+    failed_chunks: int
+    total_chunks: int
+    first_error: str  # "chunk N: <ExceptionType>: <message>"
+
+
 class JobFailed(RuntimeError):
-    pass
+    """Jobs of a phase ended FAILED; each is named with its failed chunks and its first error."""
+
+    def __init__(self, label: str, jobs: Sequence[FailedJob]) -> None:
+        self.label = label
+        self.jobs = list(jobs)
+        parts = []
+        for j in self.jobs:
+            who = f", guardian {j.guardian_id}" if j.guardian_id else ""
+            parts.append(
+                f"job {j.job_id} ({j.operation}{who}): {j.failed_chunks} of {j.total_chunks} chunk(s) FAILED;"
+                f" first error: {j.first_error}"
+            )
+        super().__init__(f"{label} failed: " + "; ".join(parts))
+
+
+def connect(settings: Settings) -> None:
+    """Connect to Ray and check its nodes first, so a cluster that cannot work is refused before the
+    run writes anything."""
+    from bridge.runner import connect as connect_ray
+
+    connect_ray(settings)
 
 
 @contextmanager
@@ -52,7 +82,7 @@ def wait_for_jobs(
     job_ids: Sequence[uuid.UUID], label: str, progress: Progress | None = None, poll: float = 0.3
 ) -> None:
     """Block until every job has ended; raise JobFailed naming the failed chunks of any that failed."""
-    from service.jobs.transitions import failure_summary
+    from service.jobs.status import failed_chunks
 
     while True:
         with transaction() as s:
@@ -61,10 +91,21 @@ def wait_for_jobs(
             done = sum(j.processed_chunks for j in jobs)
             failed = [j for j in jobs if j.status == JobStatus.FAILED.value]
             if failed:
-                reasons = "; ".join(
-                    f"job {j.job_id}: {j.error_message or failure_summary(s, j.job_id)}" for j in failed
-                )
-                raise JobFailed(f"{label} failed: {reasons}")
+                reports = []
+                for j in failed:
+                    first = (failed_chunks(s, j.job_id, limit=1) or [{}])[0]
+                    error = (first.get("error") or j.error_message or "unknown error").splitlines()[0]
+                    reports.append(
+                        FailedJob(
+                            j.job_id,
+                            j.operation_type,
+                            j.guardian_id,
+                            j.failed_chunks,
+                            j.total_chunks,
+                            f"chunk {first.get('chunkNumber', '?')}: {error[:300]}",
+                        )
+                    )
+                raise JobFailed(label, reports)
             ended = all(j.status == JobStatus.COMPLETED.value for j in jobs)
         if progress:
             progress(label, done, total)

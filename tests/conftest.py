@@ -51,6 +51,13 @@ def new_vhost() -> Iterator[str]:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    # Shown even under -q: which Python 3.10 the interop tests ran the reference with.
+    from tests.oracle import describe
+
+    terminalreporter.write_line(describe())
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session."""
@@ -84,6 +91,7 @@ def local_ray() -> Iterator[None]:
         os.environ["AMARVOTE_SERVER_SECRET"] = TEST_SERVER_SECRET
         try:
             ray.init(
+                address="local",  # never a cluster some test (or the machine) started with `ray start`
                 num_cpus=4,
                 include_dashboard=False,
                 log_to_driver=False,

@@ -1,22 +1,32 @@
 """The test oracle: the reference ``electionguard`` 1.4.0 package in its own Python 3.10 venv.
 
 It does not import on Python 3.11+, so scripts under ``tests/oracle_scripts/`` run in a
-subprocess with the venv's interpreter. The venv is built once and cached in
-``$AMARVOTE_ORACLE_VENV`` (default ``~/.cache/amarvote/egref``).
+subprocess with the venv's interpreter.
+
+Where the venv lives:
+
+- under CI (``CI`` set, as ``.ci/run`` does) it is built afresh for the test session in a temporary
+  folder, so a missing install step fails CI instead of hiding in a cache of an earlier run;
+- elsewhere it is built once and kept in ``$AMARVOTE_ORACLE_VENV`` (default ``~/.cache/amarvote/egref``).
+
+Python 3.10 is found by *running* each candidate (``docs/field-notes.md``: pyenv's shim for
+``python3.10`` exists on PATH even where 3.10 is not the active version, and then exits 127).
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).parent / "oracle_scripts"
-VENV = Path(os.environ.get("AMARVOTE_ORACLE_VENV", Path.home() / ".cache" / "amarvote" / "egref"))
 PACKAGES = ["electionguard==1.4.0", "hypothesis", "dacite==1.6.0"]
 HOW_TO_GET = (
     "the interop tests need Python 3.10 (the reference electionguard 1.4.0 does not import on 3.11+): "
@@ -28,30 +38,110 @@ class OracleUnavailable(RuntimeError):
     pass
 
 
-def _find_python310() -> str | None:
-    candidates = [os.environ.get("AMARVOTE_PYTHON310"), shutil.which("python3.10")]
-    pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    versions = Path(pyenv_root) / "versions"
-    if versions.is_dir():
-        candidates += [str(p / "bin" / "python3.10") for p in sorted(versions.glob("3.10*"), reverse=True)]
-    for c in candidates:
-        if c and Path(c).exists():
-            return c
+def under_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+@functools.cache
+def _fresh_dir() -> Path:
+    """A temporary folder for this test session's oracle files (CI only), removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="amarvote-oracle-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def oracle_home() -> Path:
+    """Where the oracle venv and the reference elections are kept."""
+    if under_ci():
+        return _fresh_dir()
+    return Path(os.environ.get("AMARVOTE_ORACLE_HOME", Path.home() / ".cache" / "amarvote"))
+
+
+def venv_dir() -> Path:
+    if not under_ci() and os.environ.get("AMARVOTE_ORACLE_VENV"):
+        return Path(os.environ["AMARVOTE_ORACLE_VENV"])
+    return oracle_home() / "egref"
+
+
+def _pyenv_root() -> Path | None:
+    if os.environ.get("PYENV_ROOT"):
+        return Path(os.environ["PYENV_ROOT"])
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return None
+    try:
+        out = subprocess.run([pyenv, "root"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip()) if out.stdout.strip() else None
+
+
+def python310_candidates() -> list[str]:
+    """In order: AMARVOTE_PYTHON310, pyenv's installed 3.10s (newest first), python3.10 on PATH."""
+    candidates: list[str] = []
+    if os.environ.get("AMARVOTE_PYTHON310"):
+        candidates.append(os.environ["AMARVOTE_PYTHON310"])
+    root = _pyenv_root()
+    if root is not None and (root / "versions").is_dir():
+        versions = sorted((root / "versions").glob("3.10*"), key=lambda p: p.name, reverse=True)
+        candidates += [str(v / "bin" / "python3.10") for v in versions]
+    on_path = shutil.which("python3.10")
+    if on_path:
+        candidates.append(on_path)
+    return list(dict.fromkeys(candidates))
+
+
+def _answers(candidate: str) -> str | None:
+    """The version a candidate prints, or None if it does not run as a Python 3.10."""
+    try:
+        proc = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = (proc.stdout or proc.stderr).strip()
+    if proc.returncode != 0 or not version.startswith("Python 3.10"):
+        return None
+    return version
+
+
+@functools.cache
+def find_python310() -> tuple[str, str] | None:
+    """(interpreter, its version) of the first candidate that answers, or None."""
+    for candidate in python310_candidates():
+        version = _answers(candidate)
+        if version is not None:
+            return candidate, version
     return None
 
 
+def describe() -> str:
+    """One line for the test session's header: which Python 3.10 the oracle uses, and where."""
+    found = find_python310()
+    if found is None:
+        return f"oracle: no Python 3.10 found ({HOW_TO_GET})"
+    where = "a fresh venv for this run (CI)" if under_ci() else str(venv_dir())
+    return f"oracle: {found[1]} at {found[0]}; electionguard 1.4.0 in {where}"
+
+
+@functools.cache
 def oracle_python() -> Path:
-    """The venv's interpreter, building the venv the first time."""
-    py = VENV / "bin" / "python"
-    marker = VENV / ".amarvote-ready"
-    if marker.exists() and py.exists():
+    """The venv's interpreter, building the venv the first time (every session under CI)."""
+    venv = venv_dir()
+    py = venv / "bin" / "python"
+    marker = venv / ".amarvote-ready"
+    if marker.exists() and py.exists() and _answers(str(py)):
         return py
-    base = _find_python310()
-    if base is None:
+    found = find_python310()
+    if found is None:
         raise OracleUnavailable(HOW_TO_GET)
-    subprocess.run([base, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", *PACKAGES], check=True)
-    marker.write_text("ok\n")
+    base, version = found
+    print(f"building the oracle venv in {venv} with {version} ({base})", file=sys.stderr)
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PACKAGES], check=True
+    )
+    marker.write_text(f"{version}\n")
     return py
 
 
@@ -77,11 +167,12 @@ def require_oracle() -> Path:
     try:
         return oracle_python()
     except OracleUnavailable as e:
-        if os.environ.get("CI"):
+        if under_ci():
             pytest.fail(str(e))
         pytest.skip(str(e))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 if __name__ == "__main__":
-    print(oracle_python(), file=sys.stderr)
+    print(describe(), file=sys.stderr)
+    print(oracle_python())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from service.cli import demo, ops, record
@@ -11,6 +13,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a traceback must never print key material
 )
+_debug = {"on": False}
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (never its locals)."),
+) -> None:
+    _debug["on"] = debug
+
+
 app.command(help=demo.__doc__)(demo.demo)
 app.command(help=ops.serve.__doc__)(ops.serve)
 app.command(help=ops.bridge.__doc__)(ops.bridge)
@@ -20,3 +32,18 @@ app.command(help=ops.token.__doc__)(ops.token)
 app.add_typer(ops.db_app, name="db")
 app.add_typer(ops.jobs_app, name="jobs")
 app.add_typer(record.app, name="record")
+
+
+def main() -> None:
+    """The ``amarvote`` entry point: an error is one message and exit status 1 (a traceback with --debug)."""
+    try:
+        app(prog_name="amarvote")
+    except Exception as exc:
+        if _debug["on"] or "--debug" in sys.argv[1:2]:
+            raise
+        from service.cli.errors import explain
+        from service.cli.ui import console
+
+        console.print(f"[red]error:[/red] {explain(exc)}", highlight=False, soft_wrap=True)
+        console.print("[dim](run `amarvote --debug ...` for the traceback)[/dim]")
+        sys.exit(1)

@@ -129,6 +129,7 @@ def _run(
         f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
         f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
     )
+    pipeline.connect(settings)
     upgrade(settings.sqlalchemy_url)
 
     with timings.phase("key ceremony"):

@@ -122,6 +122,7 @@ def run_record(
             f"no private record for present guardian(s) {', '.join(sorted(keyless))}: name them --missing"
         )
     console.print(f"[bold]amarvote record run[/bold] {record_dir}; {mode(settings)}")
+    pipeline.connect(settings)
     upgrade(settings.sqlalchemy_url)
     timings = pipeline.Timings()
     with transaction() as s:

@@ -48,4 +48,8 @@ def reporter(bar: Progress) -> Report:
 
 
 def mode(settings: Settings) -> str:
-    return "embedded (SQLite, outbox, local Ray)" if settings.embedded else "services (RabbitMQ bridge, Ray)"
+    ray = f"the Ray cluster at {settings.ray_address}" if settings.ray_address else "a local Ray"
+    if settings.embedded:
+        db = "SQLite" if settings.database_url is None else "the configured database"
+        return f"embedded ({db}, outbox, {ray})"
+    return f"services (RabbitMQ bridge, {ray})"

@@ -36,6 +36,23 @@ def server_secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode("utf-8")
 
 
+def secret_fingerprint(secret: bytes) -> str:
+    """A short public name for a server secret: equal secrets, equal fingerprints; the secret itself
+    cannot be recovered from it (an HKDF subkey of its own purpose, truncated)."""
+    return derive_subkey(secret, "fingerprint")[:8].hex()
+
+
+def configured_fingerprint(settings: Settings) -> str | None:
+    """The fingerprint of the secret these settings hold, without generating one (None: no secret).
+
+    What a Ray worker reports to the bridge's start-up probe: a node that would have to generate a
+    secret of its own could never open the escrow the API sealed.
+    """
+    if settings.server_secret is None and not (Path(settings.data_dir) / SECRET_FILE).exists():
+        return None
+    return secret_fingerprint(server_secret(settings))
+
+
 def jwt_key(settings: Settings) -> bytes:
     """``AMARVOTE_JWT_SECRET`` or a key derived from the server secret."""
     if settings.jwt_secret is not None:

@@ -51,7 +51,7 @@ def test_demo_runs_against_postgresql_and_rabbitmq(tmp_path: Path) -> None:
             env=env,
         )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert "services (RabbitMQ bridge, Ray)" in r.stdout
+        assert "services (RabbitMQ bridge, a local Ray)" in r.stdout
         assert "counts equal the cast plaintexts; the record verifies" in r.stdout
         assert not (tmp_path / "amarvote-data" / "amarvote.sqlite3").exists()
 

@@ -14,8 +14,9 @@ reference's Python 3.10 once and returns a ``ReferenceElection``:
 
 The default election: the reference's fake manifest (2 contests, 5 selections), 5 guardians with
 quorum 3, 6 ballots (the 4th spoiled), guardians 4 and 5 missing at decryption. It is cached in
-``$AMARVOTE_ORACLE_CACHE`` (default ``~/.cache/amarvote/elections``) under a key made of the script's
-hash and its arguments, so it is made once per machine (about 15 s) and reused; treat it as read-only.
+``$AMARVOTE_ORACLE_CACHE`` (default ``~/.cache/amarvote/elections``; under CI a fresh folder of the
+session, see ``tests/oracle.py``) under a key made of the script's hash and its arguments, so it is
+made once (about 15 s) and reused; treat it as read-only.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ from typing import Any
 
 import pytest
 
-from tests.oracle import SCRIPTS, require_oracle, run_oracle
+from tests.oracle import SCRIPTS, oracle_home, require_oracle, run_oracle, under_ci
 
-CACHE = Path(os.environ.get("AMARVOTE_ORACLE_CACHE", Path.home() / ".cache" / "amarvote" / "elections"))
+
+def _cache() -> Path:
+    if not under_ci() and os.environ.get("AMARVOTE_ORACLE_CACHE"):
+        return Path(os.environ["AMARVOTE_ORACLE_CACHE"])
+    return oracle_home() / "elections"
+
+
 DEFAULT_ARGS: tuple[str, ...] = ("--guardians", "5", "--quorum", "3", "--missing", "2", "--ballots", "6")
 
 
@@ -50,12 +57,13 @@ def make_reference_election(*args: str) -> ReferenceElection:
     """Run make_election.py with ``args`` (cached by script hash and args); needs the oracle."""
     script = (SCRIPTS / "make_election.py").read_bytes()
     key = hashlib.sha256(script + "\0".join(args).encode()).hexdigest()[:16]
-    root = CACHE / key
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{key}.lock", "w") as lock:
+    cache = _cache()
+    root = cache / key
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent sessions (xdist) make it once
         if not (root / "summary.json").exists():
-            tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=f"{key}-tmp-"))
+            tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f"{key}-tmp-"))
             try:
                 summary = run_oracle("make_election.py", tmp, *args)
                 (tmp / "summary.json").write_text(json.dumps(summary, indent=1))

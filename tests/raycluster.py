@@ -1,0 +1,137 @@
+"""A Ray cluster started with ``ray start`` on this machine, as an operator starts one, for tests.
+
+``ray stop`` would stop every Ray process of the machine (the test session's own local Ray too), so
+a cluster is stopped by killing the processes that name its GCS port. ``ray start --head`` also
+rewrites ``/tmp/ray/ray_current_cluster``; the file is put back as it was when the cluster stops.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+RAY = str(Path(sys.executable).parent / "ray")
+CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    port: int
+    token_path: str
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a client (the bridge, the demo) needs to join: the cluster's token, as an operator
+        copies it to the API and bridge hosts. The mode is left unset: the client must find the token."""
+        return {"RAY_AUTH_TOKEN_PATH": self.token_path}
+
+
+def _node_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    # A node's workers see the environment of the shell that ran `ray start`, and nothing later.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AMARVOTE_", "RAY_"))}
+    return {**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+
+
+def _ray_start(args: list[str], env: Mapping[str, str] | None, cwd: str) -> None:
+    subprocess.run(
+        [RAY, "start", *args, "--disable-usage-stats"],
+        env=_node_env(env),
+        cwd=cwd,  # workers start here: no data directory or .env of the project's
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _processes_of(port: int) -> list[psutil.Process]:
+    marks = (f":{port}", f"gcs_server_port={port}")
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(p.info.get("cmdline") or [])
+        if any(m in cmdline for m in marks):
+            found.append(p)
+    return found
+
+
+def stop_cluster(port: int) -> None:
+    procs = _processes_of(port)
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+@contextmanager
+def ray_cluster(
+    env: Mapping[str, str] | None = None, *, workers: int = 0, cpus: int = 1
+) -> Iterator[RayCluster]:
+    """A head node (plus ``workers`` worker nodes) on 127.0.0.1, each with ``cpus`` CPUs and ``env``."""
+    saved = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.exists() else None
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    cwd = tempfile.mkdtemp(prefix="amarvote-raynode-")
+    # Token authentication as Ray 2.60 sets it up, with a token of the cluster's own (not ~/.ray's).
+    token_path = str(Path(cwd) / "auth_token")
+    Path(token_path).write_text(secrets.token_hex(32))
+    env = {**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+    try:
+        _ray_start(
+            [
+                "--head",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={cpus}",
+                f"--metrics-export-port={free_port()}",
+            ],
+            env,
+            cwd,
+        )
+        for _ in range(workers):
+            _ray_start(
+                [
+                    f"--address={address}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--num-cpus={cpus}",
+                    f"--metrics-export-port={free_port()}",
+                ],
+                env,
+                cwd,
+            )
+        time.sleep(1.0)
+        yield RayCluster(address, port, token_path)
+    finally:
+        stop_cluster(port)
+        shutil.rmtree(cwd, ignore_errors=True)
+        if saved is None:
+            CURRENT_CLUSTER.unlink(missing_ok=True)
+        else:
+            CURRENT_CLUSTER.write_text(saved)
