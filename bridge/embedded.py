@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from bridge import metrics
 from bridge.consumer import default_worker_id, describe_error
 from bridge.db import in_transaction, session_factory
-from bridge.reconciler import reconcile_once
+from bridge.reconciler import reconcile_once, sweep_escrows
 from bridge.tasks import DEFAULT_BODIES, run_chunk
 from service.db.models import Outbox
 from service.jobs import transitions
@@ -58,6 +58,7 @@ class EmbeddedRunner:
         self.max_retries = max_retries
         self.poll_interval = poll_interval
         self.reconcile_every = reconcile_every
+        self.escrow_retention = timedelta(hours=settings.escrow_retention_hours)
         self._stop = threading.Event()
         self._inflight: dict[Any, Claim] = {}  # ObjectRef -> claim
         self._last_reconcile = 0.0
@@ -174,6 +175,7 @@ class EmbeddedRunner:
             return
         self._last_reconcile = time.monotonic()
         reconcile_once(self.factory, stale_after=timedelta(seconds=2 * self.policy.lease_seconds))
+        sweep_escrows(self.factory, retention=self.escrow_retention)
 
     def _drain_inflight(self) -> None:
         """Stopping: wait for what runs (results are committed by the tasks themselves)."""

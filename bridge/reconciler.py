@@ -7,6 +7,9 @@ delivery limit. Every ``interval`` the reconciler writes a fresh outbox row for 
 PENDING past its backoff, or RUNNING with an expired lease, and that has no unsent outbox row and
 no message published within ``stale_after`` (see ``transitions.reclaimable``). Duplicates that
 slip through are harmless: claims and completions are idempotent.
+
+Each round also erases key escrows that outlived their job (``service.elections.escrow.erase_expired``):
+a FAILED decryption job keeps its escrow for a re-drive for ``escrow_retention_hours``, no longer.
 """
 
 from __future__ import annotations
@@ -38,17 +41,36 @@ def reconcile_once(factory: SessionFactory, *, stale_after: timedelta) -> int:
     return n
 
 
+def sweep_escrows(factory: SessionFactory, *, retention: timedelta) -> int:
+    """Erase the key escrows of jobs that ended (FAILED ones once ``retention`` has passed)."""
+    from service.elections.escrow import erase_expired
+
+    n = in_transaction(factory, lambda s: erase_expired(s, retention))
+    if n:
+        log.info("erased %d expired key escrow(s)", n)
+    return n
+
+
 class Reconciler:
-    def __init__(self, factory: SessionFactory, *, interval: float = 30.0, stale_after: timedelta) -> None:
+    def __init__(
+        self,
+        factory: SessionFactory,
+        *,
+        interval: float = 30.0,
+        stale_after: timedelta,
+        escrow_retention: timedelta = timedelta(hours=24),
+    ) -> None:
         self.factory = factory
         self.interval = interval
         self.stale_after = stale_after
+        self.escrow_retention = escrow_retention
         self._stop = threading.Event()
 
     def run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 reconcile_once(self.factory, stale_after=self.stale_after)
+                sweep_escrows(self.factory, retention=self.escrow_retention)
             except Exception as exc:
                 log.warning("reconcile round failed (%s)", type(exc).__name__)
 

@@ -50,6 +50,10 @@ def reconcile_window(settings: Settings) -> timedelta:
     return timedelta(seconds=2 * settings.lease_seconds)
 
 
+def escrow_retention(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.escrow_retention_hours)
+
+
 def run_relay(settings: Settings) -> None:
     from bridge.relay import OutboxRelay
 
@@ -64,7 +68,10 @@ def run_reconciler(settings: Settings, interval: float = 30.0) -> None:
     from bridge.reconciler import Reconciler
 
     rec = Reconciler(
-        session_factory(settings.sqlalchemy_url), interval=interval, stale_after=reconcile_window(settings)
+        session_factory(settings.sqlalchemy_url),
+        interval=interval,
+        stale_after=reconcile_window(settings),
+        escrow_retention=escrow_retention(settings),
     )
     _on_signals(rec.stop)
     rec.run()
@@ -116,7 +123,11 @@ def make_worker(settings: Settings, *, with_relay: bool = True, with_reconciler:
     if with_relay:
         helpers.append(OutboxRelay(factory, settings.amqp_url or ""))
     if with_reconciler:
-        helpers.append(Reconciler(factory, stale_after=reconcile_window(settings)))
+        helpers.append(
+            Reconciler(
+                factory, stale_after=reconcile_window(settings), escrow_retention=escrow_retention(settings)
+            )
+        )
     return Worker(Bridge(settings), helpers)
 
 

@@ -24,7 +24,14 @@ from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_d
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
 from compute.group import ONE, G, P, from_hex, g_pow_p, to_hex
-from compute.guardian import ElectionKeyPair, ElectionPublicKey, GuardianRecord, PrivateGuardianRecord
+from compute.guardian import (
+    CompensationKey,
+    DecryptionKey,
+    ElectionKeyPair,
+    ElectionPublicKey,
+    GuardianRecord,
+    PrivateGuardianRecord,
+)
 from compute.multiexp import multiexp
 from compute.parallel import thread_map
 from compute.polynomial import commitment_product, compute_lagrange_coefficient
@@ -302,6 +309,20 @@ class PlaintextTally:
         return {cid: {sid: s.tally for sid, s in c.selections.items()} for cid, c in self.contests.items()}
 
 
+def merge_plaintexts(object_id: str, parts: Iterable[PlaintextTally]) -> PlaintextTally:
+    """One plaintext from the plaintexts of disjoint slices of the same tally (selections decrypted in
+    separate tasks); a selection that appears twice is an error, not overwritten."""
+    contests: dict[str, PlaintextTallyContest] = {}
+    for part in parts:
+        for cid, contest in part.contests.items():
+            into = contests.setdefault(cid, PlaintextTallyContest(cid, {}))
+            for sid, sel in contest.selections.items():
+                if sid in into.selections:
+                    raise DecryptionError([f"{object_id}/{cid}/{sid}: decrypted in two slices"])
+                into.selections[sid] = sel
+    return PlaintextTally(object_id, contests)
+
+
 # --- targets ------------------------------------------------------------------------------------
 
 
@@ -361,18 +382,27 @@ def _partial_decryptions(
     return [[[next(it) for _ in c.selections] for c in t.contests] for t in targets]
 
 
+def _decryption_key(guardian: PrivateGuardianRecord | ElectionKeyPair | DecryptionKey) -> DecryptionKey:
+    if isinstance(guardian, DecryptionKey):
+        return guardian
+    if isinstance(guardian, PrivateGuardianRecord):
+        return guardian.decryption_key()
+    kp = guardian.key_pair
+    return DecryptionKey(guardian.owner_id, guardian.sequence_order, kp.secret_key, kp.public_key)
+
+
 def compute_decryption_shares(
-    guardian: PrivateGuardianRecord | ElectionKeyPair,
+    guardian: PrivateGuardianRecord | ElectionKeyPair | DecryptionKey,
     targets: Sequence[CiphertextTally | Any],
     context: ElectionContext,
     workers: int | None = None,
 ) -> list[DecryptionShare]:
     """A present guardian's share of every selection of each target, each with its proof.
-    Only the guardian's key pair is used, so an ElectionKeyPair alone is enough."""
+    Only the guardian's secret key is used, so a DecryptionKey alone is enough."""
     ts = [target_of(x) for x in targets]
-    keys = guardian.election_keys if isinstance(guardian, PrivateGuardianRecord) else guardian
-    gid = keys.owner_id
-    results = _partial_decryptions(ts, keys.key_pair.secret_key, context.crypto_extended_base_hash, workers)
+    key = _decryption_key(guardian)
+    gid = key.guardian_id
+    results = _partial_decryptions(ts, key.secret_key, context.crypto_extended_base_hash, workers)
     out = []
     for t, per_target in zip(ts, results, strict=True):
         contests = {}
@@ -384,12 +414,12 @@ def compute_decryption_shares(
             contests[c.object_id] = CiphertextDecryptionContest(
                 c.object_id, gid, c.description_hash, selections
             )
-        out.append(DecryptionShare(t.object_id, gid, keys.key_pair.public_key, contests))
+        out.append(DecryptionShare(t.object_id, gid, key.public_key, contests))
     return out
 
 
 def compute_decryption_share(
-    guardian: PrivateGuardianRecord | ElectionKeyPair,
+    guardian: PrivateGuardianRecord | ElectionKeyPair | DecryptionKey,
     target: CiphertextTally | Any,
     context: ElectionContext,
     workers: int | None = None,
@@ -428,6 +458,33 @@ def compute_compensated_decryption_shares(
         keys.sequence_order,
         keys.key_pair.public_key,
         guardian.coordinate_from(_guardian_id(missing)),
+        missing,
+        targets,
+        context,
+        workers,
+    )
+
+
+def compensated_shares_from_key(
+    key: CompensationKey,
+    missing: ElectionPublicKey | GuardianRecord,
+    targets: Sequence[CiphertextTally | Any],
+    context: ElectionContext,
+    workers: int | None = None,
+) -> list[CompensatedDecryptionShare]:
+    """Compensated shares from an escrowed CompensationKey (the opened backup coordinate alone)."""
+    if key.missing_guardian_id != _guardian_id(missing):
+        raise DecryptionError(
+            [
+                f"guardian {key.guardian_id}: key is for missing {key.missing_guardian_id},"
+                f" not {_guardian_id(missing)}"
+            ]
+        )
+    return compensated_shares_from_coordinate(
+        key.guardian_id,
+        key.sequence_order,
+        key.public_key,
+        key.coordinate,
         missing,
         targets,
         context,
@@ -865,6 +922,7 @@ __all__ = [
     "check_reconstruction",
     "combine_shares",
     "compensated_shares_from_coordinate",
+    "compensated_shares_from_key",
     "compute_compensated_decryption_share",
     "compute_compensated_decryption_shares",
     "compute_decryption_share",
@@ -872,6 +930,7 @@ __all__ = [
     "compute_lagrange_coefficients",
     "compute_recovery_public_key",
     "decrypt_with_guardians",
+    "merge_plaintexts",
     "reconstruct_decryption_share",
     "reconstruction_problems",
     "share_statements",

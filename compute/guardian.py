@@ -81,6 +81,62 @@ class ElectionKeyPair:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DecryptionKey:
+    """All a present guardian's partial decryption needs: its election secret key (no polynomial, no
+    backups). What a partial-decryption job keeps in escrow."""
+
+    guardian_id: str
+    sequence_order: int
+    secret_key: mpz
+    public_key: mpz
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "guardian_id": self.guardian_id,
+            "sequence_order": self.sequence_order,
+            "secret_key": to_hex(self.secret_key),
+            "public_key": to_hex(self.public_key),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DecryptionKey:
+        return cls(
+            d["guardian_id"], int(d["sequence_order"]), from_hex(d["secret_key"]), from_hex(d["public_key"])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompensationKey:
+    """All a present guardian needs to decrypt on behalf of one missing guardian: the opened backup
+    coordinate P_missing(present's sequence order). What a compensated-decryption job keeps in escrow."""
+
+    guardian_id: str
+    sequence_order: int
+    public_key: mpz
+    missing_guardian_id: str
+    coordinate: mpz
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "guardian_id": self.guardian_id,
+            "sequence_order": self.sequence_order,
+            "public_key": to_hex(self.public_key),
+            "missing_guardian_id": self.missing_guardian_id,
+            "coordinate": to_hex(self.coordinate),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CompensationKey:
+        return cls(
+            d["guardian_id"],
+            int(d["sequence_order"]),
+            from_hex(d["public_key"]),
+            d["missing_guardian_id"],
+            from_hex(d["coordinate"]),
+        )
+
+
 @dataclass(slots=True)
 class ElectionPartialKeyBackup:
     owner_id: str
@@ -232,6 +288,19 @@ class PrivateGuardianRecord:
 
     def publish(self) -> GuardianRecord:
         return GuardianRecord.from_public_key(self.election_keys.share())
+
+    def decryption_key(self) -> DecryptionKey:
+        kp = self.election_keys.key_pair
+        return DecryptionKey(self.guardian_id, self.sequence_order, kp.secret_key, kp.public_key)
+
+    def compensation_key(self, missing_guardian_id: str) -> CompensationKey:
+        return CompensationKey(
+            self.guardian_id,
+            self.sequence_order,
+            self.election_keys.key_pair.public_key,
+            missing_guardian_id,
+            self.coordinate_from(missing_guardian_id),
+        )
 
     def coordinate_from(self, missing_guardian_id: str) -> mpz:
         """Decrypt the backup the missing guardian sent this one: P_missing(this guardian's order)."""

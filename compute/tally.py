@@ -103,6 +103,41 @@ class CiphertextTally:
                 yield contest_id, selection
 
 
+def selection_keys(tally: CiphertextTally) -> list[tuple[str, str]]:
+    """The (contest, selection) ids of a tally in a fixed order: by contest and selection sequence
+    order, then id (independent of how the JSON was stored: PostgreSQL's JSONB reorders keys)."""
+    keyed = [
+        (c.sequence_order, c.object_id, s.sequence_order, s.object_id)
+        for c in tally.contests.values()
+        for s in c.selections.values()
+    ]
+    return [(cid, sid) for _, cid, _, sid in sorted(keyed)]
+
+
+def slice_tally(tally: CiphertextTally, keys: Iterable[tuple[str, str]]) -> CiphertextTally:
+    """The part of ``tally`` holding only the selections ``keys`` (same ids, hashes and ciphertexts): what
+    one decryption task of a large manifest decrypts."""
+    contests: dict[str, CiphertextTallyContest] = {}
+    for cid, sid in keys:
+        contest = tally.contests.get(cid)
+        selection = None if contest is None else contest.selections.get(sid)
+        if contest is None or selection is None:
+            raise TallyError(f"the tally has no selection {cid}/{sid}")
+        into = contests.setdefault(
+            cid, CiphertextTallyContest(cid, contest.sequence_order, contest.description_hash, {})
+        )
+        into.selections[sid] = selection
+    return CiphertextTally(tally.object_id, contests)
+
+
+def slices(tally: CiphertextTally, size: int) -> list[list[tuple[str, str]]]:
+    """The tally's selections in runs of at most ``size`` (every selection in exactly one run)."""
+    if size < 1:
+        raise ValueError("a slice holds at least one selection")
+    keys = selection_keys(tally)
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
+
+
 def new_tally(internal_manifest: Any, object_id: str = ELECTION_RESULTS) -> CiphertextTally:
     """An empty tally for an InternalManifest (contests with ``ballot_selections`` and ``crypto_hash()``)."""
     contests = {}

@@ -95,6 +95,7 @@ def wait_for_jobs(
                 for j in failed:
                     first = (failed_chunks(s, j.job_id, limit=1) or [{}])[0]
                     error = (first.get("error") or j.error_message or "unknown error").splitlines()[0]
+                    where = f"{first.get('chunkKind', 'chunk')} {first.get('chunkNumber', '?')}"
                     reports.append(
                         FailedJob(
                             j.job_id,
@@ -102,7 +103,7 @@ def wait_for_jobs(
                             j.guardian_id,
                             j.failed_chunks,
                             j.total_chunks,
-                            f"chunk {first.get('chunkNumber', '?')}: {error[:300]}",
+                            f"{where}: {error[:300]}",
                         )
                     )
                 raise JobFailed(label, reports)
@@ -160,6 +161,7 @@ def decrypt(
                 passphrase=passphrase,
                 missing_guardian_ids=list(missing),
                 created_by=created_by,
+                sizes=planning.UnitSizes.from_settings(settings),
             )
             jobs = ([started.partial_job] if started.partial_job else []) + list(started.compensated_jobs)
             job_ids += [j.job_id for j in jobs]

@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     )
 
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
+    # Decryption never touches a tally chunk: only the aggregate, in slices of its selections, and the
+    # spoiled ballots, in runs, each one task (service.jobs.planning.ensure_decryption_units).
+    decryption_slice_selections: int = Field(
+        default=100, ge=1, le=100_000, description="Selections of the aggregate per decryption task"
+    )
+    spoiled_chunk_size: int = Field(
+        default=100, ge=1, le=100_000, description="Spoiled ballots per decryption task"
+    )
+    escrow_retention_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="How long a FAILED decryption job keeps its key escrow for a re-drive",
+    )
     max_attempts: int = Field(default=3, ge=1, description="Attempts per chunk task before it is FAILED")
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
     lease_seconds: int = Field(

@@ -66,7 +66,7 @@ class ChunkContext:
     def chunk(self) -> ElectionCenter:
         return self.read(lambda s: s.get(ElectionCenter, self.claim.chunk_id))
 
-    def ballot_batches(self, chunk: ElectionCenter) -> Iterator[list[Ballot]]:
+    def ballot_batches(self, chunk: ElectionCenter, state: int | None = None) -> Iterator[list[Ballot]]:
         """The chunk's ballots in seq order, a bounded batch at a time (keyset pagination).
 
         Each batch is its own short query, so no transaction or server-side cursor stays open for
@@ -75,11 +75,13 @@ class ChunkContext:
         proof checks are batched per call, and a larger batch is cheaper per ballot.
         """
         assert chunk.first_seq is not None and chunk.last_seq is not None
-        in_chunk = (
+        in_chunk: tuple[Any, ...] = (
             Ballot.election_id == chunk.election_id,
             Ballot.seq >= chunk.first_seq,
             Ballot.seq <= chunk.last_seq,
         )
+        if state is not None:  # only these ballots leave the database (spoiled ones among many cast)
+            in_chunk = (*in_chunk, Ballot.state == state)
         sizes = self.read(
             lambda s: list(
                 s.scalars(select(func.length(Ballot.payload)).where(*in_chunk).order_by(Ballot.seq).limit(20))
@@ -103,9 +105,9 @@ class ChunkContext:
             yield batch
             self.ballots_processed += len(batch)
 
-    def stream_ballots(self, chunk: ElectionCenter) -> Iterator[Ballot]:
-        """The chunk's ballots one by one (fetched in bounded batches)."""
-        for batch in self.ballot_batches(chunk):
+    def stream_ballots(self, chunk: ElectionCenter, state: int | None = None) -> Iterator[Ballot]:
+        """The chunk's ballots (of ``state`` only, when given) one by one, fetched in bounded batches."""
+        for batch in self.ballot_batches(chunk, state):
             yield from batch
 
     def complete(self, write_result: WriteResult, finalize: Finalizer | None = None) -> Outcome:

@@ -1,10 +1,11 @@
-"""COMBINE_DECRYPTION of one chunk (or of the election-level row): plaintext counts from the shares.
+"""COMBINE_DECRYPTION of one decryption unit: plaintexts from the guardians' shares.
 
 The available guardians' shares are read from ``decryption_share``; each missing guardian's share is
 reconstructed from the available guardians' compensated shares with Lagrange coefficients. Every proof
-is checked (``combine_shares(verify=True)``) before anything is decrypted. The chunk's result is the
-reference's PlaintextTally JSON plus ``spoiled_ballots`` {ballot id: PlaintextTally JSON}; the
-finalizer checks that the chunks add up to the election row's result.
+is checked (``combine_shares(verify=True)``) before anything is decrypted. A slice's result is the
+reference's PlaintextTally JSON of its selections of the aggregate; a spoiled run's is
+``{"spoiled_ballots": {ballot id: PlaintextTally JSON}}``. The finalizer merges the slices into the
+election's tally. A tally chunk has no shares and is never combined.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
 from bridge.tasks.common import (
-    ballots_by_id,
+    decryption_targets,
     election_context,
     election_data,
     guardian_records,
     internal_manifest,
     job_of,
 )
-from bridge.tasks.decryption import _tally_of
 from service.db.models import ChunkTask, CompensatedShare, DecryptionShare, ElectionCenter, ElectionJob
 from service.jobs.transitions import Outcome
 
@@ -63,7 +63,8 @@ def _decrypt(
 def run(ctx: ChunkContext) -> Outcome:
     from compute.decryption import compute_lagrange_coefficients
 
-    chunk: ElectionCenter = ctx.chunk()
+    unit: ElectionCenter = ctx.chunk()
+    tally, ballots = decryption_targets(ctx, unit)
     job = job_of(ctx)
     meta = job.metadata_ or {}
     available: list[str] = list(meta["available_guardian_ids"])
@@ -76,34 +77,43 @@ def run(ctx: ChunkContext) -> Outcome:
     def read_shares(s: Session) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         direct = {
             r.guardian_id: r.share
-            for r in s.scalars(select(DecryptionShare).where(DecryptionShare.chunk_id == chunk.id))
+            for r in s.scalars(select(DecryptionShare).where(DecryptionShare.chunk_id == unit.id))
             if r.guardian_id in available
         }
         comp: dict[str, dict[str, Any]] = {m: {} for m in missing}
-        for r in s.scalars(select(CompensatedShare).where(CompensatedShare.chunk_id == chunk.id)):
+        for r in s.scalars(select(CompensatedShare).where(CompensatedShare.chunk_id == unit.id)):
             if r.missing_guardian_id in comp and r.guardian_id in available:
                 comp[r.missing_guardian_id][r.guardian_id] = r.share
         return direct, comp
 
     direct, comp = ctx.read(read_shares)
     if set(direct) != set(available) or any(set(p) != set(available) for p in comp.values()):
-        raise LookupError(f"chunk {chunk.chunk_number}: shares are incomplete for the combine")
+        raise LookupError(f"{unit.kind} {unit.chunk_number}: shares are incomplete for the combine")
 
-    result = _decrypt(_tally_of(chunk), direct, comp, guardians, lagrange, context, manifest)
-    spoiled_ids = set(next(iter(direct.values())).get("spoiled_ballots") or {})
-    ballots = ballots_by_id(ctx, chunk, spoiled_ids)
-    result["spoiled_ballots"] = {
-        bid: _decrypt(
-            ballot,
-            {g: s["spoiled_ballots"][bid] for g, s in direct.items()},
-            {m: {g: s["spoiled_ballots"][bid] for g, s in parts.items()} for m, parts in comp.items()},
-            guardians,
-            lagrange,
-            context,
-            manifest,
-        )
-        for bid, ballot in ballots.items()
-    }
+    if tally is not None:
+        result = _decrypt(tally, direct, comp, guardians, lagrange, context, manifest)
+    else:
+
+        def of(share: dict[str, Any], ballot_id: str) -> dict[str, Any]:
+            found = (share.get("spoiled_ballots") or {}).get(ballot_id)
+            if found is None:
+                raise LookupError(f"spoiled ballots {unit.chunk_number}: no share of ballot {ballot_id}")
+            return found
+
+        result = {
+            "spoiled_ballots": {
+                b.object_id: _decrypt(
+                    b,
+                    {g: of(s, b.object_id) for g, s in direct.items()},
+                    {m: {g: of(s, b.object_id) for g, s in parts.items()} for m, parts in comp.items()},
+                    guardians,
+                    lagrange,
+                    context,
+                    manifest,
+                )
+                for b in ballots
+            }
+        }
 
     def write(session: Session, task: ChunkTask, _job: ElectionJob) -> None:
         row = session.get(ElectionCenter, task.chunk_id)

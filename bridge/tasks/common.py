@@ -1,20 +1,20 @@
 """What every real body loads besides its chunk: the election's manifest and context, guardians, keys.
 
 All of it is read from the database by the worker itself; none of it travels in a message or a Ray
-argument. Key material is unsealed from ``guardian_key_escrow`` with the server secret of the worker's
-own settings (``AMARVOTE_SERVER_SECRET`` on cluster nodes; the data directory's secret file locally).
+argument. Key material is unsealed from the job's own ``guardian_key_escrow`` row with the server secret of
+the worker's own settings (``AMARVOTE_SERVER_SECRET`` on cluster nodes; the data directory's secret file
+locally).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
 from bridge.tasks import ChunkContext
-from service.db.models import Ballot, BallotState, Election, ElectionCenter, ElectionJob, Guardian
+from service.db.models import BallotState, ChunkKind, Election, ElectionCenter, ElectionJob, Guardian
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,61 +66,45 @@ def guardian_records(ctx: ChunkContext) -> dict[str, Any]:
     return {g.guardian_id: GuardianRecord.from_json(g.public_record) for g in rows}
 
 
-def private_guardian(ctx: ChunkContext, job: ElectionJob) -> Any:
-    """The guardian's private record from the escrow the job references (never logged or returned)."""
-    from compute.guardian import PrivateGuardianRecord
-    from service.db.models import GuardianKeyEscrow
-    from service.elections.escrow import load_escrow
+def escrowed_key(ctx: ChunkContext, job: ElectionJob) -> Any:
+    """The job's own key material from its escrow (never logged or returned): a DecryptionKey for a
+    partial job, the CompensationKey of its one missing guardian for a compensated job."""
+    from service.elections.escrow import load_key
     from service.security.secrets import server_secret
     from service.settings import get_settings
 
     secret = server_secret(get_settings())
-    escrow_id = (job.metadata_ or {}).get("escrow_id")
-
-    def read(s):  # type: ignore[no-untyped-def]
-        if escrow_id and s.get(GuardianKeyEscrow, uuid.UUID(str(escrow_id))) is not None:
-            return load_escrow(s, escrow_id, secret)
-        # Re-sealed under a new id since the job was planned (a later request for the same guardian).
-        row = s.scalars(
-            select(GuardianKeyEscrow).where(
-                GuardianKeyEscrow.election_id == job.election_id,
-                GuardianKeyEscrow.guardian_id == job.guardian_id,
-            )
-        ).one_or_none()
-        if row is None:
-            raise LookupError(f"no key escrow for guardian {job.guardian_id} (erased?)")
-        return load_escrow(s, row.id, secret)
-
-    return PrivateGuardianRecord.from_json(ctx.read(read))
+    return ctx.read(lambda s: load_key(s, job.job_id, secret))
 
 
-def spoiled_ballots(ctx: ChunkContext, chunk: ElectionCenter) -> list[Any]:
-    """The chunk's spoiled ballots, decoded (streamed: only spoiled ones are kept)."""
+class NotDecryptable(ValueError):
+    """A decryption task was asked for a tally chunk or the election row: only the aggregate's slices and
+    spoiled ballots are ever decrypted (a chunk's sub-tally would publish its voters' votes)."""
+
+
+def decryption_targets(ctx: ChunkContext, unit: ElectionCenter) -> tuple[Any | None, list[Any]]:
+    """(the aggregate slice, None for a spoiled run) and (the spoiled ballots, empty for a slice)."""
+    from compute.tally import CiphertextTally
+
+    if unit.kind == ChunkKind.SLICE.value:
+        if unit.encrypted_tally is None:
+            raise LookupError(f"aggregate slice {unit.chunk_number} has no ciphertexts")
+        return CiphertextTally.from_json(unit.encrypted_tally), []
+    if unit.kind == ChunkKind.SPOILED.value:
+        return None, spoiled_ballots(ctx, unit)
+    raise NotDecryptable(
+        f"{unit.kind} {unit.chunk_number} is not decrypted: only the aggregate and spoiled ballots are"
+    )
+
+
+def spoiled_ballots(ctx: ChunkContext, unit: ElectionCenter) -> list[Any]:
+    """The spoiled ballots of a ``spoiled`` unit, decoded (cast ballots in its range stay in the database)."""
     from compute.ballot import decode_submitted_ballot
 
-    if chunk.kind != "chunk":
-        return []  # the election row decrypts the tally only; spoiled ballots go chunk by chunk
-    return [
-        decode_submitted_ballot(b.payload)
-        for b in ctx.stream_ballots(chunk)
-        if b.state == BallotState.SPOILED
-    ]
-
-
-def ballots_by_id(ctx: ChunkContext, chunk: ElectionCenter, ids: set[str]) -> dict[str, Any]:
-    from compute.ballot import decode_submitted_ballot
-
-    if not ids:
-        return {}
-
-    def read(s):  # type: ignore[no-untyped-def]
-        return list(
-            s.scalars(
-                select(Ballot.payload).where(
-                    Ballot.election_id == chunk.election_id, Ballot.object_id.in_(sorted(ids))
-                )
-            )
+    spoiled = int(BallotState.SPOILED)
+    found = [decode_submitted_ballot(b.payload) for b in ctx.stream_ballots(unit, spoiled)]
+    if len(found) != unit.ballot_count:
+        raise LookupError(
+            f"spoiled ballots {unit.chunk_number}: {len(found)} found, {unit.ballot_count} planned"
         )
-
-    decoded = [decode_submitted_ballot(p) for p in ctx.read(read)]
-    return {b.object_id: b for b in decoded}
+    return found

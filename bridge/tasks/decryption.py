@@ -1,8 +1,11 @@
-"""PARTIAL_DECRYPTION and COMPENSATED_DECRYPTION of one chunk (or of the election-level row).
+"""PARTIAL_DECRYPTION and COMPENSATED_DECRYPTION of one decryption unit.
 
-A guardian's share of the chunk's encrypted tally and of each spoiled ballot in the chunk, with
-Chaum-Pedersen proofs, written as one ``decryption_share`` (or ``compensated_share``) row: the
-reference's share JSON for the tally, plus ``spoiled_ballots`` {ballot id: share JSON}.
+A unit is a slice of the aggregate tally's selections or a run of spoiled ballots
+(``service.jobs.planning.ensure_decryption_units``); a tally chunk is refused (``NotDecryptable``). The
+guardian's share, with Chaum-Pedersen proofs, is written as one ``decryption_share`` (or
+``compensated_share``) row: the reference's share JSON of the slice, or ``{"spoiled_ballots": {ballot id:
+share JSON}}``. The job's key material comes from its own escrow: the secret key alone for a partial job,
+the one backup coordinate for a compensated job.
 """
 
 from __future__ import annotations
@@ -14,23 +17,15 @@ from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
 from bridge.tasks.common import (
+    decryption_targets,
     election_context,
     election_data,
+    escrowed_key,
     guardian_records,
     job_of,
-    private_guardian,
-    spoiled_ballots,
 )
 from service.db.models import ChunkTask, CompensatedShare, DecryptionShare, ElectionJob
 from service.jobs.transitions import Outcome
-
-
-def _tally_of(chunk: Any) -> Any:
-    from compute.tally import CiphertextTally
-
-    if chunk.encrypted_tally is None:
-        raise LookupError(f"chunk {chunk.chunk_number} has no encrypted tally")
-    return CiphertextTally.from_json(chunk.encrypted_tally)
 
 
 def _upsert(session: Session, model: Any, values: dict[str, Any]) -> None:
@@ -42,19 +37,28 @@ def _upsert(session: Session, model: Any, values: dict[str, Any]) -> None:
         session.merge(model(**values))
 
 
-def run_partial(ctx: ChunkContext) -> Outcome:
-    from compute.decryption import compute_decryption_share
+def _document(tally_share: Any, ballots: list[Any], ballot_shares: list[Any]) -> dict[str, Any]:
+    if tally_share is not None:
+        return dict(tally_share.to_json())
+    return {
+        "spoiled_ballots": {b.object_id: s.to_json() for b, s in zip(ballots, ballot_shares, strict=True)}
+    }
 
-    chunk = ctx.chunk()
+
+def run_partial(ctx: ChunkContext) -> Outcome:
+    from compute.decryption import compute_decryption_shares
+    from compute.guardian import DecryptionKey
+
+    unit = ctx.chunk()
+    tally, ballots = decryption_targets(ctx, unit)
     job = job_of(ctx)
     context = election_context(election_data(ctx))
-    guardian = private_guardian(ctx, job)
-    share = compute_decryption_share(guardian, _tally_of(chunk), context, workers=1).to_json()
-    share["spoiled_ballots"] = {
-        b.object_id: compute_decryption_share(guardian, b, context, workers=1).to_json()
-        for b in spoiled_ballots(ctx, chunk)
-    }
-    del guardian
+    key = escrowed_key(ctx, job)
+    if not isinstance(key, DecryptionKey):
+        raise LookupError(f"job {job.job_id}'s escrow does not hold a decryption key")
+    shares = compute_decryption_shares(key, [tally] if tally is not None else ballots, context, workers=1)
+    del key
+    share = _document(shares[0] if tally is not None else None, ballots, shares)
 
     def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
         _upsert(
@@ -67,21 +71,22 @@ def run_partial(ctx: ChunkContext) -> Outcome:
 
 
 def run_compensated(ctx: ChunkContext) -> Outcome:
-    from compute.decryption import compute_compensated_decryption_share
+    from compute.decryption import compensated_shares_from_key
+    from compute.guardian import CompensationKey
 
-    chunk = ctx.chunk()
+    unit = ctx.chunk()
+    tally, ballots = decryption_targets(ctx, unit)
     job = job_of(ctx)
     context = election_context(election_data(ctx))
     missing = guardian_records(ctx)[job.missing_guardian_id]
-    guardian = private_guardian(ctx, job)
-    share = compute_compensated_decryption_share(
-        guardian, missing, _tally_of(chunk), context, workers=1
-    ).to_json()
-    share["spoiled_ballots"] = {
-        b.object_id: compute_compensated_decryption_share(guardian, missing, b, context, workers=1).to_json()
-        for b in spoiled_ballots(ctx, chunk)
-    }
-    del guardian
+    key = escrowed_key(ctx, job)
+    if not isinstance(key, CompensationKey):
+        raise LookupError(f"job {job.job_id}'s escrow does not hold a compensation key")
+    shares = compensated_shares_from_key(
+        key, missing, [tally] if tally is not None else ballots, context, workers=1
+    )
+    del key
+    share = _document(shares[0] if tally is not None else None, ballots, shares)
 
     def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
         _upsert(

@@ -12,8 +12,9 @@ from service.api.metrics import JOBS_CREATED
 from service.api.schemas import CreateCombine, CreateDecryption, CreateTally
 from service.db.models import ElectionJob
 from service.elections.decryption import start_decryption
-from service.errors import Conflict, NotFound
+from service.errors import NotFound
 from service.jobs import planning, status
+from service.jobs.redrive import redrive_job
 from service.security.auth import (
     can_see_job,
     require_acting_guardian,
@@ -62,6 +63,7 @@ def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[
             passphrase=body.passphrase.get_secret_value(),
             missing_guardian_ids=body.missing_guardian_ids,
             created_by=caller.subject,
+            sizes=planning.UnitSizes.from_settings(ctx.settings),
         )
         out: dict[str, Any] = _created(started.partial_job) if started.partial_job else {"jobId": None}
         out["compensatedJobs"] = [
@@ -112,13 +114,9 @@ def decryption_status(ctx: Ctx, caller: Caller, election_id: int = Query()) -> d
 def redrive(job_id: uuid.UUID, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     ctx.limiter.check(caller.subject)
-    from service.jobs.transitions import redrive_failed
-
     with ctx.tx() as s:
+        n = redrive_job(s, job_id)
         job = status.get_job(s, job_id)
-        if job.status != "FAILED" and not job.failed_chunks:
-            raise Conflict(f"job {job_id} is {job.status} with no failed chunks: nothing to re-drive")
-        n = redrive_failed(s, job_id)
         s.flush()
         s.refresh(job)
         return {"jobId": str(job_id), "redriven": n, "status": job.status, "pollUrl": status.poll_url(job_id)}

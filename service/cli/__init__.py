@@ -31,6 +31,7 @@ app.command(help=ops.reconcile.__doc__)(ops.reconcile)
 app.command(help=ops.token.__doc__)(ops.token)
 app.add_typer(ops.db_app, name="db")
 app.add_typer(ops.jobs_app, name="jobs")
+app.add_typer(ops.escrow_app, name="escrow")
 app.add_typer(record.app, name="record")
 
 

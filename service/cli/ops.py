@@ -15,6 +15,7 @@ from service.settings import get_settings
 console = Console()
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect jobs and re-drive failed chunks.", no_args_is_help=True)
+escrow_app = typer.Typer(help="Guardians' key escrows of running decryption jobs.", no_args_is_help=True)
 
 
 def _logging() -> None:
@@ -121,18 +122,40 @@ def redrive(job_id: str) -> None:
     """Put a job's FAILED chunks back in the queue (attempts reset) once the cause is removed."""
     from service.db.session import transaction
     from service.errors import DomainError
-    from service.jobs.status import get_job
-    from service.jobs.transitions import redrive_failed
+    from service.jobs.redrive import redrive_job
 
     jid = _job_id(job_id)
     try:
         with transaction() as s:
-            get_job(s, jid)
-            n = redrive_failed(s, jid)
+            n = redrive_job(s, jid)
     except DomainError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{n} failed chunk(s) of job {jid} re-queued")
+
+
+@escrow_app.command("erase")
+def erase_escrows(
+    election_id: int = typer.Argument(..., help="The election whose key escrows to erase."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Erase every key escrow of an election now (its running decryption jobs then fail; guardians start
+    again with their credential files)."""
+    from service.db.session import transaction
+    from service.elections.elections import get_election
+    from service.elections.escrow import erase_election_escrows
+    from service.errors import DomainError
+
+    if not yes:
+        typer.confirm(f"erase every key escrow of election {election_id}?", abort=True)
+    try:
+        with transaction() as s:
+            get_election(s, election_id)
+            n = erase_election_escrows(s, election_id)
+    except DomainError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{n} key escrow(s) of election {election_id} erased")
 
 
 def token(

@@ -1,9 +1,13 @@
 """The tables: PostgreSQL holds the truth about elections, ballots, jobs and their chunk tasks.
 
 Names kept from the seed so an AmarVote operator recognises them: ``election_job`` (one row per
-job) and ``election_center`` (one row per chunk: a range of ballots, its encrypted tally and its
-decrypted result). Every other table hangs off these. The same models run on SQLite for the
-embedded default.
+job) and ``election_center`` (one row per unit of work of an election's tally and decryption: see
+``ChunkKind``). Every other table hangs off these. The same models run on SQLite for the embedded
+default.
+
+Ballot secrecy lives in this layout: a ``chunk`` row's encrypted sub-tally is never decrypted (it has
+no decryption shares and no result); only the ``election`` row's aggregate (through its ``slice``
+rows) and the spoiled ballots (through ``spoiled`` rows) are.
 """
 
 from __future__ import annotations
@@ -77,8 +81,10 @@ class TaskState(enum.StrEnum):
 
 
 class ChunkKind(enum.StrEnum):
-    CHUNK = "chunk"  # a range of ballots
-    ELECTION = "election"  # the whole election: the product of the chunk tallies
+    CHUNK = "chunk"  # a range of ballots, tallied into an encrypted sub-tally that stays encrypted
+    ELECTION = "election"  # the aggregate: the product of the chunk tallies, and its decryption
+    SLICE = "slice"  # some selections of the aggregate, decrypted by one task of each guardian
+    SPOILED = "spoiled"  # a run of spoiled ballots, decrypted by one task of each guardian
 
 
 def _now() -> Any:
@@ -148,7 +154,14 @@ class Ballot(Base):
 
 
 class ElectionCenter(Base):
-    """One chunk of an election's tally: the ballots with seq in [first_seq, last_seq]."""
+    """One unit of work of an election (``kind``, numbered 1.. within its kind; the election row is 0).
+
+    - ``chunk``: the ballots with seq in [first_seq, last_seq]; its encrypted sub-tally.
+    - ``election``: the aggregate encrypted tally; ``result`` is the election's decryption.
+    - ``slice``: ``encrypted_tally`` holds some selections of the aggregate; ``result`` their decryption.
+    - ``spoiled``: the spoiled ballots with seq in [first_seq, last_seq] (``ballot_count`` of them);
+      ``result`` holds their decryptions (``{"spoiled_ballots": {id: PlaintextTally JSON}}``).
+    """
 
     __tablename__ = "election_center"
 
@@ -163,9 +176,14 @@ class ElectionCenter(Base):
     cast_count: Mapped[int | None] = mapped_column(Integer)
     spoiled_ids: Mapped[list[str] | None] = mapped_column(Json)
     encrypted_tally: Mapped[dict[str, Any] | None] = mapped_column(Json)  # reference CiphertextTally JSON
-    result: Mapped[dict[str, Any] | None] = mapped_column(Json)  # reference PlaintextTally JSON (+ spoiled)
+    result: Mapped[dict[str, Any] | None] = mapped_column(Json)  # reference PlaintextTally JSON
 
-    __table_args__ = (UniqueConstraint("election_id", "chunk_number"),)
+    __table_args__ = (
+        UniqueConstraint("election_id", "kind", "chunk_number", name="uq_election_center_kind_number"),
+        CheckConstraint("kind IN ('chunk','election','slice','spoiled')", name="election_center_kind_valid"),
+        # A sub-tally is never decrypted: only the aggregate, its slices and spoiled ballots have results.
+        CheckConstraint("kind <> 'chunk' OR result IS NULL", name="chunk_never_decrypted"),
+    )
 
 
 class ElectionJob(Base):
@@ -225,7 +243,8 @@ class ChunkTask(Base):
 
 
 class DecryptionShare(Base):
-    """A guardian's partial decryption of one chunk (tally and the chunk's spoiled ballots), with proofs."""
+    """A guardian's partial decryption of one ``slice`` (the reference's DecryptionShare JSON of those
+    selections) or one ``spoiled`` row (``{"spoiled_ballots": {id: share JSON}}``), with proofs."""
 
     __tablename__ = "decryption_share"
 
@@ -239,7 +258,7 @@ class DecryptionShare(Base):
 
 
 class CompensatedShare(Base):
-    """An available guardian's share for a missing guardian on one chunk, with proofs."""
+    """An available guardian's share for a missing guardian of one slice or spoiled row, with proofs."""
 
     __tablename__ = "compensated_share"
 
@@ -254,20 +273,25 @@ class CompensatedShare(Base):
 
 
 class GuardianKeyEscrow(Base):
-    """What a running decryption job needs of a guardian's key, sealed under the server secret.
+    """What one running decryption job needs of a guardian's key, sealed under the server secret.
 
-    Referenced by id from the job; erased when the guardian's jobs end.
+    A partial-decryption job's escrow holds the guardian's election secret key only; a compensated job's
+    the one opened backup coordinate for its missing guardian only (``compute.guardian.DecryptionKey``,
+    ``CompensationKey``). Erased when the job completes; kept for a re-drive while the job is FAILED, then
+    erased after the retention (``escrow_retention_hours``).
     """
 
     __tablename__ = "guardian_key_escrow"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("election_job.job_id", ondelete="CASCADE"), unique=True
+    )
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"), index=True)
     guardian_id: Mapped[str] = mapped_column(String(128))
+    missing_guardian_id: Mapped[str | None] = mapped_column(String(128))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
-
-    __table_args__ = (UniqueConstraint("election_id", "guardian_id"),)
 
 
 class Outbox(Base):

@@ -1,8 +1,10 @@
-"""Starting a guardian's decryption: check its credentials, escrow its key, create its jobs.
+"""Starting a guardian's decryption: check its credentials, create its jobs, escrow what each needs.
 
 Order matters: every check that can refuse (election, guardian, tally, duplicates, the credential
 file, the passphrase, a test decryption, the backups for missing guardians) runs before the first
-write, and the writes (escrow, partial job, compensated jobs) share the caller's one transaction.
+write, and the writes (partial job, compensated jobs, one escrow per job) share the caller's one
+transaction. Each escrow holds the least the job needs: the partial job the guardian's election secret
+key, each compensated job only the opened backup coordinate of its missing guardian.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def start_decryption(
     passphrase: str,
     missing_guardian_ids: Sequence[str] = (),
     created_by: str | None = None,
+    sizes: planning.UnitSizes | None = None,
 ) -> DecryptionStart:
     election = planning.load_election(session, election_id)
     guardian = session.get(Guardian, (election_id, guardian_id))
@@ -115,16 +118,20 @@ def start_decryption(
     if missing_records:
         crypto.check_backups(private, missing_records)
 
-    escrow_id = store_escrow(session, secret, election_id, guardian_id, record_json)
     partial = existing[-1] if existing else None
     created = None
     if partial is None:
         created = partial = planning.create_partial_decryption_job(
-            session, election_id, guardian_id, escrow_id, created_by
+            session, election_id, guardian_id, created_by, sizes
         )
+        store_escrow(session, secret, created, private.decryption_key())
     children = (
-        planning.create_compensated_decryption_jobs(session, partial.job_id, missing, created_by, escrow_id)
+        planning.create_compensated_decryption_jobs(session, partial.job_id, missing, created_by, sizes)
         if missing
         else []
     )
+    for child in children:
+        assert child.missing_guardian_id is not None
+        store_escrow(session, secret, child, private.compensation_key(child.missing_guardian_id))
+    del private, record_json
     return DecryptionStart(created, children)

@@ -11,7 +11,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Ballot, ChunkKind, Election, ElectionCenter, ElectionState, OperationType
+from service.db.models import Ballot, Election, ElectionState, OperationType
 from service.elections import crypto
 from service.elections.elections import get_election, guardians_of
 from service.errors import Conflict
@@ -62,26 +62,13 @@ def results(session: Session, election_id: int) -> dict[str, Any]:
             }
         )
     spoiled = {bid: _counts(t) for bid, t in (e.result.get("spoiled_ballots") or {}).items()}
-    tally_job = planning.completed_tally_job(session, e)
-    chunks = session.scalars(
-        select(ElectionCenter)
-        .where(ElectionCenter.tally_job_id == tally_job.job_id, ElectionCenter.kind == ChunkKind.CHUNK.value)
-        .order_by(ElectionCenter.chunk_number)
-    ).all()
+    # Counts of the whole election only: a chunk's sub-tally is never decrypted, so there are no
+    # per-chunk counts to show (they would be the votes of each small group of voters).
     return {
         "election_id": e.id,
         "state": e.state,
         "contests": contests,
         "spoiled_ballots": spoiled,
-        "chunks": [
-            {
-                "chunk_number": c.chunk_number,
-                "ballot_count": c.ballot_count,
-                "cast_count": c.cast_count,
-                "counts": _counts(c.result) if c.result else None,
-            }
-            for c in chunks
-        ],
         "tally": e.result,
     }
 

@@ -8,17 +8,18 @@ retried, and FAILED with that error at the limit), and nothing of the job's end 
 - TALLY: the product of the chunk tallies is the election's encrypted tally: written to the
   ``election`` row of ``election_center`` and to ``election.encrypted_tally``; the election is
   'tallied'.
-- PARTIAL_DECRYPTION / COMPENSATED_DECRYPTION: the shares are already written chunk by chunk; when
-  every job of that guardian has COMPLETED, the guardian's escrowed key material is erased. (A FAILED
-  job keeps it: an operator's re-drive needs it. It is erased once the re-driven job completes.)
-- COMBINE_DECRYPTION: the election result is the election row's decryption; the sum of the chunk
-  results must equal it (anyone can check the same from the record), else nothing is published.
-  The election is 'decrypted'.
+- PARTIAL_DECRYPTION / COMPENSATED_DECRYPTION: the shares are already written unit by unit; the job's
+  escrowed key material is erased. (A FAILED job keeps it for an operator's re-drive, until the
+  retention passes: ``service.elections.escrow.erase_expired``.)
+- COMBINE_DECRYPTION: the slices' plaintexts, which together must cover every selection of the
+  aggregate exactly once, become the election's decrypted tally; the aggregate must still be the
+  product of the chunk tallies (which stay encrypted: anyone can recheck it from the ballots). The
+  spoiled ballots' plaintexts are listed with it. The election is 'decrypted'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -30,8 +31,6 @@ from service.db.models import (
     ElectionCenter,
     ElectionJob,
     ElectionState,
-    GuardianKeyEscrow,
-    JobStatus,
     OperationType,
 )
 
@@ -82,70 +81,47 @@ def finalize_tally(session: Session, job: ElectionJob) -> None:
 
 
 def finalize_guardian_job(session: Session, job: ElectionJob) -> None:
-    """Erase the guardian's escrow once all its decryption jobs (this one included) have completed."""
-    guardian = job.guardian_id
-    if guardian is None:
-        return
-    # Lock the escrow first: a guardian's partial and compensated jobs may end at the same moment in
-    # two transactions, each seeing the other still running (write skew), and neither would erase.
-    # Under the lock the second one reads the first one's committed COMPLETED.
-    escrow = session.execute(
-        select(GuardianKeyEscrow.id)
-        .where(GuardianKeyEscrow.election_id == job.election_id, GuardianKeyEscrow.guardian_id == guardian)
-        .with_for_update()
-    ).all()
-    if not escrow:
-        return
-    jobs = session.execute(
-        select(ElectionJob.job_id, ElectionJob.status).where(
-            ElectionJob.election_id == job.election_id,
-            ElectionJob.guardian_id == guardian,
-            ElectionJob.operation_type.in_(
-                [OperationType.PARTIAL_DECRYPTION.value, OperationType.COMPENSATED_DECRYPTION.value]
-            ),
-        )
-    ).all()
-    if all(j.job_id == job.job_id or j.status == JobStatus.COMPLETED for j in jobs):
-        from service.elections.escrow import erase_escrow
+    """The job is done with its key material: erase its escrow now."""
+    from service.elections.escrow import erase_job_escrow
 
-        erase_escrow(session, job.election_id, guardian)
-
-
-def _selection_counts(result: dict[str, Any]) -> dict[tuple[str, str], int]:
-    """(contest, selection) -> count of a reference PlaintextTally JSON."""
-    counts: dict[tuple[str, str], int] = {}
-    for cid, contest in (result.get("contests") or {}).items():
-        for sid, selection in (contest.get("selections") or {}).items():
-            counts[(cid, sid)] = int(selection["tally"])
-    return counts
-
-
-def sum_counts(results: Iterable[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    total: dict[tuple[str, str], int] = {}
-    for r in results:
-        for key, n in _selection_counts(r).items():
-            total[key] = total.get(key, 0) + n
-    return total
+    erase_job_escrow(session, job.job_id)
 
 
 def finalize_combine(session: Session, job: ElectionJob) -> None:
+    from compute.decryption import DecryptionError, PlaintextTally, merge_plaintexts
+    from compute.tally import CiphertextTally, selection_keys, sum_tallies
+
     tally_job_id = _tally_job_id(job)
-    chunks = _chunks(session, tally_job_id, ChunkKind.CHUNK)
     (election_row,) = _chunks(session, tally_job_id, ChunkKind.ELECTION) or [None]
-    if election_row is None or election_row.result is None:
-        raise FinalizeError("the election-level tally has no decryption")
-    if missing := [c.chunk_number for c in chunks if c.result is None]:
-        raise FinalizeError(f"chunks without a decryption: {missing[:10]}")
-    whole = _selection_counts(election_row.result)
-    parts = sum_counts(c.result for c in chunks)  # type: ignore[misc]
-    if whole != parts:
-        differ = sorted(k for k in set(whole) | set(parts) if whole.get(k) != parts.get(k))
-        raise FinalizeError(f"the chunks' counts do not add up to the election tally's: {differ[:5]}")
-    result = dict(election_row.result)
-    # Spoiled ballots are decrypted chunk by chunk; the election result lists them all.
+    if election_row is None or election_row.encrypted_tally is None:
+        raise FinalizeError("the tally has no aggregate encrypted tally")
+    aggregate = CiphertextTally.from_json(election_row.encrypted_tally)
+    chunks = _chunks(session, tally_job_id, ChunkKind.CHUNK)
+    product = sum_tallies(CiphertextTally.from_json(c.encrypted_tally) for c in chunks)  # type: ignore[arg-type]
+    if product.to_json()["contests"] != aggregate.to_json()["contests"]:
+        raise FinalizeError("the aggregate encrypted tally is not the product of the chunk tallies")
+
+    slices = _chunks(session, tally_job_id, ChunkKind.SLICE)
+    if missing := [c.chunk_number for c in slices if c.result is None]:
+        raise FinalizeError(f"aggregate slices without a decryption: {missing[:10]}")
+    try:
+        plaintext = merge_plaintexts(
+            aggregate.object_id,
+            (PlaintextTally.from_json(c.result) for c in slices),  # type: ignore[arg-type]
+        )
+    except DecryptionError as exc:
+        raise FinalizeError(str(exc)) from exc
+    decrypted = {(cid, sid) for cid, c in plaintext.contests.items() for sid in c.selections}
+    if decrypted != set(selection_keys(aggregate)):
+        raise FinalizeError("the slices' decryptions do not cover the aggregate's selections exactly")
+    result = plaintext.to_json()
+    election_row.result = dict(result)
+
     spoiled: dict[str, Any] = {}
-    for c in chunks:
-        spoiled.update((c.result or {}).get("spoiled_ballots") or {})
+    for c in _chunks(session, tally_job_id, ChunkKind.SPOILED):
+        if c.result is None:
+            raise FinalizeError(f"spoiled ballots {c.chunk_number} have no decryption")
+        spoiled.update(c.result.get("spoiled_ballots") or {})
     if spoiled:
         result["spoiled_ballots"] = spoiled
     election = session.get(Election, job.election_id, with_for_update=True)

@@ -8,9 +8,15 @@ after the first write the caller's ``transaction()`` rolls everything back.
 Chunk numbering (contract with the bridge): a tally plans chunks numbered 1..N, each the ballots
 (cast and spoiled) with ``seq`` in ``[first_seq, last_seq]``, consecutive runs of ``chunk_size`` ballots
 in ``seq`` order, so the assignment is deterministic. It also writes the row of kind ``election``,
-numbered 0, with no ballot range: the bridge fills its encrypted tally (the product of the chunks')
-when the tally job completes. The tally job has one task per chunk; decryption and combine jobs have
-one task per ``election_center`` row of the tally, the election row included.
+numbered 0: the bridge fills its encrypted tally (the product of the chunks') when the tally job
+completes. The tally job has one task per chunk.
+
+Decryption never touches a chunk: a chunk's sub-tally stays encrypted (decrypting it would publish the
+votes of that small group of voters). The first decryption request of a tally plans its *decryption
+units* once, in the same transaction: ``slice`` rows, each holding at most ``slice_selections``
+selections of the aggregate (so a manifest of 1,000 selections still spreads over the cluster), and
+``spoiled`` rows, each a run of at most ``spoiled_chunk_size`` spoiled ballots in ``seq`` order. Partial,
+compensated and combine jobs have one task per decryption unit.
 """
 
 from __future__ import annotations
@@ -43,6 +49,21 @@ from service.db.models import (
 from service.errors import Conflict, Invalid, NotFound
 
 ELECTION_CHUNK_NUMBER = 0  # the election-level row of election_center
+DECRYPTION_UNITS = (ChunkKind.SLICE.value, ChunkKind.SPOILED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSizes:
+    """How the decryption of a tally is cut into tasks (fixed when its units are first planned)."""
+
+    slice_selections: int = 100
+    spoiled_chunk_size: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> UnitSizes:
+        return cls(settings.decryption_slice_selections, settings.spoiled_chunk_size)
+
+
 LIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
 # A job in one of these blocks a new job of the same kind; a FAILED one is re-driven or replaced.
 BLOCKING_STATUSES = (*LIVE_STATUSES, JobStatus.COMPLETED.value)
@@ -102,10 +123,79 @@ def completed_tally_job(session: Session, election: Election) -> ElectionJob:
 
 
 def tally_chunk_ids(session: Session, tally_job_id: uuid.UUID, *, include_election: bool) -> list[int]:
-    stmt = select(ElectionCenter.id).where(ElectionCenter.tally_job_id == tally_job_id)
-    if not include_election:
-        stmt = stmt.where(ElectionCenter.kind == ChunkKind.CHUNK.value)
-    return list(session.scalars(stmt.order_by(ElectionCenter.chunk_number)))
+    kinds = [ChunkKind.CHUNK.value] + ([ChunkKind.ELECTION.value] if include_election else [])
+    stmt = select(ElectionCenter.id).where(
+        ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind.in_(kinds)
+    )
+    return list(session.scalars(stmt.order_by(ElectionCenter.kind, ElectionCenter.chunk_number)))
+
+
+def _units_of(tally_job_id: uuid.UUID) -> ColumnElement[bool]:
+    return and_(ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind.in_(DECRYPTION_UNITS))
+
+
+def decryption_unit_ids(session: Session, tally_job_id: uuid.UUID) -> list[int]:
+    stmt = select(ElectionCenter.id).where(_units_of(tally_job_id))
+    return list(session.scalars(stmt.order_by(ElectionCenter.kind, ElectionCenter.chunk_number)))
+
+
+_PLAN_SPOILED = """
+INSERT INTO election_center (election_id, tally_job_id, chunk_number, kind, first_seq, last_seq, ballot_count)
+SELECT :election_id, :job_id, (rn - 1) / :size + 1, :kind, MIN(seq), MAX(seq), COUNT(*)
+FROM (
+    SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM ballot
+    WHERE election_id = :election_id AND state = :spoiled AND seq BETWEEN :first AND :last
+) numbered
+GROUP BY (rn - 1) / :size
+"""
+
+
+def ensure_decryption_units(session: Session, tally: ElectionJob, sizes: UnitSizes) -> int:
+    """Plan the tally's decryption units once (the caller holds the election's row lock); their count.
+
+    Slices come from the aggregate's selections (``compute.tally.slices``, a fixed order); spoiled runs
+    are computed in the database from the (election_id, seq) index, no ballot comes to Python.
+    """
+    from compute.tally import CiphertextTally, slice_tally, slices
+
+    planned = session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id)))
+    if planned:
+        return int(planned)
+    whole = session.scalars(
+        select(ElectionCenter).where(
+            ElectionCenter.tally_job_id == tally.job_id, ElectionCenter.kind == ChunkKind.ELECTION.value
+        )
+    ).one_or_none()
+    if whole is None or whole.encrypted_tally is None:
+        raise Conflict(f"tally job {tally.job_id} has no aggregate encrypted tally")
+    aggregate = CiphertextTally.from_json(whole.encrypted_tally)
+    for number, keys in enumerate(slices(aggregate, sizes.slice_selections), 1):
+        session.add(
+            ElectionCenter(
+                election_id=tally.election_id,
+                tally_job_id=tally.job_id,
+                chunk_number=number,
+                kind=ChunkKind.SLICE.value,
+                ballot_count=0,
+                encrypted_tally=slice_tally(aggregate, keys).to_json(),
+            )
+        )
+    session.flush()
+    session.execute(
+        text(_PLAN_SPOILED).bindparams(bindparam("job_id", type_=Uuid())),
+        {
+            "election_id": tally.election_id,
+            "job_id": tally.job_id,
+            "size": sizes.spoiled_chunk_size,
+            "kind": ChunkKind.SPOILED.value,
+            "spoiled": 2,  # BallotState.SPOILED
+            "first": whole.first_seq,
+            "last": whole.last_seq,
+        },
+    )
+    return int(
+        session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id))) or 0
+    )
 
 
 def guardian_ids_of(session: Session, election_id: int) -> list[str]:
@@ -129,8 +219,8 @@ def _new_job(
     parent_job_id: uuid.UUID | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> ElectionJob:
-    """A decryption or combine job: one PENDING task per row of the tally (the election row included)
-    and one outbox message per task."""
+    """A decryption or combine job: one PENDING task per decryption unit of the tally (slices of the
+    aggregate and runs of spoiled ballots, never a chunk) and one outbox message per task."""
     job = ElectionJob(
         job_id=uuid.uuid4(),
         election_id=election_id,
@@ -147,7 +237,7 @@ def _new_job(
     )
     session.add(job)
     session.flush()  # the tasks' foreign keys need the job row
-    job.total_chunks = _add_tasks(session, job, ElectionCenter.tally_job_id == tally_job_id)
+    job.total_chunks = _add_tasks(session, job, _units_of(tally_job_id))
     return job
 
 
@@ -331,10 +421,11 @@ def create_partial_decryption_job(
     session: Session,
     election_id: int,
     guardian_id: str,
-    escrow_id: uuid.UUID,
     created_by: str | None = None,
+    sizes: UnitSizes | None = None,
 ) -> ElectionJob:
-    """A guardian's share of every chunk and of the election row; its key is in escrow ``escrow_id``."""
+    """A guardian's share of every decryption unit (the aggregate's slices and the spoiled ballots).
+    The caller escrows the guardian's key for the job (``service.elections.escrow``)."""
     election = load_election(session, election_id, lock=True)
     _require_guardian(session, election_id, guardian_id)
     tally = completed_tally_job(session, election)
@@ -345,6 +436,7 @@ def create_partial_decryption_job(
             f"guardian {guardian_id!r} already has a partial decryption job"
             f" {dup[-1].job_id} ({dup[-1].status})"
         )
+    ensure_decryption_units(session, tally, sizes or UnitSizes())
     return _new_job(
         session,
         election_id,
@@ -352,7 +444,7 @@ def create_partial_decryption_job(
         tally.job_id,
         created_by,
         guardian_id=guardian_id,
-        metadata={"escrow_id": str(escrow_id), "tally_job_id": str(tally.job_id)},
+        metadata={"tally_job_id": str(tally.job_id)},
     )
 
 
@@ -361,12 +453,12 @@ def create_compensated_decryption_jobs(
     parent_job_id: uuid.UUID,
     missing_guardian_ids: Sequence[str],
     created_by: str | None = None,
-    escrow_id: uuid.UUID | None = None,
+    sizes: UnitSizes | None = None,
 ) -> list[ElectionJob]:
-    """Children of a guardian's partial job: for each missing guardian, one job with one task per chunk
-    (so one message per source guardian, missing guardian and chunk). ``escrow_id`` is the key material
-    just escrowed (the parent's may have been erased since); by default the parent's. Published at
-    once: the shares do not depend on the parent's, only on the same escrowed key material."""
+    """Children of a guardian's partial job: for each missing guardian, one job with one task per
+    decryption unit (so one message per source guardian, missing guardian and unit). The caller escrows,
+    for each, only the backup coordinate of that missing guardian. Published at once: the shares do not
+    depend on the parent's."""
     parent = session.get(ElectionJob, parent_job_id)
     if parent is None or parent.operation_type != OperationType.PARTIAL_DECRYPTION.value:
         raise NotFound(f"partial decryption job {parent_job_id} does not exist")
@@ -408,7 +500,7 @@ def create_compensated_decryption_jobs(
                 f" in job {dup[-1].job_id} ({dup[-1].status})"
             )
     tally = completed_tally_job(session, election)
-    meta = parent.metadata_ or {}
+    ensure_decryption_units(session, tally, sizes or UnitSizes())
     return [
         _new_job(
             session,
@@ -419,10 +511,7 @@ def create_compensated_decryption_jobs(
             guardian_id=source,
             missing_guardian_id=m,
             parent_job_id=parent.job_id,
-            metadata={
-                "escrow_id": str(escrow_id) if escrow_id else meta.get("escrow_id"),
-                "tally_job_id": str(tally.job_id),
-            },
+            metadata={"tally_job_id": str(tally.job_id)},
         )
         for m in missing
     ]
@@ -434,8 +523,8 @@ def create_compensated_decryption_jobs(
 def _share_counts(
     session: Session, tally_job_id: uuid.UUID
 ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-    """Shares per guardian (and per available→missing pair) over the rows of this tally."""
-    rows = select(ElectionCenter.id).where(ElectionCenter.tally_job_id == tally_job_id)
+    """Shares per guardian (and per available→missing pair) over the decryption units of this tally."""
+    rows = select(ElectionCenter.id).where(_units_of(tally_job_id))
     direct = {
         g: n
         for g, n in session.execute(
@@ -456,7 +545,7 @@ def _share_counts(
 
 
 def create_combine_job(session: Session, election_id: int, created_by: str | None = None) -> ElectionJob:
-    """Combine the shares of each chunk (and of the election row) once a quorum has decrypted and every
+    """Combine the shares of each decryption unit once a quorum has decrypted every unit and every
     available guardian has compensated for every missing one."""
     election = load_election(session, election_id, lock=True)
     tally = completed_tally_job(session, election)
@@ -470,14 +559,12 @@ def create_combine_job(session: Session, election_id: int, created_by: str | Non
 
     guardians = guardian_ids_of(session, election_id)
     direct, compensated = _share_counts(session, tally.job_id)
-    needed = session.scalar(
-        select(func.count()).select_from(ElectionCenter).where(ElectionCenter.tally_job_id == tally.job_id)
-    )
-    available = [g for g in guardians if direct.get(g, 0) == needed]
+    needed = session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id)))
+    available = [g for g in guardians if needed and direct.get(g, 0) == needed]
     if len(available) < election.quorum:
         raise Conflict(
             f"quorum not met: {len(available)} of the {election.quorum} guardians needed have decrypted"
-            f" every chunk ({', '.join(available) or 'none'})"
+            f" the whole tally ({', '.join(available) or 'none'})"
         )
     missing = [g for g in guardians if g not in available]
     lacking = [f"{a}→{m}" for m in missing for a in available if compensated.get((a, m), 0) != needed]

@@ -48,14 +48,26 @@ def get_job(session: Session, job_id: uuid.UUID) -> ElectionJob:
 
 def failed_chunks(session: Session, job_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
     rows = session.execute(
-        select(ChunkTask.id, ChunkTask.attempts, ChunkTask.last_error, ElectionCenter.chunk_number)
+        select(
+            ChunkTask.id,
+            ChunkTask.attempts,
+            ChunkTask.last_error,
+            ElectionCenter.kind,
+            ElectionCenter.chunk_number,
+        )
         .join(ElectionCenter, ElectionCenter.id == ChunkTask.chunk_id)
         .where(ChunkTask.job_id == job_id, ChunkTask.state == TaskState.FAILED.value)
-        .order_by(ElectionCenter.chunk_number)
+        .order_by(ElectionCenter.kind, ElectionCenter.chunk_number)
         .limit(limit)
     ).all()
     return [
-        {"chunkNumber": r.chunk_number, "taskId": r.id, "attempts": r.attempts, "error": r.last_error}
+        {
+            "chunkKind": r.kind,
+            "chunkNumber": r.chunk_number,
+            "taskId": r.id,
+            "attempts": r.attempts,
+            "error": r.last_error,
+        }
         for r in rows
     ]
 

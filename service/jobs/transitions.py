@@ -340,12 +340,12 @@ def reclaimable(session: Session, *, stale_after: timedelta, limit: int = 1000) 
 def failure_summary(session: Session, job_id: uuid.UUID) -> str:
     """Which chunks failed and why, for the job's error_message (errors never carry secrets)."""
     rows = session.execute(
-        select(ElectionCenter.chunk_number, ChunkTask.last_error)
+        select(ElectionCenter.kind, ElectionCenter.chunk_number, ChunkTask.last_error)
         .join(ElectionCenter, ElectionCenter.id == ChunkTask.chunk_id)
         .where(ChunkTask.job_id == job_id, ChunkTask.state == TaskState.FAILED)
-        .order_by(ElectionCenter.chunk_number)
+        .order_by(ElectionCenter.kind, ElectionCenter.chunk_number)
     ).all()
-    lines = [f"chunk {n}: {(err or 'unknown error').splitlines()[0][:300]}" for n, err in rows]
+    lines = [f"{k} {n}: {(err or 'unknown error').splitlines()[0][:300]}" for k, n, err in rows]
     return f"{len(rows)} chunk(s) failed: " + "; ".join(lines)
 
 

@@ -62,3 +62,50 @@ def insert_dummy_ballots(s: Session, election_id: int, n: int, spoiled_every: in
         ),
         {"e": election_id, "n": n, "k": spoiled_every},
     )
+
+
+def fake_aggregate(selections: int = 5, contests: int = 1) -> dict:
+    """An aggregate encrypted tally (reference JSON) of ``selections`` selections per contest, each an
+    encryption of 0 with nonce 0: planning needs its shape, not its values."""
+    from compute.elgamal import Ciphertext
+    from compute.group import ONE, to_hex
+
+    zero = Ciphertext(ONE, ONE).to_json()
+    return {
+        "object_id": "election-results",
+        "contests": {
+            f"contest-{c}": {
+                "object_id": f"contest-{c}",
+                "sequence_order": c,
+                "description_hash": to_hex(c + 1),
+                "selections": {
+                    f"c{c}-s{i}": {
+                        "object_id": f"c{c}-s{i}",
+                        "sequence_order": i,
+                        "description_hash": to_hex(i + 1),
+                        "ciphertext": zero,
+                    }
+                    for i in range(selections)
+                },
+            }
+            for c in range(contests)
+        },
+    }
+
+
+def complete_tally(engine: Engine, tally_job_id: object, selections: int = 5) -> None:
+    """Stand-in for the bridge's tally: the job COMPLETED and the election row holding an aggregate."""
+    import uuid
+
+    from sqlalchemy import update
+
+    from service.db.models import ElectionCenter, ElectionJob
+
+    tally_job_id = uuid.UUID(str(tally_job_id))
+    with session_factory(engine).begin() as s:
+        s.execute(update(ElectionJob).where(ElectionJob.job_id == tally_job_id).values(status="COMPLETED"))
+        s.execute(
+            update(ElectionCenter)
+            .where(ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind == "election")
+            .values(encrypted_tally=fake_aggregate(selections))
+        )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import row_counts
+from helpers_service import complete_tally, row_counts
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, update
 
@@ -191,11 +191,6 @@ def test_election_keys_and_ballots(
     assert b["object_id"] == "kiosk-3" and b["state"] == 2
 
 
-def _complete(engine: Engine, job_id: str) -> None:
-    with transaction(engine) as s:
-        s.execute(update(ElectionJob).where(ElectionJob.job_id == job_id).values(status="COMPLETED"))
-
-
 def _decrypt(client: TestClient, flow: dict[str, Any], g: str, **extra: Any):  # type: ignore[no-untyped-def]
     gi = flow["guardians"][g]
     body = {
@@ -242,15 +237,18 @@ def test_four_jobs_created_and_polled(
         ]
         assert len(s.scalars(select(ChunkTask).where(ChunkTask.job_id == t["jobId"])).all()) == 3
     assert client.post("/api/tally/create", json={"election_id": eid}, headers=admin).status_code == 409
-    _complete(engine, t["jobId"])
+    complete_tally(engine, t["jobId"])
 
-    # 2. + 3. Partial decryption of g1 with g3 missing (compensated child), then g2's.
+    # 2. + 3. Partial decryption of g1 with g3 missing (compensated child), then g2's: one task per
+    # decryption unit (the aggregate's one slice and the one run of spoiled ballots), none per chunk.
     before = row_counts(engine)
     d1 = _ok(_decrypt(client, flow, "g1", missing_guardian_ids=["g3"]))
     after = row_counts(engine)
     assert after["election_job"] == before["election_job"] + 2
-    assert after["chunk_task"] == before["chunk_task"] + 8 and after["outbox"] == before["outbox"] + 8
-    assert d1["totalChunks"] == 4 and len(d1["compensatedJobs"]) == 1
+    assert after["election_center"] == before["election_center"] + 2
+    assert after["chunk_task"] == before["chunk_task"] + 4 and after["outbox"] == before["outbox"] + 4
+    assert after["guardian_key_escrow"] == before["guardian_key_escrow"] + 2  # one per job
+    assert d1["totalChunks"] == 2 and len(d1["compensatedJobs"]) == 1
     assert d1["compensatedJobs"][0]["missingGuardianId"] == "g3"
     assert _decrypt(client, flow, "g1").status_code == 409  # a duplicate run
     d2 = _ok(_decrypt(client, flow, "g2"))
@@ -261,15 +259,28 @@ def test_four_jobs_created_and_polled(
         child = s.get(ElectionJob, d2c["compensatedJobs"][0]["jobId"])
         assert child is not None and str(child.parent_job_id) == d2["jobId"]
         escrows = s.scalars(select(GuardianKeyEscrow).where(GuardianKeyEscrow.election_id == eid)).all()
-        assert sorted(x.guardian_id for x in escrows) == ["g1", "g2"]
+        assert sorted((x.guardian_id, x.missing_guardian_id or "") for x in escrows) == [
+            ("g1", ""),
+            ("g1", "g3"),
+            ("g2", ""),
+            ("g2", "g3"),
+        ]
         # Sealed under the server secret: no key material in the clear.
         for x in escrows:
-            assert b"secret_key" not in x.sealed and b"election_keys" not in x.sealed
-        from service.elections.escrow import load_escrow
+            assert b"secret_key" not in x.sealed and b"coordinate" not in x.sealed
+        from compute.guardian import CompensationKey, DecryptionKey
+        from service.elections.escrow import load_key
         from service.security.secrets import server_secret
 
-        rec = load_escrow(s, escrows[0].id, server_secret(settings))
-        assert rec["guardian_id"] == escrows[0].guardian_id
+        # Each holds no more than its job needs: the secret key, or one missing guardian's coordinate.
+        for x in escrows:
+            key = load_key(s, x.job_id, server_secret(settings))
+            if x.missing_guardian_id is None:
+                assert isinstance(key, DecryptionKey) and key.guardian_id == x.guardian_id
+                assert set(key.to_json()) == {"guardian_id", "sequence_order", "secret_key", "public_key"}
+            else:
+                assert isinstance(key, CompensationKey) and key.missing_guardian_id == x.missing_guardian_id
+                assert "secret_key" not in key.to_json()
         # Messages carry ids only.
         for m in s.scalars(select(Outbox)).all():
             assert set(m.body) == {"job_id", "task_id", "operation"}
@@ -277,12 +288,19 @@ def test_four_jobs_created_and_polled(
     assert ds["quorum"] == 2 and ds["guardiansDecrypted"] == 0 and not ds["quorumMet"]
     assert [len(g["compensatedDecryptions"]) for g in ds["guardians"]] == [1, 1, 0]
 
-    # 4. Combine: refused until the shares exist, then created with one task per row.
+    # 4. Combine: refused until the shares exist, then created with one task per decryption unit.
     before = row_counts(engine)
     assert client.post("/api/combine/decryption", json={"election_id": eid}, headers=admin).status_code == 409
     assert row_counts(engine) == before
     with transaction(engine) as s:
-        ids = [c.id for c in s.scalars(select(ElectionCenter).where(ElectionCenter.election_id == eid))]
+        ids = [
+            c.id
+            for c in s.scalars(
+                select(ElectionCenter).where(
+                    ElectionCenter.election_id == eid, ElectionCenter.kind.in_(["slice", "spoiled"])
+                )
+            )
+        ]
         for job_id, g, missing in [
             (d1["jobId"], "g1", None),
             (d2["jobId"], "g2", None),
@@ -300,7 +318,7 @@ def test_four_jobs_created_and_polled(
                     s.add(DecryptionShare(chunk_id=cid, guardian_id=g, job_id=job_id, share={}))
             s.execute(update(ElectionJob).where(ElectionJob.job_id == job_id).values(status="COMPLETED"))
     c = _ok(client.post("/api/combine/decryption", json={"election_id": eid}, headers=admin))
-    assert c["totalChunks"] == 4
+    assert c["totalChunks"] == 2
     assert _ok(client.get(c["pollUrl"], headers=admin))["metadata"]["missing_guardian_ids"] == ["g3"]
     jobs = _ok(client.get(f"/api/jobs?election_id={eid}", headers=admin))
     assert sorted(j["operationType"] for j in jobs) == sorted(

@@ -6,7 +6,7 @@ import time
 import uuid
 
 import pytest
-from helpers_service import insert_dummy_ballots, make_election, row_counts
+from helpers_service import complete_tally, insert_dummy_ballots, make_election, row_counts
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
@@ -30,9 +30,11 @@ def _tally(engine: Engine, election_id: int, chunk_size: int = 5) -> ElectionJob
 
 
 def _complete(engine: Engine, job_id: uuid.UUID) -> None:
-    """Stand-in for the bridge: mark the job COMPLETED (its tasks are not looked at by planning)."""
-    with transaction(engine) as s:
-        s.execute(update(ElectionJob).where(ElectionJob.job_id == job_id).values(status="COMPLETED"))
+    """Stand-in for the bridge: the tally COMPLETED with an aggregate of 5 selections."""
+    complete_tally(engine, job_id, selections=5)
+
+
+SIZES = planning.UnitSizes(slice_selections=2, spoiled_chunk_size=2)  # 5 selections: 3 slices
 
 
 def _refused(engine: Engine, exc: type[Exception], fn, *args, match: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -109,47 +111,87 @@ def test_tally_unknown_election_and_duplicate(engine: Engine) -> None:
 
 
 def _tallied(
-    engine: Engine, ballots: int = 7, guardians: int = 3, quorum: int = 2
+    engine: Engine, ballots: int = 7, guardians: int = 3, quorum: int = 2, spoiled_every: int = 2
 ) -> tuple[int, ElectionJob]:
-    eid = make_election(engine, ballots=ballots, guardians=guardians, quorum=quorum)
+    """7 ballots in chunks of 3 (3 chunks), ballots 2, 4 and 6 spoiled: 2 spoiled runs of 2 at most."""
+    eid = make_election(
+        engine, ballots=ballots, guardians=guardians, quorum=quorum, spoiled_every=spoiled_every
+    )
     job = _tally(engine, eid, chunk_size=3)
     return eid, job
 
 
-def test_partial_decryption_needs_completed_tally_then_one_task_per_row(engine: Engine) -> None:
+def _partial(s: Session, eid: int, guardian: str) -> ElectionJob:
+    return planning.create_partial_decryption_job(s, eid, guardian, guardian, SIZES)
+
+
+def test_decryption_units_are_the_aggregate_slices_and_spoiled_runs_never_a_chunk(engine: Engine) -> None:
     eid, tally = _tallied(engine)
-    escrow = uuid.uuid4()
-    _refused(
-        engine, Conflict, planning.create_partial_decryption_job, eid, "g1", escrow, "g1", match="QUEUED"
-    )
+    _refused(engine, Conflict, planning.create_partial_decryption_job, eid, "g1", "g1", SIZES, match="QUEUED")
     _complete(engine, tally.job_id)
     _refused(
-        engine, NotFound, planning.create_partial_decryption_job, eid, "nobody", escrow, "x", match="nobody"
+        engine, NotFound, planning.create_partial_decryption_job, eid, "nobody", "x", SIZES, match="nobody"
     )
     with transaction(engine) as s:
-        job = planning.create_partial_decryption_job(s, eid, "g1", escrow, "g1")
+        job = _partial(s, eid, "g1")
     with session_factory(engine)() as s:
-        rows = planning.tally_chunk_ids(s, tally.job_id, include_election=True)
+        units = s.scalars(
+            select(ElectionCenter)
+            .where(ElectionCenter.tally_job_id == tally.job_id, ElectionCenter.kind.in_(["slice", "spoiled"]))
+            .order_by(ElectionCenter.kind, ElectionCenter.chunk_number)
+        ).all()
+        assert [(u.kind, u.chunk_number) for u in units] == [
+            ("slice", 1),
+            ("slice", 2),
+            ("slice", 3),
+            ("spoiled", 1),
+            ("spoiled", 2),
+        ]
+        sliced = [
+            sid for u in units[:3] for c in u.encrypted_tally["contests"].values() for sid in c["selections"]
+        ]
+        assert sorted(sliced) == [f"c0-s{i}" for i in range(5)], "every selection in exactly one slice"
+        spoiled_seqs = s.scalars(
+            select(Ballot.seq).where(Ballot.election_id == eid, Ballot.state == 2).order_by(Ballot.seq)
+        ).all()
+        assert [(u.first_seq, u.last_seq, u.ballot_count) for u in units[3:]] == [
+            (spoiled_seqs[0], spoiled_seqs[1], 2),
+            (spoiled_seqs[2], spoiled_seqs[2], 1),
+        ]
         tasks = s.scalars(select(ChunkTask.chunk_id).where(ChunkTask.job_id == job.job_id)).all()
-        assert len(rows) == 4 and sorted(tasks) == sorted(rows)  # 3 chunks + the election row
+        assert sorted(tasks) == sorted(u.id for u in units)
+        chunk_ids = set(planning.tally_chunk_ids(s, tally.job_id, include_election=True))
+        assert not chunk_ids & set(tasks), "no decryption task on a tally chunk or the election row"
         stored = s.get(ElectionJob, job.job_id)
-        assert stored is not None and stored.total_chunks == 4 and stored.guardian_id == "g1"
-        assert stored.metadata_["escrow_id"] == str(escrow)
+        assert stored is not None and stored.total_chunks == 5 and stored.guardian_id == "g1"
         keys = set(
             s.scalars(select(Outbox.routing_key).where(Outbox.body["job_id"].as_string() == str(job.job_id)))
         )
         assert keys == {"election.decryption"}
     _refused(
-        engine, Conflict, planning.create_partial_decryption_job, eid, "g1", escrow, "g1", match="already"
+        engine, Conflict, planning.create_partial_decryption_job, eid, "g1", "g1", SIZES, match="already"
     )
+    # Planned once per tally: a second guardian's job reuses the units, whatever sizes it asks for.
+    with transaction(engine) as s:
+        other = planning.create_partial_decryption_job(s, eid, "g2", "g2", planning.UnitSizes(1, 1))
+        assert other.total_chunks == 5
 
 
-def test_compensated_jobs_are_children_with_one_task_per_chunk(engine: Engine) -> None:
+def test_one_unit_per_hundred_selections_by_default(engine: Engine) -> None:
+    eid = make_election(engine, ballots=4)
+    tally = _tally(engine, eid, chunk_size=1)
+    complete_tally(engine, tally.job_id, selections=250)
+    with transaction(engine) as s:
+        job = planning.create_partial_decryption_job(s, eid, "g1", "g1")
+        assert job.total_chunks == 3  # 4 chunks of 1 ballot, 250 selections, no spoiled ballot
+
+
+def test_compensated_jobs_are_children_with_one_task_per_unit(engine: Engine) -> None:
     eid, tally = _tallied(engine, guardians=5, quorum=3)
     _complete(engine, tally.job_id)
     with transaction(engine) as s:
-        parent = planning.create_partial_decryption_job(s, eid, "g1", uuid.uuid4(), "g1")
-        planning.create_partial_decryption_job(s, eid, "g2", uuid.uuid4(), "g2")
+        parent = _partial(s, eid, "g1")
+        _partial(s, eid, "g2")
     create = planning.create_compensated_decryption_jobs
     _refused(engine, Invalid, create, parent.job_id, ["g1"], "g1", match="itself")
     _refused(engine, Invalid, create, parent.job_id, [], "g1", match="no missing")
@@ -164,10 +206,10 @@ def test_compensated_jobs_are_children_with_one_task_per_chunk(engine: Engine) -
         for c in children:
             stored = s.get(ElectionJob, c.job_id)
             assert stored is not None
-            assert (stored.parent_job_id, stored.guardian_id, stored.total_chunks) == (parent.job_id, "g1", 4)
+            assert (stored.parent_job_id, stored.guardian_id, stored.total_chunks) == (parent.job_id, "g1", 5)
             assert stored.operation_type == "COMPENSATED_DECRYPTION"
             bodies = s.scalars(select(Outbox).where(Outbox.body["job_id"].as_string() == str(c.job_id))).all()
-            assert len(bodies) == 4 and {b.routing_key for b in bodies} == {"election.compensated.decryption"}
+            assert len(bodies) == 5 and {b.routing_key for b in bodies} == {"election.compensated.decryption"}
     _refused(engine, Conflict, create, parent.job_id, ["g4"], "g1", match="already compensates")
 
 
@@ -175,7 +217,7 @@ def _share_all(
     engine: Engine, tally: ElectionJob, job: ElectionJob, guardian: str, missing: str | None = None
 ) -> None:
     with transaction(engine) as s:
-        for cid in planning.tally_chunk_ids(s, tally.job_id, include_election=True):
+        for cid in planning.decryption_unit_ids(s, tally.job_id):
             if missing is None:
                 s.add(DecryptionShare(chunk_id=cid, guardian_id=guardian, job_id=job.job_id, share={}))
             else:
@@ -196,18 +238,14 @@ def test_combine_needs_quorum_and_every_compensated_share(engine: Engine) -> Non
     _refused(engine, Conflict, planning.create_combine_job, eid, "admin", match="not COMPLETED")
     _complete(engine, tally.job_id)
     with transaction(engine) as s:
-        p1 = planning.create_partial_decryption_job(s, eid, "g1", uuid.uuid4(), "g1")
+        p1 = _partial(s, eid, "g1")
     _refused(engine, Conflict, planning.create_combine_job, eid, "admin", match="still QUEUED")
     _share_all(engine, tally, p1, "g1")
     _refused(engine, Conflict, planning.create_combine_job, eid, "admin", match="quorum not met: 1 of the 2")
-    fresh_escrow = uuid.uuid4()
     with transaction(engine) as s:
-        p2 = planning.create_partial_decryption_job(s, eid, "g2", uuid.uuid4(), "g2")
+        p2 = _partial(s, eid, "g2")
         (c1,) = planning.create_compensated_decryption_jobs(s, p1.job_id, ["g3"], "g1")
-        (c2,) = planning.create_compensated_decryption_jobs(s, p2.job_id, ["g3"], "g2", fresh_escrow)
-    # A child points at the parent's key escrow, or at the one escrowed anew for it.
-    assert c1.metadata_["escrow_id"] == p1.metadata_["escrow_id"]
-    assert c2.metadata_["escrow_id"] == str(fresh_escrow) != p2.metadata_["escrow_id"]
+        (c2,) = planning.create_compensated_decryption_jobs(s, p2.job_id, ["g3"], "g2")
     _share_all(engine, tally, p2, "g2")
     _share_all(engine, tally, c1, "g1", missing="g3")
     with transaction(engine) as s:
@@ -218,7 +256,7 @@ def test_combine_needs_quorum_and_every_compensated_share(engine: Engine) -> Non
         job = planning.create_combine_job(s, eid, "admin")
     with session_factory(engine)() as s:
         stored = s.get(ElectionJob, job.job_id)
-        assert stored is not None and stored.total_chunks == 4
+        assert stored is not None and stored.total_chunks == 5
         assert stored.metadata_["available_guardian_ids"] == ["g1", "g2"]
         assert stored.metadata_["missing_guardian_ids"] == ["g3"]
         keys = set(
