@@ -1,11 +1,12 @@
 """Check a whole election record; every problem names the object that fails.
 
 Checks: the constants; the guardians' Schnorr proofs, joint key, commitment hash and the context's
-hashes; every submitted ballot's proofs (compute.validate); the encrypted tally against the product of
-the cast ballots; for the tally and every spoiled ballot: one share per guardian, every Chaum-Pedersen
-proof (all of them in one batch, bisected only if the batch fails), the recovery keys (recomputed from
-the missing guardian's commitments) and the Lagrange reconstruction of missing guardians' shares (also
-batched), and g^t = B / prod M_i for each selection.
+hashes; every submitted ballot's proofs (compute.validate), and that no ballot repeats a selection
+ciphertext of another (compute.fingerprints: a clone under a new id passes every proof); the encrypted
+tally against the product of the cast ballots; for the tally and every spoiled ballot: one share per
+guardian, every Chaum-Pedersen proof (all of them in one batch, bisected only if the batch fails), the
+recovery keys (recomputed from the missing guardian's commitments) and the Lagrange reconstruction of
+missing guardians' shares (also batched), and g^t = B / prod M_i for each selection.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from compute.decryption import (
     reconstruction_problems,
 )
 from compute.elgamal import Ciphertext
+from compute.fingerprints import find_repeats, repeat_message
 from compute.group import ONE, P, g_pow_p
 from compute.guardian import GuardianRecord
 from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
@@ -175,6 +177,7 @@ def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
         problems += [
             f.message for f in validate_ballots(record.submitted_ballots, internal, ctx, workers=workers)
         ]
+    problems += [repeat_message(b, original) for b, original in find_repeats(record.submitted_ballots)]
     cast, spoiled = [], []
     for b in record.submitted_ballots:
         state = getattr(b.state, "name", str(b.state))

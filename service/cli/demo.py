@@ -61,16 +61,15 @@ def _encrypt_remote() -> Any:
     @ray.remote
     def encrypt_batch(
         items: list[tuple[dict[str, Any], str]], manifest: dict[str, Any], context: dict[str, Any], eid: int
-    ) -> list[tuple[str, int, str, bytes]]:
-        from service.elections import crypto
+    ) -> list[Any]:
+        from service.elections import ballots, crypto
 
         out = []
         for plaintext, action in items:
             submitted, _nonce = crypto.encrypt_plaintext(  # the nonce is dropped: nobody challenges here
                 plaintext, crypto.ballot_state(action), manifest, context, eid
             )
-            payload, code = crypto.encode(submitted)
-            out.append((submitted.object_id, int(submitted.state), code, payload))
+            out.append(ballots.prepared(submitted))
         return out
 
     return encrypt_batch
@@ -162,7 +161,7 @@ def _run(
             done = 0
             while refs:
                 ready, refs = ray.wait(refs, num_returns=1)
-                rows = [ballot_service.PreparedBallot(*r) for r in ray.get(ready[0])]
+                rows = ray.get(ready[0])
                 with transaction() as s:
                     ballot_service.store(s, eid, rows)
                 done += len(rows)

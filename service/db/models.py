@@ -153,6 +153,23 @@ class Ballot(Base):
     )
 
 
+class BallotCiphertext(Base):
+    """A fingerprint of one selection ciphertext of a stored ballot (compute.fingerprints).
+
+    Unique per election, so a ballot repeating a ciphertext already stored (a clone under a new id) is
+    refused even when two requests carrying it commit at once.
+    """
+
+    __tablename__ = "ballot_ciphertext"
+
+    election_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    ballot_seq: Mapped[int] = mapped_column(ForeignKey("ballot.seq", ondelete="CASCADE"))
+
+    # Deleting a ballot (or an election) finds its fingerprints through this index.
+    __table_args__ = (Index("ix_ballot_ciphertext_ballot_seq", "ballot_seq"),)
+
+
 class ElectionCenter(Base):
     """One unit of work of an election (``kind``, numbered 1.. within its kind; the election row is 0).
 

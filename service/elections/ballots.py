@@ -4,6 +4,10 @@ The crypto (parsing, proof checks, encryption) runs outside any database transac
 take an election snapshot and return ready rows; ``store`` then writes them in a short transaction that
 holds the election row FOR SHARE, so closing the election waits for submissions in flight and no ballot
 lands after the close (concurrent submissions do not block each other).
+
+A ballot is one set of selection ciphertexts, whatever its id: ``store`` refuses a ballot that repeats a
+selection ciphertext of a ballot already in the election or earlier in the same request (a clone, which
+every proof accepts). The fingerprints' unique index makes that hold between concurrent requests too.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from compute.ballot import SubmittedBallot
-from service.db.models import Ballot, Election, ElectionState
+from service.db.models import Ballot, BallotCiphertext, Election, ElectionState
 from service.elections import crypto
 from service.errors import Conflict, Invalid, NotFound
 
 MAX_BULK = 5000
+LOOKUP_BATCH = 1000  # fingerprints per IN (...) list, well under either database's parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class PreparedBallot:
     state: int
     code: str
     payload: bytes
+    fingerprints: tuple[bytes, ...]
 
 
 def snapshot_for_ballots(session: Session, election_id: int) -> ElectionSnapshot:
@@ -54,9 +60,10 @@ def _require_open(e: Election) -> None:
         raise Conflict(f"election {e.id} is {e.state}: ballots are accepted only while it is open")
 
 
-def _prepared(b: SubmittedBallot) -> PreparedBallot:
+def prepared(b: SubmittedBallot) -> PreparedBallot:
+    """The row to store for a checked ballot."""
     payload, code = crypto.encode(b)
-    return PreparedBallot(b.object_id, int(b.state), code, payload)
+    return PreparedBallot(b.object_id, int(b.state), code, payload, crypto.fingerprints(b))
 
 
 def _check_id(object_id: str) -> None:
@@ -70,7 +77,7 @@ def prepare_submitted(snap: ElectionSnapshot, ballot: Any, action: str) -> Prepa
     _check_id(b.object_id)
     crypto.check_ballot_election(b, snap.manifest_hash)
     crypto.validate_one(b, snap.manifest, snap.context)
-    return _prepared(b)
+    return prepared(b)
 
 
 def prepare_bulk(snap: ElectionSnapshot, items: Sequence[tuple[Any, str]]) -> list[PreparedBallot]:
@@ -98,7 +105,7 @@ def prepare_bulk(snap: ElectionSnapshot, items: Sequence[tuple[Any, str]]) -> li
     if problems:
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise Invalid(f"{len(problems)} ballot(s) rejected, none stored: " + "; ".join(problems[:20]) + more)
-    return [_prepared(b) for b in parsed]
+    return [prepared(b) for b in parsed]
 
 
 def prepare_plaintext(
@@ -109,11 +116,13 @@ def prepare_plaintext(
         plaintext, crypto.ballot_state(action), snap.manifest, snap.context, snap.election_id
     )
     _check_id(b.object_id)
-    return _prepared(b), b.to_json(), nonce
+    return prepared(b), b.to_json(), nonce
 
 
 def store(session: Session, election_id: int, ballots: Sequence[PreparedBallot]) -> list[int]:
-    """Insert the ballots; refuses (and stores none) if the election closed meanwhile or an id exists."""
+    """Insert the ballots and their fingerprints; refuses (and stores none) if the election closed
+    meanwhile, an id exists, or a ballot repeats a selection ciphertext (of a stored ballot or of one
+    earlier in ``ballots``)."""
     e = session.scalars(
         select(Election).where(Election.id == election_id).with_for_update(read=True)
     ).one_or_none()
@@ -128,8 +137,10 @@ def store(session: Session, election_id: int, ballots: Sequence[PreparedBallot])
     )
     if existing:
         raise Conflict(f"ballot id(s) already submitted: {', '.join(sorted(existing)[:10])}")
+    if within := crypto.repeats([(b.object_id, b.fingerprints) for b in ballots]):
+        raise Conflict(_listed(within))
     try:
-        seqs = session.scalars(
+        rows = session.scalars(
             insert(Ballot).returning(Ballot.seq, sort_by_parameter_order=True),
             [
                 {
@@ -144,7 +155,58 @@ def store(session: Session, election_id: int, ballots: Sequence[PreparedBallot])
         ).all()
     except IntegrityError as exc:  # a concurrent request submitted the same id first
         raise Conflict(f"ballot id(s) already submitted: {', '.join(ids[:10])}") from exc
-    return [int(s) for s in seqs]
+    seqs = [int(s) for s in rows]
+    _store_fingerprints(session, election_id, ballots, seqs)
+    return seqs
+
+
+def _store_fingerprints(
+    session: Session, election_id: int, ballots: Sequence[PreparedBallot], seqs: list[int]
+) -> None:
+    # Sorted, so concurrent requests take the index's row locks in one order and cannot deadlock.
+    rows = sorted(
+        (
+            {"election_id": election_id, "fingerprint": fp, "ballot_seq": seq}
+            for b, seq in zip(ballots, seqs, strict=True)
+            for fp in b.fingerprints
+        ),
+        key=lambda r: r["fingerprint"],
+    )
+    if not rows:
+        return
+    try:
+        # A savepoint, so the refusal can still look up which stored ballot holds the ciphertext.
+        with session.begin_nested():
+            session.execute(insert(BallotCiphertext), rows)
+    except IntegrityError as exc:  # a stored ballot (maybe committed a moment ago) holds one of them
+        raise Conflict(_listed(_stored_repeats(session, election_id, ballots))) from exc
+
+
+def _stored_repeats(session: Session, election_id: int, ballots: Sequence[PreparedBallot]) -> list[str]:
+    owner = {fp: b.object_id for b in ballots for fp in b.fingerprints}
+    fps = list(owner)
+    pairs: dict[tuple[str, str], None] = {}
+    for i in range(0, len(fps), LOOKUP_BATCH):
+        rows = session.execute(
+            select(BallotCiphertext.fingerprint, Ballot.object_id)
+            .join(Ballot, Ballot.seq == BallotCiphertext.ballot_seq)
+            .where(
+                BallotCiphertext.election_id == election_id,
+                BallotCiphertext.fingerprint.in_(fps[i : i + LOOKUP_BATCH]),
+            )
+        )
+        for fp, original in rows:
+            pairs.setdefault((owner[fp], original))
+    found = [crypto.repeat_reason(b, original) for b, original in sorted(pairs)]
+    # Empty only if the holder vanished between the failed insert and this look-up.
+    return found or [
+        f"ballot(s) {', '.join(sorted(set(owner.values()))[:10])} repeat a stored selection ciphertext"
+    ]
+
+
+def _listed(reasons: list[str]) -> str:
+    more = f" (and {len(reasons) - 10} more)" if len(reasons) > 10 else ""
+    return "; ".join(reasons[:10]) + more
 
 
 def receipt(b: PreparedBallot, seq: int) -> dict[str, Any]:

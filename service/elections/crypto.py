@@ -23,6 +23,7 @@ from compute.ballot import (
 from compute.context import ElectionContext
 from compute.elgamal import encrypt as elgamal_encrypt
 from compute.encrypt import EncryptionError, encrypt_ballot, submit
+from compute.fingerprints import repeat_message, repeats_among, selection_fingerprints
 from compute.group import P, from_hex, g_pow_p, pow_p, rand_q, to_hex
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.keyceremony import KeyCeremonyError, run_key_ceremony
@@ -181,6 +182,20 @@ def encode(ballot: SubmittedBallot) -> tuple[bytes, str]:
 
 def decode(payload: bytes) -> SubmittedBallot:
     return decode_submitted_ballot(payload)
+
+
+def fingerprints(ballot: SubmittedBallot) -> tuple[bytes, ...]:
+    """The fingerprints of every selection ciphertext (placeholders included): a clone repeats one."""
+    return tuple(selection_fingerprints(ballot))
+
+
+def repeats(fingerprinted: list[tuple[str, tuple[bytes, ...]]]) -> list[str]:
+    """A reason for each ballot that repeats a selection ciphertext of an earlier one in the list."""
+    return [repeat_message(b, original) for b, original in repeats_among(fingerprinted)]
+
+
+def repeat_reason(ballot_id: str, original_id: str) -> str:
+    return repeat_message(ballot_id, original_id)
 
 
 def device_seed(election_id: int) -> mpz:

@@ -9,10 +9,12 @@ from gmpy2 import mpz
 
 from compute.ballot import (
     BallotBoxState,
+    CiphertextBallotContest,
     PlaintextBallot,
     PlaintextBallotContest,
     PlaintextBallotSelection,
     SubmittedBallot,
+    get_ballot_code,
     make_submitted,
 )
 from compute.context import ElectionContext, make_context
@@ -103,6 +105,16 @@ def submitted_ballots(e: Election, n: int, spoil_every: int = 0) -> list[Submitt
         spoiled = spoil_every and (i + 1) % spoil_every == 0
         out.append(make_submitted(c, BallotBoxState.SPOILED if spoiled else BallotBoxState.CAST))
     return out
+
+
+def clone(
+    ballot: SubmittedBallot, new_id: str, contests: tuple[CiphertextBallotContest, ...] | None = None
+) -> SubmittedBallot:
+    """What anyone can make of a published ballot: its contests (or others given) under a new id, with
+    the crypto hash and code recomputed from public data. Every proof still verifies."""
+    c = replace(ballot, object_id=new_id, contests=ballot.contests if contests is None else contests)
+    h = c.crypto_hash_with(c.manifest_hash)
+    return replace(c, crypto_hash=h, code=get_ballot_code(c.code_seed, c.timestamp, h))
 
 
 def decrypt_vote(ct: Ciphertext, secret: mpz, limit: int = 10) -> int:

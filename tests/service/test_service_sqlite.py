@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 from helpers_service import complete_tally
 from sqlalchemy import select, text
 
-from compute.ballot import BallotBoxState
+from compute.ballot import BallotBoxState, SubmittedBallot
 from service.api.app import create_app
 from service.db.models import ChunkTask, ElectionCenter, Outbox
 from service.db.session import make_engine, session_factory, transaction
 from service.security.auth import Role, issue_token
 from service.settings import Settings
+from tests.compute.ballot_helpers import clone
 
 
 @pytest.fixture()
@@ -72,6 +73,11 @@ def test_embedded_flow_on_sqlite(embedded: Settings) -> None:
             headers=h,
         )
         assert again.status_code == 409 and "already submitted" in again.json()["detail"]
+        # A clone (b0's ciphertexts under a new id) is refused through the savepoint on SQLite too.
+        b0 = client.get(f"/api/elections/{eid}/ballots/b0", headers=h).json()
+        copy = clone(SubmittedBallot.from_json({**b0, "state": 1}), "b0-copy").to_json()
+        r = client.post(f"/api/elections/{eid}/ballots", json={"ballot": copy}, headers=h)
+        assert r.status_code == 409 and "repeats a selection ciphertext of ballot b0" in r.json()["detail"]
         assert client.post(f"/api/elections/{eid}/close", headers=h).status_code == 200
         t = client.post("/api/tally/create", json={"election_id": eid, "chunk_size": 2}, headers=h).json()
         assert t["totalChunks"] == 3
