@@ -56,7 +56,7 @@ def take(session: Session, store: PendingBallots, election_id: int, ballot_id: s
     """The pending ballot, removed from the store whatever happens next: a decision is made once."""
     entry = store.take(election_id, ballot_id)
     if entry is not None:
-        return entry.encryption
+        return entry.encryption()
     _require_not_submitted(session, election_id, ballot_id)
     raise NotFound(
         f"ballot {ballot_id} is not pending on this API process (expired, the process restarted, or it was"
