@@ -18,9 +18,8 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
-from compute.ballot import BallotBoxState
 from service.elections.ballots import submitted_state
-from service.elections.crypto import Encryption
+from service.elections.crypto import Encryption, ballot_state
 from service.elections.pending import PendingBallots
 from service.errors import Conflict, NotFound
 
@@ -28,7 +27,7 @@ from service.errors import Conflict, NotFound
 def response(receipt: dict[str, Any], encryption: Encryption) -> dict[str, Any]:
     """The receipt and the encrypted ballot; the opening only for a ballot stored as spoiled."""
     spoiled = receipt["state"] == "spoiled"
-    state = BallotBoxState.SPOILED if spoiled else BallotBoxState.CAST
+    state = ballot_state("spoil" if spoiled else "cast")
     out = {**receipt, "ballot": encryption.submitted(state).to_json()}
     if spoiled:
         out["nonce"] = encryption.nonce
