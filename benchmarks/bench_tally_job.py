@@ -117,7 +117,7 @@ def make_election(url: str, ballots: int) -> int:
                     }
                 ],
             }
-            b, _nonce = crypto.encrypt_plaintext(pb, BallotBoxState.CAST, manifest, context, 1)
+            b = crypto.encrypt_plaintext(pb, manifest, context, 1).submitted(BallotBoxState.CAST)
             payloads.append(encode_submitted_ballot(b))
         print(f"encrypted {ballots} ballots in {time.perf_counter() - t:.1f} s (cached in {cache})")
         data = {

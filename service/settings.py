@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     jwt_algorithm: str = "HS256"
     job_rate_limit_per_minute: int = 60
 
+    # Ballots encrypted with action "pending" wait in the API process's memory (never at rest) for the
+    # voter to cast or challenge them; each holds one encrypted ballot (about 4 KiB per selection).
+    pending_ballot_seconds: int = Field(
+        default=900, ge=1, le=86_400, description="How long an encrypted ballot waits for cast/challenge"
+    )
+    max_pending_ballots: int = Field(
+        default=10_000, ge=1, description="Pending ballots one API process holds at most"
+    )
+
     # argon2id cost for guardian credential files (RFC 9106's second recommended option by default).
     kdf_time_cost: int = Field(default=3, ge=1, le=16)
     kdf_memory_kib: int = Field(default=65536, ge=8, le=1 << 20)

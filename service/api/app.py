@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from service.api import routes_elections, routes_jobs
 from service.api.deps import AppContext
 from service.api.metrics import LATENCY, REQUESTS
 from service.db.session import make_engine
+from service.elections.pending import PendingBallots
 from service.errors import DomainError
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
@@ -44,10 +46,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         upgrade(settings.sqlalchemy_url, engine=engine)
 
+    pending = PendingBallots(settings.pending_ballot_seconds, settings.max_pending_ballots)
+
+    async def sweep() -> None:
+        # Expired pending ballots are dropped on every access too; this drops them when no one calls.
+        while True:
+            await asyncio.sleep(min(30.0, settings.pending_ballot_seconds / 2))
+            pending.purge()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
-        yield
-        engine.dispose()
+        sweeper = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            pending.clear()
+            engine.dispose()
 
     app = FastAPI(
         title="amarvote",
@@ -65,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         server_secret=server_secret(settings),
         limiter=RateLimiter(settings.job_rate_limit_per_minute),
         kdf=KdfParams(settings.kdf_time_cost, settings.kdf_memory_kib, settings.kdf_parallelism),
+        pending=pending,
     )
 
     @app.exception_handler(DomainError)

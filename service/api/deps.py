@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.db.session import transaction
+from service.elections.pending import PendingBallots
 from service.errors import Unauthorized
 from service.security.auth import Principal, decode_token
 from service.security.ratelimit import RateLimiter
@@ -26,6 +27,7 @@ class AppContext:
     server_secret: bytes
     limiter: RateLimiter
     kdf: KdfParams
+    pending: PendingBallots
 
     def tx(self) -> Iterator[Session]:
         return transaction(self.engine)  # type: ignore[return-value]

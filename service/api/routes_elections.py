@@ -18,10 +18,11 @@ from service.api.schemas import (
     KeyCeremony,
     ReplaceManifest,
     SubmitBallot,
+    errors,
 )
 from service.db.models import Ballot, Election
 from service.elections import ballots as ballot_svc
-from service.elections import crypto, elections, results
+from service.elections import challenge, crypto, elections, results
 from service.errors import DomainError, Invalid, NotFound
 from service.security.auth import Role, issue_token, require_admin, require_election_access
 
@@ -183,18 +184,65 @@ def submit_bulk(election_id: int, body: BulkBallots, ctx: Ctx, caller: Caller) -
     return {"accepted": len(receipts), "ballots": receipts}
 
 
+_DECISION_ERRORS = (
+    (401, "no or a bad bearer token"),
+    (403, "the caller is not an admin"),
+    (404, "the election does not exist, or the ballot is not pending on this API process: encrypt it again"),
+    (409, "the election is not open, or the ballot id is already submitted"),
+)
+
+
 @router.post(
     "/{election_id}/ballots/encrypt",
     status_code=201,
-    summary="Encrypt a plaintext ballot and submit it; the response carries the nonce (never stored)",
+    summary="Encrypt a plaintext ballot: cast it, spoil it (its nonce returned), or hold it for the voter",
+    responses=errors(
+        *_DECISION_ERRORS[:2],
+        (404, "the election does not exist"),
+        (409, "the election is not open, or the ballot id is already submitted or pending"),
+        (422, "the plaintext is malformed, repeats a contest or selection, or does not fit the manifest"),
+        (429, "this API process holds as many pending ballots as it may"),
+    ),
 )
 def encrypt_ballot(election_id: int, body: EncryptBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         snap = ballot_svc.snapshot_for_ballots(s, election_id)
-    prepared, submitted, nonce = _counted(ballot_svc.prepare_plaintext, snap, body.ballot, body.action)
-    receipt = _store(ctx, election_id, [prepared])[0]
-    return {**receipt, "nonce": nonce, "ballot": submitted}
+    encryption = _counted(ballot_svc.prepare_plaintext, snap, body.ballot)
+    if body.action == "pending":
+        with ctx.tx() as s:
+            return _counted(challenge.hold, s, ctx.pending, election_id, encryption)
+    receipt = _store(ctx, election_id, [ballot_svc.decide(encryption, body.action)])[0]
+    return challenge.response(receipt, encryption)
+
+
+def _decide(ctx: Ctx, election_id: int, ballot_id: str, action: str) -> dict[str, Any]:
+    with ctx.tx() as s:
+        encryption = _counted(challenge.take, s, ctx.pending, election_id, ballot_id)
+    receipt = _store(ctx, election_id, [ballot_svc.decide(encryption, action)])[0]
+    return challenge.response(receipt, encryption)
+
+
+@router.post(
+    "/{election_id}/ballots/{ballot_id}/cast",
+    status_code=201,
+    summary="Cast a pending ballot; its nonce is dropped, never returned or stored",
+    responses=errors(*_DECISION_ERRORS),
+)
+def cast_pending(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    return _decide(ctx, election_id, ballot_id, "cast")
+
+
+@router.post(
+    "/{election_id}/ballots/{ballot_id}/challenge",
+    status_code=201,
+    summary="Challenge a pending ballot: stored as spoiled, then its nonce and plaintext are returned",
+    responses=errors(*_DECISION_ERRORS),
+)
+def challenge_pending(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    require_admin(caller)
+    return _decide(ctx, election_id, ballot_id, "spoil")
 
 
 @router.get("/{election_id}/ballots/{ballot_id}", summary="A submitted ballot (the reference's JSON)")

@@ -45,7 +45,12 @@ class BulkBallots(_Body):
 
 class EncryptBallot(_Body):
     ballot: dict[str, Any] = Field(description="The reference's PlaintextBallot JSON")
-    action: Literal["cast", "spoil"] = "cast"
+    action: Literal["cast", "spoil", "pending"] = Field(
+        default="cast",
+        description="cast: store it as cast (no nonce returned); spoil: store it as spoiled and return its"
+        " nonce and plaintext (a challenge at once); pending: store nothing and hold it in this API process"
+        " for POST .../ballots/{ballot_id}/cast or .../challenge",
+    )
 
 
 class CreateTally(_Body):
@@ -63,3 +68,14 @@ class CreateDecryption(_Body):
 
 class CreateCombine(_Body):
     election_id: int
+
+
+class ErrorDetail(BaseModel):
+    """What every refusal carries: a DomainError's reason, or where and what for a malformed body."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def errors(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route's refusals: (status, when)."""
+    return {code: {"model": ErrorDetail, "description": when} for code, when in codes}

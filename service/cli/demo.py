@@ -66,8 +66,9 @@ def _encrypt_remote() -> Any:
 
         out = []
         for plaintext, action in items:
-            submitted, _nonce = crypto.encrypt_plaintext(  # the nonce is dropped: nobody challenges here
-                plaintext, crypto.ballot_state(action), manifest, context, eid
+            # Only the submitted ballot (no nonce) leaves the task: nobody challenges a demo ballot.
+            submitted = crypto.encrypt_plaintext(plaintext, manifest, context, eid).submitted(
+                crypto.ballot_state(action)
             )
             out.append(ballots.prepared(submitted))
         return out

@@ -108,15 +108,24 @@ def prepare_bulk(snap: ElectionSnapshot, items: Sequence[tuple[Any, str]]) -> li
     return [prepared(b) for b in parsed]
 
 
-def prepare_plaintext(
-    snap: ElectionSnapshot, plaintext: Any, action: str
-) -> tuple[PreparedBallot, dict, str]:
-    """Encrypt for the voter: the stored row, the submitted ballot JSON and the nonce (hex) to return."""
-    b, nonce = crypto.encrypt_plaintext(
-        plaintext, crypto.ballot_state(action), snap.manifest, snap.context, snap.election_id
+def prepare_plaintext(snap: ElectionSnapshot, plaintext: Any) -> crypto.Encryption:
+    """Encrypt for the voter (no state yet): ``decide`` or ``service.elections.pending`` takes it on."""
+    enc = crypto.encrypt_plaintext(plaintext, snap.manifest, snap.context, snap.election_id)
+    _check_id(enc.object_id)
+    return enc
+
+
+def decide(enc: crypto.Encryption, action: str) -> PreparedBallot:
+    """The row of an encrypted plaintext ballot cast or spoiled; the row never holds the nonce."""
+    return prepared(enc.submitted(crypto.ballot_state(action)))
+
+
+def submitted_state(session: Session, election_id: int, object_id: str) -> str | None:
+    """'cast' or 'spoiled' if a ballot with this id is stored in the election, else None."""
+    state = session.scalar(
+        select(Ballot.state).where(Ballot.election_id == election_id, Ballot.object_id == object_id)
     )
-    _check_id(b.object_id)
-    return prepared(b), b.to_json(), nonce
+    return None if state is None else ("cast" if state == 1 else "spoiled")
 
 
 def store(session: Session, election_id: int, ballots: Sequence[PreparedBallot]) -> list[int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -203,45 +204,87 @@ def device_seed(election_id: int) -> mpz:
     return get_hash_for_device(int(election_id), 0, 0, "amarvote-service")
 
 
-def encrypt_plaintext(
-    plaintext: Any, state: BallotBoxState, manifest: dict[str, Any], context: dict[str, Any], election_id: int
-) -> tuple[SubmittedBallot, str]:
-    """Encrypt a plaintext ballot; returns the submitted ballot (no nonces) and the master nonce (hex)
-    for the voter's Benaloh challenge. The nonce is returned, never stored."""
+@dataclass(frozen=True, slots=True)
+class Encryption:
+    """A plaintext ballot the service encrypted, before the voter's decision.
+
+    ``nonce`` (the master nonce, hex) and ``plaintext`` open the encryption for a Benaloh challenge: they
+    leave the service only for a ballot stored as spoiled, and are never stored. They are kept out of
+    ``repr`` so that no log line or traceback can print them.
+    """
+
+    ballot: SubmittedBallot  # state UNKNOWN until the voter decides; carries no nonce
+    nonce: str = field(repr=False)
+    plaintext: dict[str, Any] = field(repr=False)
+
+    @property
+    def object_id(self) -> str:
+        return self.ballot.object_id
+
+    @property
+    def code(self) -> str:
+        """The tracking code, as receipts give it."""
+        return to_hex(self.ballot.code)
+
+    def submitted(self, state: BallotBoxState) -> SubmittedBallot:
+        # The state enters neither the ballot's hash nor its code: deciding changes nothing the voter saw.
+        return replace(self.ballot, state=state)
+
+
+def parse_plaintext(plaintext: Any, manifest: dict[str, Any]) -> PlaintextBallot:
     if not isinstance(plaintext, dict):
         raise Invalid("plaintext ballot must be a JSON object")
     try:
         pb = PlaintextBallot.from_json(plaintext)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Invalid(f"plaintext ballot is malformed: {type(exc).__name__}: {exc}") from exc
-    internal = internal_manifest(manifest)
-    _check_plaintext(pb, internal)
+    _check_plaintext(pb, internal_manifest(manifest))
+    return pb
+
+
+def encrypt_plaintext(
+    plaintext: Any, manifest: dict[str, Any], context: dict[str, Any], election_id: int
+) -> Encryption:
+    """Encrypt a plaintext ballot with a fresh master nonce, for the voter to cast or challenge."""
+    pb = parse_plaintext(plaintext, manifest)
     try:
-        ct = encrypt_ballot(pb, internal, context_of(context), device_seed(election_id))
+        ct = encrypt_ballot(pb, internal_manifest(manifest), context_of(context), device_seed(election_id))
     except EncryptionError as exc:
         raise Invalid(f"ballot {pb.object_id} cannot be encrypted: {exc}") from exc
     assert ct.nonce is not None
-    return submit(ct, state), to_hex(ct.nonce)
+    return Encryption(submit(ct, BallotBoxState.UNKNOWN), to_hex(ct.nonce), pb.to_json())
 
 
 def _check_plaintext(pb: PlaintextBallot, internal: InternalManifest) -> None:
-    """Refuse what the encryptor would silently accept: unknown contests or selections, votes other
-    than 0/1, more votes than a contest allows (the reference rejects overvotes at encryption too)."""
+    """Refuse what the encryptor would silently accept: unknown or repeated contests or selections (it
+    would keep the first and drop the rest), votes other than 0/1, more votes than a contest allows (the
+    reference rejects overvotes at encryption too)."""
     try:
         contests = {c.object_id: c for c in internal.get_contests_for(pb.style_id)}
     except KeyError as exc:
         raise Invalid(f"ballot {pb.object_id}: {exc.args[0]}") from None
+    seen_contests: set[str] = set()
     for c in pb.contests:
         desc = contests.get(c.object_id)
         if desc is None:
             raise Invalid(f"ballot {pb.object_id}: contest {c.object_id} is not on style {pb.style_id}")
+        if c.object_id in seen_contests:
+            raise Invalid(f"ballot {pb.object_id}: contest {c.object_id} appears more than once")
+        seen_contests.add(c.object_id)
         known = {s.object_id for s in desc.ballot_selections}
+        seen: set[str] = set()
         total = 0
         for s in c.ballot_selections:
             if s.object_id not in known:
                 raise Invalid(
                     f"ballot {pb.object_id}, contest {c.object_id}: unknown selection {s.object_id}"
                 )
+            if s.object_id in seen:
+                raise Invalid(
+                    f"ballot {pb.object_id}, contest {c.object_id}: selection {s.object_id}"
+                    " appears more than once"
+                )
+            seen.add(s.object_id)
             if s.vote not in (0, 1):
                 raise Invalid(f"ballot {pb.object_id}, selection {s.object_id}: a vote is 0 or 1")
             total += s.vote

@@ -47,7 +47,9 @@ def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, s
     with factory.begin() as s:
         snap = ballots.snapshot_for_ballots(s, election_id)
         prepared = [
-            ballots.prepare_plaintext(snap, _plaintext(i, v), "spoil" if i in SPOILED else "cast")[0]
+            ballots.decide(
+                ballots.prepare_plaintext(snap, _plaintext(i, v)), "spoil" if i in SPOILED else "cast"
+            )
             for i, v in enumerate(VOTES)
         ]
         ballots.store(s, election_id, prepared)
