@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.security.auth import Role, issue_token
 from service.settings import Settings
-from tests.conftest import TEST_SERVER_SECRET
+from tests.conftest import TEST_JWT_SECRET, TEST_SERVER_SECRET
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def e2e_settings(
         database_url=db_url,
         data_dir=tmp_path_factory.mktemp("e2e"),
         server_secret=TEST_SERVER_SECRET,
+        jwt_secret=TEST_JWT_SECRET,
         kdf_time_cost=1,
         kdf_memory_kib=1024,
         kdf_parallelism=1,
