@@ -102,7 +102,8 @@ def main() -> None:
         settings = Settings(
             database_url=url,
             data_dir=Path(tempfile.mkdtemp()),
-            server_secret="bench-secret-0123456789abcdef",
+            server_secret="bench-server-secret-0123456789abcdef",
+            jwt_secret="bench-jwt-secret-0123456789abcdefgh",
             job_rate_limit_per_minute=0,  # 0 = no limit: measure the work, not the limiter
             auto_migrate=False,
         )

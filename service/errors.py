@@ -44,3 +44,14 @@ class Invalid(DomainError):
 
 class TooManyRequests(DomainError):
     status_code = 429
+
+
+class Unavailable(DomainError):
+    """The service is too busy for the request right now (say, every KDF slot is taken); nothing was
+    changed, and the client may retry after ``retry_after`` seconds (sent as ``Retry-After``)."""
+
+    status_code = 503
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after

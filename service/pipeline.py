@@ -145,26 +145,28 @@ def decrypt(
     created_by: str,
 ) -> list[uuid.UUID]:
     """Each available guardian's partial decryption, with compensated shares for the missing ones."""
+    from service.db.session import get_engine
     from service.elections.decryption import start_decryption
+    from service.security.kdf_gate import kdf_gate
     from service.security.secrets import server_secret
 
-    secret = server_secret(settings)
+    secret, gate, engine = server_secret(settings), kdf_gate(settings), get_engine(settings)
     job_ids: list[uuid.UUID] = []
     for guardian_id, (credential_file, passphrase) in credentials.items():
-        with transaction() as s:
-            started = start_decryption(
-                s,
-                secret,
-                election_id=election_id,
-                guardian_id=guardian_id,
-                credentials=credential_file,
-                passphrase=passphrase,
-                missing_guardian_ids=list(missing),
-                created_by=created_by,
-                sizes=planning.UnitSizes.from_settings(settings),
-            )
-            jobs = ([started.partial_job] if started.partial_job else []) + list(started.compensated_jobs)
-            job_ids += [j.job_id for j in jobs]
+        started = start_decryption(
+            engine,
+            secret,
+            gate,
+            election_id=election_id,
+            guardian_id=guardian_id,
+            credentials=credential_file,
+            passphrase=passphrase,
+            missing_guardian_ids=list(missing),
+            created_by=created_by,
+            sizes=planning.UnitSizes.from_settings(settings),
+        )
+        jobs = ([started.partial_job] if started.partial_job else []) + list(started.compensated_jobs)
+        job_ids += [j.job_id for j in jobs]
     wait_for_jobs(job_ids, "decryption", progress)
     return job_ids
 

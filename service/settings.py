@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.security.sealing import MAX_KDF_MEMORY_KIB, MAX_KDF_PARALLELISM, MAX_KDF_TIME_COST
 
 
 class Settings(BaseSettings):
@@ -21,7 +23,9 @@ class Settings(BaseSettings):
     amqp_url: str | None = Field(default=None, description="RabbitMQ URL; the in-process outbox if unset")
     ray_address: str | None = Field(default=None, description="Ray cluster address; a local Ray if unset")
     server_secret: SecretStr | None = Field(
-        default=None, description="Seals key material of running jobs; generated into data_dir if unset"
+        default=None,
+        description="Seals key material of running jobs (API, bridges, Ray nodes; 32+ bytes);"
+        " generated into data_dir if unset",
     )
 
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
@@ -48,7 +52,11 @@ class Settings(BaseSettings):
     task_memory_mb: int = Field(default=256, ge=64, description="Ray memory= per chunk task (admission)")
     max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
 
-    jwt_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs API tokens (API replicas only; 32+ bytes); required with a database URL,"
+        " generated into data_dir on the embedded default",
+    )
     jwt_algorithm: str = "HS256"
     job_rate_limit_per_minute: int = 60
 
@@ -61,12 +69,29 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Pending ballots one API process holds at most"
     )
 
-    # argon2id cost for guardian credential files (RFC 9106's second recommended option by default).
-    kdf_time_cost: int = Field(default=3, ge=1, le=16)
-    kdf_memory_kib: int = Field(default=65536, ge=8, le=1 << 20)
-    kdf_parallelism: int = Field(default=2, ge=1, le=16)
+    # argon2id cost for guardian credential files (RFC 9106's second recommended option by default),
+    # within the bounds every credential file is held to (service.security.sealing).
+    kdf_time_cost: int = Field(default=3, ge=1, le=MAX_KDF_TIME_COST)
+    kdf_memory_kib: int = Field(default=65536, ge=8, le=MAX_KDF_MEMORY_KIB)
+    kdf_parallelism: int = Field(default=2, ge=1, le=MAX_KDF_PARALLELISM)
+    kdf_concurrency: int = Field(
+        default=2, ge=1, description="Credential files opened (argon2 runs) at once per API process"
+    )
+    kdf_wait_seconds: float = Field(
+        default=2.0, ge=0, description="How long a request waits for a KDF slot before a 503"
+    )
     # Run the migrations when the API starts: on by default for the embedded SQLite database only.
     auto_migrate: bool | None = None
+
+    @field_validator("kdf_parallelism")
+    @classmethod
+    def _lanes_fit_memory(cls, value: int, info: ValidationInfo) -> int:
+        # argon2 needs 8 KiB per lane (KdfParams.check refuses less in a credential file). A field
+        # validator, not a model one: pydantic quotes a model validator's whole input, secrets included.
+        memory = info.data.get("kdf_memory_kib")
+        if memory is not None and memory < 8 * value:
+            raise ValueError(f"kdf_memory_kib ({memory}) must be at least 8 x kdf_parallelism")
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

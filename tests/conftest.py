@@ -73,6 +73,8 @@ def amqp_url() -> Iterator[str]:
 
 
 TEST_SERVER_SECRET = "amarvote-test-server-secret-0123456789"
+# API apps only: the token key is its own secret, never the server secret the Ray workers hold.
+TEST_JWT_SECRET = "amarvote-test-jwt-secret-0123456789abc"
 
 
 @pytest.fixture(scope="session")

@@ -26,3 +26,19 @@ def test_compose_has_the_whole_stack() -> None:
     assert services["api"]["command"].startswith("amarvote serve")
     assert services["bridge"]["command"] == "amarvote bridge"
     assert "6380" in services["ray-head"]["command"]
+
+
+def test_compose_gives_each_service_only_the_secrets_its_job_needs() -> None:
+    # safe_load resolves the anchors and merge keys as compose does; `docker-compose config` agrees.
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+    def env(name: str) -> dict[str, str]:
+        return services[name].get("environment") or {}
+
+    assert "AMARVOTE_JWT_SECRET" in env("api"), "the API signs and checks tokens"
+    for name in ("ray-head", "ray-worker", "bridge", "migrate"):
+        assert "AMARVOTE_JWT_SECRET" not in env(name), f"{name} must not be able to mint API tokens"
+    for name in ("api", "ray-head", "ray-worker", "bridge"):
+        assert "AMARVOTE_SERVER_SECRET" in env(name), f"{name} opens or seals the key escrow"
+        assert env(name)["AMARVOTE_DATABASE_URL"].startswith("postgresql"), name
+    assert "AMARVOTE_SERVER_SECRET" not in env("migrate"), "the migrations need no secret"

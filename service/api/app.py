@@ -20,10 +20,11 @@ from service.api.deps import AppContext
 from service.api.metrics import LATENCY, REQUESTS
 from service.db.session import make_engine
 from service.elections.pending import PendingBallots
-from service.errors import DomainError
+from service.errors import DomainError, Unavailable
+from service.security.kdf_gate import kdf_gate
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
-from service.security.secrets import server_secret
+from service.security.secrets import api_keys
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Refused before anything connects: no JWT secret with a database URL, or a secret under 32 bytes.
+    secret, token_key = api_keys(settings)
     engine = make_engine(settings.sqlalchemy_url)
     auto = settings.auto_migrate
     if auto is None:
@@ -77,15 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = AppContext(
         settings=settings,
         engine=engine,
-        server_secret=server_secret(settings),
+        server_secret=secret,
+        jwt_key=token_key,
         limiter=RateLimiter(settings.job_rate_limit_per_minute),
         kdf=KdfParams(settings.kdf_time_cost, settings.kdf_memory_kib, settings.kdf_parallelism),
         pending=pending,
+        kdf_gate=kdf_gate(settings),
     )
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": exc.reason}, status_code=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        return JSONResponse({"detail": exc.reason}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

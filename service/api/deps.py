@@ -1,4 +1,4 @@
-"""What routes depend on: the app's context (settings, engine, secrets, limiter) and the caller."""
+"""What routes depend on: the app's context (settings, engine, secrets, limiters) and the caller."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from service.db.session import transaction
 from service.elections.pending import PendingBallots
 from service.errors import Unauthorized
 from service.security.auth import Principal, decode_token
+from service.security.kdf_gate import KdfGate
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
 from service.settings import Settings
@@ -25,9 +26,11 @@ class AppContext:
     settings: Settings
     engine: Engine
     server_secret: bytes
+    jwt_key: bytes
     limiter: RateLimiter
     kdf: KdfParams
     pending: PendingBallots
+    kdf_gate: KdfGate
 
     def tx(self) -> Iterator[Session]:
         return transaction(self.engine)  # type: ignore[return-value]
@@ -46,7 +49,7 @@ def get_principal(
 ) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("a bearer token is required")
-    return decode_token(ctx.settings, creds.credentials)
+    return decode_token(ctx.settings, creds.credentials, key=ctx.jwt_key)
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]

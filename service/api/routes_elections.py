@@ -118,6 +118,7 @@ def key_ceremony(election_id: int, body: KeyCeremony, ctx: Ctx, caller: Caller) 
                         Role.GUARDIAN,
                         election_id=election_id,
                         guardian_id=i.guardian_id,
+                        key=ctx.jwt_key,
                     ),
                 }
                 for i in issued

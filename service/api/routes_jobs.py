@@ -46,30 +46,50 @@ def create_tally(body: CreateTally, ctx: Ctx, caller: Caller) -> dict[str, Any]:
         return _created(job)
 
 
+_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}
+DECRYPTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Wrong passphrase or damaged credential file, or not this caller's guardian"},
+    404: {"description": "No such election or guardian"},
+    409: {"description": "No completed tally yet, or the guardian already has a job"},
+    422: {
+        "description": "The credential file is malformed, another guardian's, or asks for KDF parameters"
+        " beyond the server's bounds (refused before any KDF work)"
+    },
+    503: {
+        "description": "Every credential-opening (KDF) slot of this API process is busy; nothing was"
+        " changed: retry after the given seconds",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+        "content": _ERROR,
+    },
+}
+
+
 @router.post(
     "/decryption/create",
     summary="A guardian's partial decryption (and compensated shares for missing guardians)",
+    responses=DECRYPTION_RESPONSES,
 )
 def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_acting_guardian(caller, body.election_id, body.guardian_id)
     ctx.limiter.check(caller.subject)
-    with ctx.tx() as s:
-        started = start_decryption(
-            s,
-            ctx.server_secret,
-            election_id=body.election_id,
-            guardian_id=body.guardian_id,
-            credentials=body.credentials,
-            passphrase=body.passphrase.get_secret_value(),
-            missing_guardian_ids=body.missing_guardian_ids,
-            created_by=caller.subject,
-            sizes=planning.UnitSizes.from_settings(ctx.settings),
-        )
-        out: dict[str, Any] = _created(started.partial_job) if started.partial_job else {"jobId": None}
-        out["compensatedJobs"] = [
-            {**_created(j), "missingGuardianId": j.missing_guardian_id} for j in started.compensated_jobs
-        ]
-        return out
+    # Not in ctx.tx(): start_decryption opens its own short transactions around the KDF.
+    started = start_decryption(
+        ctx.engine,
+        ctx.server_secret,
+        ctx.kdf_gate,
+        election_id=body.election_id,
+        guardian_id=body.guardian_id,
+        credentials=body.credentials,
+        passphrase=body.passphrase.get_secret_value(),
+        missing_guardian_ids=body.missing_guardian_ids,
+        created_by=caller.subject,
+        sizes=planning.UnitSizes.from_settings(ctx.settings),
+    )
+    out: dict[str, Any] = _created(started.partial_job) if started.partial_job else {"jobId": None}
+    out["compensatedJobs"] = [
+        {**_created(j), "missingGuardianId": j.missing_guardian_id} for j in started.compensated_jobs
+    ]
+    return out
 
 
 @router.post("/combine/decryption", summary="Combine the shares once a quorum has decrypted")

@@ -165,7 +165,8 @@ def token(
     guardian_id: str | None = typer.Option(None, "--guardian-id", help="A guardian token's guardian."),
     hours: float = typer.Option(12.0, help="Lifetime."),
 ) -> None:
-    """Print a bearer token for the API, signed with the configured JWT secret."""
+    """Print a bearer token for the API, signed with AMARVOTE_JWT_SECRET (the API's key; on the embedded
+    default, the one generated into the data directory)."""
     from service.security.auth import issue_token
 
     try:

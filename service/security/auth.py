@@ -45,7 +45,10 @@ def issue_token(
     election_id: int | None = None,
     guardian_id: str | None = None,
     ttl_seconds: int = 12 * 3600,
+    key: bytes | None = None,
 ) -> str:
+    """A signed token; ``key`` is the JWT key already resolved (``jwt_key(settings)`` by default, which
+    refuses settings without a JWT secret: a worker node's)."""
     role = Role(role)
     if role == Role.GUARDIAN and (election_id is None or guardian_id is None):
         raise ValueError("a guardian token names its election and guardian")
@@ -61,14 +64,16 @@ def issue_token(
         claims["election_id"] = int(election_id)
     if guardian_id is not None:
         claims["guardian_id"] = guardian_id
-    return jwt.encode(claims, jwt_key(settings), algorithm=settings.jwt_algorithm)
+    return jwt.encode(claims, key or jwt_key(settings), algorithm=settings.jwt_algorithm)
 
 
-def decode_token(settings: Settings, token: str) -> Principal:
+def decode_token(settings: Settings, token: str, *, key: bytes | None = None) -> Principal:
+    """The caller a token names; ``key`` as for ``issue_token`` (the API resolves it once at start)."""
+    key = key or jwt_key(settings)
     try:
         claims = jwt.decode(
             token,
-            jwt_key(settings),
+            key,
             algorithms=[settings.jwt_algorithm],  # pinned: never trust the token's own alg header
             issuer=ISSUER,
             options={"require": ["exp", "sub", "iss"]},

@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 CREDENTIAL_FORMAT = "amarvote.credential.v1"
 _SECRET_BLOB_VERSION = b"\x01"
-# Bounds on what a credential file may ask of the KDF: a crafted file must not make us burn a GiB.
-_MAX_MEMORY_KIB = 1 << 20
-_MAX_TIME_COST = 16
-_MAX_PARALLELISM = 16
+# The most a credential file may ask of the KDF: a crafted file must not make the API burn a GiB per
+# request. The server's own settings (``kdf_*``) are held to the same bounds, so every file it seals opens.
+MAX_KDF_TIME_COST = 6
+MAX_KDF_MEMORY_KIB = 256 * 1024
+MAX_KDF_PARALLELISM = 4
 MIN_PASSPHRASE_CHARS = 8
 
 
@@ -47,10 +48,18 @@ class KdfParams:
     parallelism: int = 2
 
     def check(self) -> None:
-        if not (1 <= self.time_cost <= _MAX_TIME_COST and 8 <= self.memory_cost <= _MAX_MEMORY_KIB):
-            raise SealError("credential file has unacceptable KDF parameters")
-        if not 1 <= self.parallelism <= _MAX_PARALLELISM:
-            raise SealError("credential file has unacceptable KDF parameters")
+        """Refuse, before any KDF work, parameters outside the fixed bounds (or that argon2 rejects)."""
+        if not (
+            1 <= self.time_cost <= MAX_KDF_TIME_COST
+            and 1 <= self.parallelism <= MAX_KDF_PARALLELISM
+            and 8 * self.parallelism <= self.memory_cost <= MAX_KDF_MEMORY_KIB
+        ):
+            raise SealError(
+                f"credential file has unacceptable KDF parameters (time_cost {self.time_cost}, memory_cost"
+                f" {self.memory_cost} KiB, parallelism {self.parallelism}): this server opens at most"
+                f" time_cost {MAX_KDF_TIME_COST}, memory_cost {MAX_KDF_MEMORY_KIB} KiB, parallelism"
+                f" {MAX_KDF_PARALLELISM}"
+            )
 
 
 def _b64(b: bytes) -> str:
@@ -97,6 +106,7 @@ def seal_with_passphrase(
     """A credential file (JSON-ready dict); ``owner`` (election and guardian ids) stays readable."""
     check_passphrase(passphrase)
     params = params or KdfParams()
+    params.check()  # never seal a file this server would refuse to open
     salt, nonce = os.urandom(16), os.urandom(12)
     header = {
         "format": CREDENTIAL_FORMAT,
@@ -120,13 +130,35 @@ def credential_owner(sealed: Any) -> dict[str, Any]:
     return owner
 
 
-def open_with_passphrase(sealed: Any, passphrase: str) -> bytes:
+@dataclass(frozen=True, slots=True)
+class CredentialFile:
+    """A credential file whose header passed every check that costs no KDF work."""
+
+    header: dict[str, Any]
+    params: KdfParams
+    salt: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+
+def _kdf_int(kdf: dict[str, Any], name: str) -> int:
+    value = kdf[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SealError("credential file is malformed")
+    return value
+
+
+def read_credential(sealed: Any) -> CredentialFile:
+    """Parse and check a credential file's header: format, KDF (and its bounds), cipher, sizes. Cheap:
+    everything a crafted file could use to make us work is refused here, before the KDF."""
     credential_owner(sealed)
     try:
         kdf = sealed["kdf"]
-        if kdf.get("name") != "argon2id" or kdf.get("hash_len") != 32:
+        if kdf.get("name") != "argon2id" or kdf.get("version") != 19 or kdf.get("hash_len") != 32:
             raise SealError("credential file uses an unknown KDF")
-        params = KdfParams(int(kdf["time_cost"]), int(kdf["memory_cost"]), int(kdf["parallelism"]))
+        params = KdfParams(
+            _kdf_int(kdf, "time_cost"), _kdf_int(kdf, "memory_cost"), _kdf_int(kdf, "parallelism")
+        )
         header = {k: sealed[k] for k in ("format", "owner", "kdf", "salt", "cipher", "nonce")}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, SealError):
@@ -138,12 +170,22 @@ def open_with_passphrase(sealed: Any, passphrase: str) -> bytes:
     salt, nonce, ct = _unb64(header["salt"]), _unb64(header["nonce"]), _unb64(sealed.get("ciphertext"))
     if len(nonce) != 12 or len(salt) < 8:
         raise SealError("credential file is malformed")
+    return CredentialFile(header, params, salt, nonce, ct)
+
+
+def open_credential(credential: CredentialFile, passphrase: str) -> bytes:
+    """The plaintext of a checked credential file: the KDF runs here, and only here."""
     if not isinstance(passphrase, str):
         raise SealError("wrong passphrase or damaged credential file")
+    key = _passphrase_key(passphrase, credential.salt, credential.params)
     try:
-        return AESGCM(_passphrase_key(passphrase, salt, params)).decrypt(nonce, ct, _header_aad(header))
+        return AESGCM(key).decrypt(credential.nonce, credential.ciphertext, _header_aad(credential.header))
     except InvalidTag as exc:
         raise SealError("wrong passphrase or damaged credential file") from exc
+
+
+def open_with_passphrase(sealed: Any, passphrase: str) -> bytes:
+    return open_credential(read_credential(sealed), passphrase)
 
 
 def _secret_key(secret: bytes, purpose: str) -> bytes:
@@ -169,5 +211,6 @@ def open_with_secret(blob: bytes, secret: bytes, *, purpose: str, context: str) 
 
 
 def derive_subkey(secret: bytes, purpose: str) -> bytes:
-    """An independent 32-byte key for another use of the server secret (say, signing JWTs)."""
+    """An independent 32-byte key for another use of the server secret (never for signing tokens:
+    every Ray node holds the server secret)."""
     return _secret_key(secret, purpose)

@@ -15,8 +15,10 @@ from sqlalchemy import func, select
 
 from bridge.consumer import Bridge
 from service.db.models import ElectionCenter, GuardianKeyEscrow, Outbox
+from service.db.session import get_engine
 from service.elections import ballots, decryption, elections
 from service.jobs import planning
+from service.security.kdf_gate import kdf_gate
 from service.security.sealing import KdfParams
 from tests.bridge.helpers_bridge import election_row, job_row, wait_for
 from tests.bridge.test_bridge_flow import pipeline
@@ -72,17 +74,17 @@ def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, s
 
         jobs = []
         for g in ("g1", "g2"):
-            with factory.begin() as s:
-                start = decryption.start_decryption(
-                    s,
-                    server_secret,
-                    election_id=election_id,
-                    guardian_id=g,
-                    credentials=creds[g],
-                    passphrase=PASS[g],
-                    missing_guardian_ids=["g3"],
-                )
-                jobs += [start.partial_job.job_id] + [j.job_id for j in start.compensated_jobs]
+            start = decryption.start_decryption(
+                get_engine(settings),
+                server_secret,
+                kdf_gate(settings),
+                election_id=election_id,
+                guardian_id=g,
+                credentials=creds[g],
+                passphrase=PASS[g],
+                missing_guardian_ids=["g3"],
+            )
+            jobs += [start.partial_job.job_id] + [j.job_id for j in start.compensated_jobs]
         assert len(jobs) == 4
         wait_for(
             lambda: all(job_row(factory, j).status in ("COMPLETED", "FAILED") for j in jobs), timeout=240

@@ -70,6 +70,21 @@ def test_token_and_jobs_commands(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     t = amarvote("token", "alice", cwd=tmp_path, env=env)
     assert t.returncode == 0 and t.stdout.count(".") == 2
+    # Signed with the embedded default's own JWT secret, the one the API of this data directory checks.
+    from service.security.auth import decode_token
+    from service.settings import Settings
+
+    assert (tmp_path / "data" / "jwt_secret.key").exists()
+    assert decode_token(Settings(data_dir=tmp_path / "data"), t.stdout.strip()).subject == "alice"
+    # A worker node's environment (a database URL and the server secret, no JWT secret) cannot sign.
+    worker = {
+        **env,
+        "AMARVOTE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "AMARVOTE_SERVER_SECRET": "cli-test-server-secret-0123456789",
+    }
+    refused = amarvote("token", "mallory", cwd=tmp_path, env=worker)
+    assert refused.returncode == 2 and "AMARVOTE_JWT_SECRET is not set" in refused.stdout, refused.stdout
+    assert refused.stdout.count(".") < 2
     bad = amarvote("jobs", "show", "not-a-uuid", cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "not a job id" in bad.stdout
 

@@ -99,3 +99,9 @@ def test_server_secret_blobs_bind_purpose_and_context() -> None:
         open_with_secret(blob, b"t" * 32, purpose="escrow", context="escrow:1:g1")
     with pytest.raises(SealError):
         open_with_secret(blob[:-1] + bytes([blob[-1] ^ 1]), secret, purpose="escrow", context="escrow:1:g1")
+
+
+def test_the_server_never_seals_a_file_it_would_refuse_to_open() -> None:
+    for params in (KdfParams(7, 1024, 1), KdfParams(1, (256 << 10) + 1, 1), KdfParams(1, 1024, 5)):
+        with pytest.raises(SealError, match="at most time_cost 6"):
+            seal_with_passphrase(b"x", "a good passphrase", owner=OWNER, params=params)

@@ -27,7 +27,7 @@ from service.db.models import Base, ChunkTask, DecryptionShare, ElectionCenter, 
 from service.db.session import session_factory
 from service.security.auth import Role, issue_token
 from service.settings import Settings
-from tests.conftest import TEST_SERVER_SECRET
+from tests.conftest import TEST_JWT_SECRET, TEST_SERVER_SECRET
 
 pytestmark = pytest.mark.services
 VOTES = ["Ann", "Ben", "Ann", "Cy", "Ann", "Ben", "Cy"]
@@ -44,6 +44,7 @@ def e2e_settings(
         database_url=db_url,
         data_dir=tmp_path_factory.mktemp("e2e"),
         server_secret=TEST_SERVER_SECRET,
+        jwt_secret=TEST_JWT_SECRET,
         kdf_time_cost=1,
         kdf_memory_kib=1024,
         kdf_parallelism=1,
