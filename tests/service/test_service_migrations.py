@@ -164,3 +164,114 @@ def test_upgrade_backfills_fingerprints_of_stored_ballots(
     # Found in an earlier batch's rows, not in the batch being decoded.
     assert "ballot copy repeats a selection ciphertext of ballot b0" in log
     assert "ballot garbage does not decode" in log
+
+
+def test_upgrade_removes_sub_tally_plaintexts_and_ends_chunk_by_chunk_decryptions(empty_pg: str) -> None:
+    """Migration 0002: no chunk keeps a decryption or a share; the aggregate's decryption stays; decryption
+    jobs of an election not yet decrypted (planned chunk by chunk) end FAILED with a note; the old
+    escrows (whole private records) are erased."""
+    migrate.upgrade(empty_pg, "0001")
+    engine = create_engine(empty_pg)
+    plain = '{"object_id": "election-results", "contests": {}}'
+    try:
+        with engine.begin() as c:
+            eids = {}
+            for state in ("tallied", "decrypted"):
+                eids[state] = c.execute(
+                    text(
+                        "INSERT INTO election (name, state, manifest, manifest_version, number_of_guardians,"
+                        " quorum, result) VALUES (:s, :s, '{}', 1, 1, 1, CAST(:r AS JSONB)) RETURNING id"
+                    ),
+                    {"s": state, "r": plain if state == "decrypted" else None},
+                ).scalar_one()
+                tally, partial = uuid.uuid4(), uuid.uuid4()
+                for job, op, status in ((tally, "TALLY", "COMPLETED"), (partial, "PARTIAL_DECRYPTION", "")):
+                    c.execute(
+                        text(
+                            "INSERT INTO election_job (job_id, election_id, operation_type, status,"
+                            " total_chunks, processed_chunks, failed_chunks, guardian_id)"
+                            " VALUES (:j, :e, :o, :s, 3, :p, 0, 'g1')"
+                        ),
+                        {
+                            "j": job,
+                            "e": eids[state],
+                            "o": op,
+                            "s": status or ("COMPLETED" if state == "decrypted" else "IN_PROGRESS"),
+                            "p": 3 if status or state == "decrypted" else 1,
+                        },
+                    )
+                for n, kind in enumerate(["election", "chunk", "chunk"]):
+                    cid = c.execute(
+                        text(
+                            "INSERT INTO election_center (election_id, tally_job_id, chunk_number, kind,"
+                            " ballot_count, result)"
+                            " VALUES (:e, :t, :n, :k, 1, CAST(:r AS JSONB)) RETURNING id"
+                        ),
+                        {"e": eids[state], "t": tally, "n": n, "k": kind, "r": plain},
+                    ).scalar_one()
+                    c.execute(
+                        text(
+                            "INSERT INTO decryption_share (chunk_id, guardian_id, job_id, share)"
+                            " VALUES (:c, 'g1', :j, '{}')"
+                        ),
+                        {"c": cid, "j": partial},
+                    )
+                    task_state = "DONE" if state == "decrypted" or n == 0 else "PENDING"
+                    c.execute(
+                        text(
+                            "INSERT INTO chunk_task (job_id, chunk_id, state, attempts)"
+                            " VALUES (:j, :c, :s, 0)"
+                        ),
+                        {"j": partial, "c": cid, "s": task_state},
+                    )
+                c.execute(
+                    text(
+                        "INSERT INTO guardian_key_escrow (id, election_id, guardian_id, sealed)"
+                        " VALUES (:i, :e, 'g1', 'x')"
+                    ),
+                    {"i": uuid.uuid4(), "e": eids[state]},
+                )
+        migrate.upgrade(empty_pg)
+        with engine.connect() as c:
+            assert (
+                c.scalar(
+                    text("SELECT count(*) FROM election_center WHERE kind = 'chunk' AND result IS NOT NULL")
+                )
+                == 0
+            )
+            assert (
+                c.scalar(
+                    text(
+                        "SELECT count(*) FROM election_center WHERE kind = 'election' AND result IS NOT NULL"
+                    )
+                )
+                == 2
+            )
+            assert c.scalar(text("SELECT count(*) FROM decryption_share")) == 0
+            assert c.scalar(text("SELECT count(*) FROM guardian_key_escrow")) == 0
+            jobs = dict(
+                c.execute(
+                    text(
+                        "SELECT election_id, status FROM election_job"
+                        " WHERE operation_type = 'PARTIAL_DECRYPTION'"
+                    )
+                ).all()
+            )
+            assert jobs == {eids["tallied"]: "FAILED", eids["decrypted"]: "COMPLETED"}
+            failed = c.execute(
+                text(
+                    "SELECT j.error_message, j.failed_chunks, j.processed_chunks, j.total_chunks"
+                    " FROM election_job j"
+                    " WHERE j.election_id = :e AND j.operation_type = 'PARTIAL_DECRYPTION'"
+                ),
+                {"e": eids["tallied"]},
+            ).one()
+            assert "migration 0002" in failed[0] and failed[1] + failed[2] == failed[3]
+            assert c.scalar(
+                text("SELECT result IS NOT NULL FROM election WHERE id = :e"), {"e": eids["decrypted"]}
+            )
+            # A chunk can no longer be given a result.
+            with pytest.raises(Exception, match="chunk_never_decrypted"):
+                c.execute(text("UPDATE election_center SET result = '{}' WHERE kind = 'chunk'"))
+    finally:
+        engine.dispose()
