@@ -17,6 +17,7 @@ from compute.verify import verify_record
 from service.cli.record import run_record
 from service.settings import Settings
 from tests.conftest import TEST_SERVER_SECRET
+from tests.oracle import run_oracle
 
 
 @pytest.fixture()
@@ -55,6 +56,13 @@ def test_record_run_reproduces_the_reference_counts(reference_election, embedded
     assert json.loads((summary["record_dir"] / "context.json").read_text()) == json.loads(
         (ref.record_dir / "context.json").read_text()
     )
+    # The other direction: the reference reads the record our pipeline wrote (the aggregate's decryption,
+    # merged from its slices, and the spoiled ballots) and decrypts our encrypted tally to the same counts.
+    n_available = int(ref.summary["number_of_guardians"]) - len(missing)
+    out = run_oracle("reference_decrypts_ours.py", summary["record_dir"], ref.private_dir, str(n_available))
+    assert out["tally"] == out["our_tally_json"] == ref.summary["tally"]
+    assert out["spoiled"] == out["our_spoiled_json"]
+    assert sorted(out["our_spoiled_json"]) == sorted(ref.summary["spoiled_ballot_ids"])
 
 
 def test_record_run_refuses_an_unknown_missing_guardian(
