@@ -34,8 +34,12 @@ class Settings(BaseSettings):
     decryption_slice_selections: int = Field(
         default=100, ge=1, le=100_000, description="Selections of the aggregate per decryption task"
     )
-    spoiled_chunk_size: int = Field(
-        default=100, ge=1, le=100_000, description="Spoiled ballots per decryption task"
+    spoiled_chunk_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Spoiled ballots per decryption task (default: as many as hold about"
+        " decryption_slice_selections selections)",
     )
     escrow_retention_hours: float = Field(
         default=24.0,

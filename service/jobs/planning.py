@@ -15,7 +15,8 @@ Decryption never touches a chunk: a chunk's sub-tally stays encrypted (decryptin
 votes of that small group of voters). The first decryption request of a tally plans its *decryption
 units* once, in the same transaction: ``slice`` rows, each holding at most ``slice_selections``
 selections of the aggregate (so a manifest of 1,000 selections still spreads over the cluster), and
-``spoiled`` rows, each a run of at most ``spoiled_chunk_size`` spoiled ballots in ``seq`` order. Partial,
+``spoiled`` rows, each a run of spoiled ballots in ``seq`` order holding about as many selections as a
+slice (``spoiled_chunk_size`` ballots when set), so every decryption task costs about the same. Partial,
 compensated and combine jobs have one task per decryption unit.
 """
 
@@ -57,11 +58,16 @@ class UnitSizes:
     """How the decryption of a tally is cut into tasks (fixed when its units are first planned)."""
 
     slice_selections: int = 100
-    spoiled_chunk_size: int = 100
+    spoiled_chunk_size: int | None = None  # None: about slice_selections selections of ballots a run
 
     @classmethod
     def from_settings(cls, settings: Any) -> UnitSizes:
         return cls(settings.decryption_slice_selections, settings.spoiled_chunk_size)
+
+    def spoiled_per_run(self, selections_per_ballot: int) -> int:
+        if self.spoiled_chunk_size is not None:
+            return self.spoiled_chunk_size
+        return max(1, self.slice_selections // max(selections_per_ballot, 1))
 
 
 LIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
@@ -156,7 +162,7 @@ def ensure_decryption_units(session: Session, tally: ElectionJob, sizes: UnitSiz
     Slices come from the aggregate's selections (``compute.tally.slices``, a fixed order); spoiled runs
     are computed in the database from the (election_id, seq) index, no ballot comes to Python.
     """
-    from compute.tally import CiphertextTally, slice_tally, slices
+    from compute.tally import CiphertextTally, selection_keys, slice_tally, slices
 
     planned = session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id)))
     if planned:
@@ -186,7 +192,8 @@ def ensure_decryption_units(session: Session, tally: ElectionJob, sizes: UnitSiz
         {
             "election_id": tally.election_id,
             "job_id": tally.job_id,
-            "size": sizes.spoiled_chunk_size,
+            # A ballot holds at most the aggregate's selections (placeholders aside): a bound, not a count.
+            "size": sizes.spoiled_per_run(len(selection_keys(aggregate))),
             "kind": ChunkKind.SPOILED.value,
             "spoiled": 2,  # BallotState.SPOILED
             "first": whole.first_seq,
