@@ -92,9 +92,9 @@ def make_vhost() -> tuple[str, str]:
 
 def make_election(url: str, ballots: int) -> int:
     """An election with ``ballots`` real encrypted ballots (cached between runs), closed."""
-    from bridge.db import session_factory
     from compute.ballot import BallotBoxState, decode_submitted_ballot, encode_submitted_ballot
     from service.db.models import Ballot, Election, Guardian
+    from service.db.session import session_factory
     from service.elections import crypto
 
     CACHE.mkdir(exist_ok=True)
@@ -173,11 +173,11 @@ def reset_tally(url: str, election_id: int) -> None:
 # ------------------------------------------------------------------------------------------ measures
 def direct_compute(url: str, election_id: int, chunk_size: int) -> dict[str, float]:
     """The tally arithmetic alone, chunk by chunk in this process (ballots read up front, not timed)."""
-    from bridge.db import session_factory
     from compute.ballot import decode_submitted_ballot
     from compute.tally import accumulate, new_tally, sum_tallies
     from compute.validate import validate_ballots
     from service.db.models import Election
+    from service.db.session import session_factory
     from service.elections import crypto
 
     with session_factory(url)() as s:
@@ -203,11 +203,12 @@ def direct_compute(url: str, election_id: int, chunk_size: int) -> dict[str, flo
 def job_run(url: str, amqp_url: str, election_id: int, chunk_size: int, workers: int) -> dict[str, float]:
     import ray
 
-    from bridge.consumer import Bridge
-    from bridge.db import session_factory
+    from bridge.brokers.rabbitmq import RabbitMQBroker, RabbitMQPublisher
+    from bridge.executor import Executor
     from bridge.reconciler import Reconciler
-    from bridge.relay import OutboxRelay
+    from bridge.relay import Relay
     from service.db.models import ElectionJob
+    from service.db.session import session_factory
     from service.jobs import planning
     from service.settings import Settings
 
@@ -219,10 +220,12 @@ def job_run(url: str, amqp_url: str, election_id: int, chunk_size: int, workers:
     # Warm the workers (process start, imports) so the job measures steady state, not Ray's start.
     ray.get([ray.remote(lambda: __import__("bridge.tasks.tally")).remote() for _ in range(workers)])
     factory = session_factory(url)
-    relay = OutboxRelay(factory, amqp_url, poll_interval=0.05)
+    relay = Relay(factory, RabbitMQPublisher(amqp_url), poll_interval=0.05)
     reconciler = Reconciler(factory, interval=30, stale_after=timedelta(seconds=600))
     TIMING_FILE.write_text("")
-    bridge = Bridge(settings, bodies={"TALLY": "benchmarks.bench_tally_job:timed_tally"})
+    bridge = Executor(
+        settings, RabbitMQBroker(amqp_url), bodies={"TALLY": "benchmarks.bench_tally_job:timed_tally"}
+    )
     threads = [threading.Thread(target=x.run, daemon=True) for x in (relay, reconciler, bridge)]
     for t in threads:
         t.start()
@@ -251,7 +254,7 @@ MEASURE_SNIPPET = r"""
 import sys, threading, time
 sys.path.insert(0, {root!r})
 import psutil
-from bridge.db import session_factory, in_transaction
+from service.db.session import in_transaction, session_factory
 from bridge.tasks import ChunkContext
 import bridge.tasks.tally as tally_body
 from service.db.models import ChunkTask
@@ -279,7 +282,7 @@ print(base, peak, ctx.ballots_processed, seconds)
 
 
 def measure_memory(url: str, election_id: int, chunk_size: int) -> dict[str, float]:
-    from bridge.db import session_factory
+    from service.db.session import session_factory
     from service.jobs import planning
 
     reset_tally(url, election_id)

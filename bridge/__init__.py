@@ -1,19 +1,20 @@
-"""The bridge between PostgreSQL's job tables, RabbitMQ and Ray.
+"""The bridge between PostgreSQL's job tables, a message broker and Ray.
 
 Module map (each small, one job):
 
-- ``topology``   exchange, queues, dead-letter queues and their arguments, declared in one place
-- ``relay``      the outbox relay: unsent outbox rows → RabbitMQ, with confirms, ``SKIP LOCKED``
-- ``consumer``   ``Bridge``: messages → claim → Ray task → ack after the commit; reconnects; SIGTERM
-- ``tasks``      the Ray task (``run_chunk``) and one body per operation (tally, decryption, combine)
-- ``reconciler`` republishes chunk tasks PostgreSQL says are stuck
-- ``embedded``   ``EmbeddedRunner``: the same path without a broker (SQLite default)
-- ``runner``     blocking entry points for the CLI: ``run_bridge``, ``run_relay``, ``run_reconciler``,
-                 ``run_embedded`` (also ``python -m bridge [bridge|relay|reconcile|embedded]``)
-- ``ray_runtime`` connect to a Ray cluster by address or start a local one
-- ``metrics``    custom Ray metrics: chunks done/failed, chunk latency, ballots processed
-- ``db``         one engine per URL per process, and transactions that survive a dropped connection
+- ``broker``      what the executor needs of a broker (``Broker``) and the relay of a publisher
+- ``brokers/``    ``rabbitmq`` (topology, consumer, publisher: the only module that imports pika),
+                  ``outbox`` (the database's outbox itself: the embedded default), ``stub`` (in memory, tests)
+- ``executor``    the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
+- ``relay``       the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
+- ``reconciler``  republishes chunk tasks PostgreSQL says are stuck; erases expired key escrows
+- ``tasks``       the Ray task (``run_chunk``) and one body per operation (tally, decryption, combine)
+- ``ray_runtime`` connect to a Ray cluster by address, or start a local one of our own
+- ``probe``       at start, every Ray node must hold this service's server secret and version
+- ``metrics``     custom Ray metrics: chunks done/failed, chunk latency, ballots processed
 
 The state machine itself (claim, complete, fail, release, re-drive) lives in
-``service.jobs.transitions``; what happens when a job's last chunk lands, in ``service.jobs.finalize``.
+``service.jobs.transitions``; the outbox in ``service.jobs.outbox``; what happens when a job's last chunk
+lands, in ``service.jobs.finalize``. The composition (which broker, with which relay and reconciler) is
+the CLI's (``cli/worker.py``).
 """

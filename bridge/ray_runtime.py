@@ -13,6 +13,8 @@ front of it by default). A cluster's dashboard is configured where the cluster i
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -49,6 +51,26 @@ def ensure_ray(settings: Settings, **init_kwargs: Any) -> None:
         log.info("connecting to the Ray cluster")
     else:
         kwargs.update(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
+        # The workers of a local Ray are forked from this process and read their settings from the
+        # environment they inherit (as a cluster node's read the one `ray start` ran in): give them the
+        # data directory these settings chose, where the generated server secret lives.
+        os.environ["AMARVOTE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
         log.info("starting a local Ray instance")
     kwargs.update(init_kwargs)
     ray.init(**kwargs)
+
+
+_probed: set[tuple[str | None, str]] = set()
+
+
+def connect(settings: Settings) -> None:
+    """Connect to Ray and run the start-up probe once per process (``bridge.probe``): a cluster whose
+    nodes lack this service's server secret or version is refused before any work starts."""
+    from bridge.probe import probe_cluster
+    from service.security.secrets import secret_fingerprint, server_secret
+
+    ensure_ray(settings)
+    key = (settings.ray_address, secret_fingerprint(server_secret(settings)))
+    if key not in _probed:
+        probe_cluster(settings)
+        _probed.add(key)

@@ -18,8 +18,10 @@ import logging
 import threading
 from datetime import timedelta
 
-from bridge.db import SessionFactory, in_transaction
+from sqlalchemy.orm import Session
+
 from service.db.models import ElectionJob
+from service.db.session import SessionFactory, in_transaction
 from service.jobs import transitions
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,11 @@ log = logging.getLogger(__name__)
 def reconcile_once(factory: SessionFactory, *, stale_after: timedelta) -> int:
     """Write outbox rows for stuck tasks; returns how many."""
 
-    def work(session) -> int:  # type: ignore[no-untyped-def]
+    def work(session: Session) -> int:
         tasks = transitions.reclaimable(session, stale_after=stale_after)
         for task in tasks:
             job = session.get(ElectionJob, task.job_id)
+            assert job is not None
             transitions.enqueue(session, task, job)
         return len(tasks)
 
@@ -76,18 +79,3 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def main() -> None:
-    """``python -m bridge.reconciler``: see :mod:`bridge.runner`."""
-    import logging as _logging
-
-    from bridge.runner import run_reconciler
-    from service.settings import get_settings
-
-    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_reconciler(get_settings())
-
-
-if __name__ == "__main__":
-    main()

@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge import metrics
-from bridge.db import SessionFactory, in_transaction, session_factory
 from service.db.models import Ballot, ElectionCenter, OperationType
+from service.db.session import SessionFactory, in_transaction, session_factory, with_own_password
 from service.jobs import transitions
 from service.jobs.transitions import Claim, Finalizer, Outcome, WriteResult
 
@@ -127,11 +127,16 @@ def resolve(path: str) -> Body:
 def run_chunk(body_path: str, database_url: str, claim: Claim) -> str:
     """The Ray task: run one chunk task's body on a worker. Returns the Outcome's value.
 
-    The database URL travels as a task argument inside the Ray cluster (never through RabbitMQ);
-    key material is never an argument: bodies read what they need from the escrow themselves.
+    The database URL travels as a task argument without its password (``without_password``); the worker
+    connects with its own ``AMARVOTE_DATABASE_URL`` when that names the same database (a cluster node
+    sets it, with the password, as it sets the server secret). Key material is never an argument: bodies
+    read what they need from the job's escrow themselves.
     """
+    from service.settings import Settings
+
     started = time.perf_counter()
-    ctx = ChunkContext(claim=claim, database_url=database_url)
+    url = with_own_password(database_url, Settings().database_url)
+    ctx = ChunkContext(claim=claim, database_url=url)
     outcome = resolve(body_path)(ctx)
     metrics.observe_chunk(claim.operation, time.perf_counter() - started, ctx.ballots_processed)
     return Outcome(outcome).value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -32,8 +32,9 @@ class AppContext:
     pending: PendingBallots
     kdf_gate: KdfGate
 
-    def tx(self) -> Iterator[Session]:
-        return transaction(self.engine)  # type: ignore[return-value]
+    def tx(self) -> AbstractContextManager[Session]:
+        """One transaction on the app's engine (commit, or roll back on any error)."""
+        return transaction(self.engine)
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -312,16 +312,20 @@ class GuardianKeyEscrow(Base):
 
 
 class Outbox(Base):
-    """Messages to publish, written in the same transaction as the rows they announce.
+    """Messages to publish, written in the same transaction as the rows they announce (the transactional
+    outbox; ``service.jobs.outbox`` owns every write to it).
 
-    ``body`` holds ids only (job id, chunk task id): never ballots, keys or credentials.
+    A message carries ids only (which operation, which job, which chunk task): never ballots, keys or
+    credentials. How it travels (a RabbitMQ routing key and JSON body, or nothing at all in the embedded
+    mode) is the broker's business, not this table's.
     """
 
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    routing_key: Mapped[str] = mapped_column(String(64))
-    body: Mapped[dict[str, Any]] = mapped_column(Json)
+    operation: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    task_id: Mapped[int] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

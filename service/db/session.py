@@ -1,21 +1,36 @@
-"""Engines and sessions: one way to open a transaction, for PostgreSQL (psycopg 3) and SQLite.
+"""Engines, the one session factory and the one transaction helper, for PostgreSQL (psycopg 3) and SQLite.
 
-``transaction(engine)`` is the unit of work everywhere (API routes, CLI, planning): it commits on
-success and rolls back on any exception, so a request that fails with a 4xx leaves nothing behind.
+- ``session_factory(url)`` is the process's factory for a database URL (one engine and pool per URL per
+  process: an API replica, a bridge, a Ray worker running many chunk tasks); ``session_factory(engine)``
+  wraps an engine a caller made itself (tests, migrations).
+- ``transaction(factory)`` is the unit of work: commit on success, roll back on any exception, so a
+  request that fails with a 4xx leaves nothing behind. ``in_transaction(factory, fn)`` is the same for a
+  function, run again on a fresh connection when the connection drops (a database restart,
+  ``pg_terminate_backend``): every function run this way must be safe to repeat, as the chunk-task
+  transitions are.
+
+There is no global engine: whoever opens a transaction names the database (settings are passed
+explicitly, from the composition root down).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import Settings, get_settings
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SessionFactory = sessionmaker[Session]
 
 
 def normalize_url(url: str) -> str:
@@ -26,7 +41,7 @@ def normalize_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the bridge's writers and the API's readers work at once; SQLite leaves foreign keys
     # off unless asked on every connection; busy_timeout waits for a writer instead of failing.
     cur = dbapi_conn.cursor()
@@ -46,16 +61,29 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
     """
 
     @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
 
     @event.listens_for(engine, "begin")
-    def _begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def without_password(url: str) -> str:
+    """``url`` with no password at all: what may travel in a Ray task argument."""
+    return make_url(normalize_url(url)).set(password=None).render_as_string(hide_password=False)
+
+
+def with_own_password(url: str, own: str | None) -> str:
+    """The URL to connect with on a worker: ``own`` (the worker's own setting, with its password) when it
+    names the same database as ``url``, else ``url`` itself."""
+    if own and without_password(own) == without_password(url):
+        return normalize_url(own)
+    return normalize_url(url)
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for ``url``; on SQLite every transaction takes the write lock at BEGIN."""
+    """A new engine for ``url``; on SQLite every transaction takes the write lock at BEGIN."""
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -69,27 +97,63 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
 
 @lru_cache(maxsize=8)
-def _cached_engine(url: str) -> Engine:
-    return make_engine(url)
-
-
-def get_engine(settings: Settings | None = None) -> Engine:
-    """The process-wide engine for these settings (one pool per URL)."""
-    return _cached_engine(normalize_url((settings or get_settings()).sqlalchemy_url))
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def _factory_for_url(url: str) -> SessionFactory:
     # expire_on_commit=False: objects returned from a finished transaction stay readable.
-    return sessionmaker(engine, expire_on_commit=False)
+    return sessionmaker(make_engine(url), expire_on_commit=False)
+
+
+def session_factory(target: str | Engine) -> SessionFactory:
+    """The process's session factory for a URL (made once; the URL is never logged), or one for an engine."""
+    if isinstance(target, Engine):
+        return sessionmaker(target, expire_on_commit=False)
+    return _factory_for_url(normalize_url(target))
+
+
+def _factory(target: SessionFactory | Engine) -> SessionFactory:
+    return session_factory(target) if isinstance(target, Engine) else target
 
 
 @contextmanager
-def transaction(engine: Engine | None = None) -> Iterator[Session]:
+def transaction(target: SessionFactory | Engine) -> Iterator[Session]:
     """A session inside one transaction: commit on success, roll back on any exception."""
-    with session_factory(engine or get_engine())() as session, session.begin():
+    with _factory(target).begin() as session:
         yield session
 
 
-def is_postgres(engine_or_session: Engine | Session) -> bool:
-    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
-    return bind.dialect.name == "postgresql"
+def is_disconnect(exc: BaseException) -> bool:
+    """A lost or refused connection (worth retrying), as opposed to an error in our own SQL."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError)
+
+
+def in_transaction(
+    target: SessionFactory | Engine,
+    fn: Callable[[Session], T],
+    *,
+    attempts: int = 5,
+    delay: float = 0.5,
+) -> T:
+    """``fn(session)`` in one transaction, run again on a fresh connection if the connection drops."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction(target) as session:
+                return fn(session)
+        except DBAPIError as exc:
+            if attempt == attempts or not is_disconnect(exc):
+                raise
+            log.warning("database connection lost (%s), retrying", type(exc.orig).__name__)
+            time.sleep(delay * attempt)
+    raise AssertionError("unreachable")
+
+
+def engine_of(target: SessionFactory | Engine | Session) -> Engine:
+    if isinstance(target, Engine):
+        return target
+    bind = target.get_bind() if isinstance(target, Session) else target.kw["bind"]
+    assert isinstance(bind, Engine)
+    return bind
+
+
+def is_postgres(target: SessionFactory | Engine | Session) -> bool:
+    return engine_of(target).dialect.name == "postgresql"

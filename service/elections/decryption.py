@@ -26,11 +26,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.db.models import ElectionJob, Guardian, OperationType
-from service.db.session import transaction
+from service.db.session import SessionFactory, transaction
 from service.elections import crypto
 from service.elections.escrow import store_escrow
 from service.errors import Conflict, Forbidden, Invalid, NotFound
-from service.jobs import planning
+from service.jobs import planning, queries
 from service.security.kdf_gate import KdfGate
 from service.security.sealing import (
     CredentialFile,
@@ -112,17 +112,17 @@ def check_request(
     lock: bool = False,
 ) -> DecryptionRequest:
     """Phase 1 (and again in phase 3, with ``lock``): the cheap refusals, and the public records."""
-    election = planning.load_election(session, election_id, lock=lock)
+    election = queries.load_election(session, election_id, lock=lock)
     guardian = session.get(Guardian, (election_id, guardian_id))
     if guardian is None:
         raise NotFound(f"guardian {guardian_id!r} is not a guardian of election {election_id}")
-    planning.completed_tally_job(session, election)
+    queries.completed_tally_job(session, election)
     missing = list(missing_guardian_ids or [])
-    existing = planning.jobs_of(
+    existing = queries.jobs_of(
         session,
         election_id,
         OperationType.PARTIAL_DECRYPTION,
-        planning.BLOCKING_STATUSES,
+        queries.BLOCKING_STATUSES,
         guardian_id=guardian_id,
     )
     if existing and not missing:
@@ -201,7 +201,7 @@ def write_decryption(
 
 
 def start_decryption(
-    engine: Engine,
+    db: SessionFactory | Engine,
     secret: bytes,
     gate: KdfGate,
     *,
@@ -214,11 +214,11 @@ def start_decryption(
     sizes: planning.UnitSizes | None = None,
 ) -> DecryptionStart:
     """The three phases; the jobs returned stay readable after their transaction committed."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         request = check_request(s, election_id, guardian_id, missing_guardian_ids)
     private = check_credentials(request, credentials, passphrase, gate)
     try:
-        with transaction(engine) as s:
+        with transaction(db) as s:
             return write_decryption(s, secret, request, private, created_by, sizes)
     finally:
         del private  # the whole record lives no longer than the request; each job's escrow holds its part

@@ -15,7 +15,7 @@ from service.db.models import Ballot, Election, ElectionState, OperationType
 from service.elections import crypto
 from service.elections.elections import get_election, guardians_of
 from service.errors import Conflict
-from service.jobs import planning
+from service.jobs import queries
 
 
 def _counts(tally: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -77,7 +77,7 @@ def _lagrange(session: Session, e: Election) -> dict[str, str]:
     from compute.decryption import compute_lagrange_coefficients
     from compute.group import to_hex
 
-    combine = planning.jobs_of(session, e.id, OperationType.COMBINE_DECRYPTION, ("COMPLETED",))
+    combine = queries.jobs_of(session, e.id, OperationType.COMBINE_DECRYPTION, ("COMPLETED",))
     if not combine:
         return {}
     available = set((combine[-1].metadata_ or {}).get("available_guardian_ids") or [])

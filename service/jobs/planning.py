@@ -3,7 +3,7 @@
 Each ``create_*`` function writes, in the caller's transaction, the job row, its chunk tasks and one
 outbox row per task (the transactional outbox: the relay publishes only what committed). Messages
 carry ids only. A bad state raises a ``DomainError`` before anything is written; if something fails
-after the first write the caller's ``transaction()`` rolls everything back.
+after the first write the caller's transaction rolls everything back.
 
 Chunk numbering (contract with the bridge): a tally plans chunks numbered 1..N, each the ballots
 (cast and spoiled) with ``seq`` in ``[first_seq, last_seq]``, consecutive runs of ``chunk_size`` ballots
@@ -25,32 +25,37 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Uuid, and_, bindparam, func, insert, literal, select, text
+from sqlalchemy import ColumnElement, Uuid, and_, bindparam, func, insert, literal, select, text
 from sqlalchemy.orm import Session
 
-from bridge.topology import routing_key_for
 from service.db.models import (
     ChunkKind,
     ChunkTask,
     CompensatedShare,
     DecryptionShare,
-    Election,
     ElectionCenter,
     ElectionJob,
     ElectionState,
     Guardian,
     JobStatus,
     OperationType,
-    Outbox,
     TaskState,
 )
 from service.errors import Conflict, Invalid, NotFound
+from service.jobs import outbox
+from service.jobs.queries import (
+    BLOCKING_STATUSES,
+    LIVE_STATUSES,
+    completed_tally_job,
+    guardian_ids_of,
+    jobs_of,
+    load_election,
+    units_of,
+)
 
 ELECTION_CHUNK_NUMBER = 0  # the election-level row of election_center
-DECRYPTION_UNITS = (ChunkKind.SLICE.value, ChunkKind.SPOILED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +75,6 @@ class UnitSizes:
         return max(1, self.slice_selections // max(selections_per_ballot, 1))
 
 
-LIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
-# A job in one of these blocks a new job of the same kind; a FAILED one is re-driven or replaced.
-BLOCKING_STATUSES = (*LIVE_STATUSES, JobStatus.COMPLETED.value)
-
-
 @dataclass(frozen=True, slots=True)
 class PlannedChunk:
     chunk_number: int
@@ -83,67 +83,7 @@ class PlannedChunk:
     ballot_count: int
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def load_election(session: Session, election_id: int, *, lock: bool = False) -> Election:
-    """The election, locked FOR UPDATE when asked: job creation for one election is serialised so two
-    concurrent requests cannot both pass a duplicate check (a no-op on SQLite, which has one writer)."""
-    stmt = select(Election).where(Election.id == election_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    election = session.scalars(stmt).one_or_none()
-    if election is None:
-        raise NotFound(f"election {election_id} does not exist")
-    return election
-
-
-def jobs_of(
-    session: Session,
-    election_id: int,
-    operation: OperationType,
-    statuses: Sequence[str] | None = None,
-    **filters: Any,
-) -> list[ElectionJob]:
-    stmt = select(ElectionJob).where(
-        ElectionJob.election_id == election_id, ElectionJob.operation_type == operation.value
-    )
-    if statuses is not None:
-        stmt = stmt.where(ElectionJob.status.in_(statuses))
-    for column, value in filters.items():
-        stmt = stmt.where(getattr(ElectionJob, column) == value)
-    return list(session.scalars(stmt.order_by(ElectionJob.created_at)))
-
-
-def completed_tally_job(session: Session, election: Election) -> ElectionJob:
-    tallies = jobs_of(session, election.id, OperationType.TALLY)
-    if not tallies:
-        raise Conflict(f"election {election.id} has no tally yet: create one with POST /api/tally/create")
-    done = [j for j in tallies if j.status == JobStatus.COMPLETED.value]
-    if not done:
-        latest = tallies[-1]
-        raise Conflict(
-            f"election {election.id}'s tally job {latest.job_id} is {latest.status}, not COMPLETED"
-        )
-    return done[-1]
-
-
-def tally_chunk_ids(session: Session, tally_job_id: uuid.UUID, *, include_election: bool) -> list[int]:
-    kinds = [ChunkKind.CHUNK.value] + ([ChunkKind.ELECTION.value] if include_election else [])
-    stmt = select(ElectionCenter.id).where(
-        ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind.in_(kinds)
-    )
-    return list(session.scalars(stmt.order_by(ElectionCenter.kind, ElectionCenter.chunk_number)))
-
-
-def _units_of(tally_job_id: uuid.UUID) -> ColumnElement[bool]:
-    return and_(ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind.in_(DECRYPTION_UNITS))
-
-
-def decryption_unit_ids(session: Session, tally_job_id: uuid.UUID) -> list[int]:
-    stmt = select(ElectionCenter.id).where(_units_of(tally_job_id))
-    return list(session.scalars(stmt.order_by(ElectionCenter.kind, ElectionCenter.chunk_number)))
-
+# ---------------------------------------------------------------------------------------------- units
 
 _PLAN_SPOILED = """
 INSERT INTO election_center (election_id, tally_job_id, chunk_number, kind, first_seq, last_seq, ballot_count)
@@ -164,7 +104,7 @@ def ensure_decryption_units(session: Session, tally: ElectionJob, sizes: UnitSiz
     """
     from compute.tally import CiphertextTally, selection_keys, slice_tally, slices
 
-    planned = session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id)))
+    planned = session.scalar(select(func.count()).select_from(ElectionCenter).where(units_of(tally.job_id)))
     if planned:
         return int(planned)
     whole = session.scalars(
@@ -201,17 +141,8 @@ def ensure_decryption_units(session: Session, tally: ElectionJob, sizes: UnitSiz
         },
     )
     return int(
-        session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id))) or 0
+        session.scalar(select(func.count()).select_from(ElectionCenter).where(units_of(tally.job_id))) or 0
     )
-
-
-def guardian_ids_of(session: Session, election_id: int) -> list[str]:
-    stmt = (
-        select(Guardian.guardian_id)
-        .where(Guardian.election_id == election_id)
-        .order_by(Guardian.sequence_order)
-    )
-    return list(session.scalars(stmt))
 
 
 def _new_job(
@@ -244,12 +175,12 @@ def _new_job(
     )
     session.add(job)
     session.flush()  # the tasks' foreign keys need the job row
-    job.total_chunks = _add_tasks(session, job, _units_of(tally_job_id))
+    job.total_chunks = _add_tasks(session, job, units_of(tally_job_id))
     return job
 
 
 def _add_tasks(session: Session, job: ElectionJob, chunks: ColumnElement[bool]) -> int:
-    """One PENDING task per ``election_center`` row matching ``chunks`` and one outbox row per task.
+    """One PENDING task per ``election_center`` row matching ``chunks`` and one outbox message per task.
 
     Set-based (INSERT ... SELECT in the database): the cost does not grow with Python round trips,
     so a job of 100,000 chunks is created as fast as the database writes rows.
@@ -260,32 +191,13 @@ def _add_tasks(session: Session, job: ElectionJob, chunks: ColumnElement[bool]) 
             ["job_id", "chunk_id", "state", "attempts"],
             select(job_id, ElectionCenter.id, literal(TaskState.PENDING.value), literal(0))
             .where(chunks)
-            .order_by(ElectionCenter.chunk_number),
+            .order_by(ElectionCenter.kind, ElectionCenter.chunk_number),
         )
     )
+    outbox.enqueue_job_tasks(session, job)
     # Counted, not taken from rowcount: drivers report -1 for INSERT ... SELECT through the ORM.
     tasks = session.scalar(select(func.count()).select_from(ChunkTask).where(ChunkTask.job_id == job.job_id))
-    operation = OperationType(job.operation_type)
-    # Ids only: never ballots, keys or credentials. (The same body as bridge.topology.message_body.)
-    build = func.jsonb_build_object if session.get_bind().dialect.name == "postgresql" else func.json_object
-    body = build(
-        "job_id", literal(str(job.job_id)), "task_id", ChunkTask.id, "operation", literal(operation.value)
-    )
-    # available_at is bound, not defaulted: SQLite's CURRENT_TIMESTAMP has another text form than
-    # bound datetimes, and the relay compares the two.
-    session.execute(
-        insert(Outbox).from_select(
-            ["routing_key", "body", "available_at"],
-            select(literal(routing_key_for(operation)), body, literal(_utcnow(), DateTime(timezone=True)))
-            .where(ChunkTask.job_id == job.job_id)
-            .order_by(ChunkTask.id),
-        )
-    )
     return int(tasks or 0)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------------- tally
@@ -531,7 +443,7 @@ def _share_counts(
     session: Session, tally_job_id: uuid.UUID
 ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Shares per guardian (and per available→missing pair) over the decryption units of this tally."""
-    rows = select(ElectionCenter.id).where(_units_of(tally_job_id))
+    rows = select(ElectionCenter.id).where(units_of(tally_job_id))
     direct = {
         g: n
         for g, n in session.execute(
@@ -566,7 +478,7 @@ def create_combine_job(session: Session, election_id: int, created_by: str | Non
 
     guardians = guardian_ids_of(session, election_id)
     direct, compensated = _share_counts(session, tally.job_id)
-    needed = session.scalar(select(func.count()).select_from(ElectionCenter).where(_units_of(tally.job_id)))
+    needed = session.scalar(select(func.count()).select_from(ElectionCenter).where(units_of(tally.job_id)))
     available = [g for g in guardians if needed and direct.get(g, 0) == needed]
     if len(available) < election.quorum:
         raise Conflict(

@@ -19,7 +19,7 @@ from service.db.models import (
     TaskState,
 )
 from service.errors import NotFound
-from service.jobs import planning
+from service.jobs import queries
 
 # Job metadata keys a client may see (escrow ids are internal).
 PUBLIC_METADATA = (
@@ -119,7 +119,7 @@ def decryption_status(session: Session, election_id: int) -> dict[str, Any]:
     election = session.get(Election, election_id)
     if election is None:
         raise NotFound(f"election {election_id} does not exist")
-    guardians = planning.guardian_ids_of(session, election_id)
+    guardians = queries.guardian_ids_of(session, election_id)
     jobs = list(
         session.scalars(
             select(ElectionJob).where(ElectionJob.election_id == election_id).order_by(ElectionJob.created_at)

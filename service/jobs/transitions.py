@@ -21,34 +21,18 @@ import enum
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import (
-    ChunkTask,
-    ElectionCenter,
-    ElectionJob,
-    JobStatus,
-    Outbox,
-    TaskState,
-)
+from service.db.models import ChunkTask, ElectionCenter, ElectionJob, JobStatus, TaskState
+from service.jobs import outbox
+from service.jobs.clock import aware, utcnow
 
 MAX_ERROR_CHARS = 2000
 WriteResult = Callable[[Session, ChunkTask, ElectionJob], None]
 Finalizer = Callable[[Session, ElectionJob], None]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(dt: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes (we always store UTC); PostgreSQL returns aware ones."""
-    if dt is None or dt.tzinfo is not None:
-        return dt
-    return dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +91,8 @@ def _lock_job(session: Session, job_id: uuid.UUID) -> ElectionJob:
 def enqueue(
     session: Session, task: ChunkTask, job: ElectionJob, available_at: datetime | None = None
 ) -> None:
-    """Write the outbox row that will (re)publish ``task``: ids only."""
-    from bridge.topology import message_body, routing_key_for
-
-    row = Outbox(
-        routing_key=routing_key_for(job.operation_type),
-        body=message_body(job.job_id, task.id, job.operation_type),
-    )
-    # Always set: SQLite's CURRENT_TIMESTAMP default has a different text form than bound values.
-    row.available_at = available_at or utcnow()
-    session.add(row)
+    """Write the message that will (re)deliver ``task`` (``service.jobs.outbox``): ids only."""
+    outbox.enqueue(session, task.id, job.job_id, job.operation_type, available_at)
 
 
 def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim | None:
@@ -311,12 +287,7 @@ def reclaimable(session: Session, *, stale_after: timedelta, limit: int = 1000) 
     adds duplicates (harmless, but wasted work).
     """
     now = utcnow()
-    recent = now - stale_after
-    task_ref = Outbox.body["task_id"].as_integer()
-    has_message = exists().where(
-        task_ref == ChunkTask.id,
-        or_(Outbox.sent_at.is_(None), Outbox.sent_at > recent, Outbox.created_at > recent),
-    )
+    has_message = outbox.has_recent_message(now - stale_after)
     stuck = or_(
         and_(
             ChunkTask.state == TaskState.PENDING,

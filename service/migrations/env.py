@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from service.db.models import Base
-from service.db.session import get_engine, make_engine, normalize_url
+from service.db.session import make_engine, normalize_url
 from service.settings import get_settings
 
 config = context.config
@@ -37,12 +37,11 @@ def run_online() -> None:
     if given is not None:
         _configure(given)
         return
-    url = config.get_main_option("sqlalchemy.url")
-    engine = make_engine(url) if url else get_engine()
+    url = config.get_main_option("sqlalchemy.url") or get_settings().sqlalchemy_url
+    engine = make_engine(url)
     with engine.connect() as connection:
         _configure(connection)
-    if url:
-        engine.dispose()
+    engine.dispose()
 
 
 if context.is_offline_mode():

@@ -12,9 +12,9 @@ import pika
 import pytest
 from sqlalchemy import text
 
-from bridge import topology
-from bridge.db import SessionFactory, session_factory
+from bridge.brokers import rabbitmq as topology
 from service.db import migrate
+from service.db.session import SessionFactory, session_factory
 from service.settings import Settings
 from tests.conftest import TEST_SERVER_SECRET
 

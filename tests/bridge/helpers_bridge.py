@@ -12,9 +12,9 @@ from typing import Any
 import pika
 from sqlalchemy import select, text
 
-from bridge import topology
-from bridge.db import SessionFactory
+from bridge.brokers import rabbitmq as topology
 from service.db.models import ChunkTask, Election, ElectionCenter, ElectionJob
+from service.db.session import SessionFactory
 from service.jobs import planning
 
 

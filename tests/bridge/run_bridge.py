@@ -1,7 +1,7 @@
 """A bridge process for the crash tests: ``python tests/bridge/run_bridge.py DB_URL AMQP_URL RAY_ADDRESS``.
 
-It runs the real :class:`bridge.consumer.Bridge` with the test bodies, connected to the test
-session's Ray, and handles SIGTERM like the production entry point.
+It runs the real executor over RabbitMQ (:class:`bridge.executor.Executor`, ``RabbitMQBroker``) with the
+test bodies, connected to the test session's Ray, and handles SIGTERM like the production entry point.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import ray
 
-from bridge.consumer import Bridge
+from bridge.brokers.rabbitmq import RabbitMQBroker
+from bridge.executor import Executor
 from service.settings import Settings
 from tests.bridge.fakes import BODY
 
@@ -34,7 +35,7 @@ def main() -> None:
         max_in_flight=4,
     )
     ray.init(address=ray_address, log_to_driver=False)
-    bridge = Bridge(settings, bodies={"TALLY": BODY}, shutdown_grace=grace)
+    bridge = Executor(settings, RabbitMQBroker(amqp_url), bodies={"TALLY": BODY}, shutdown_grace=grace)
     bridge.install_signal_handlers()
     bridge.run()
     print("bridge exited cleanly", flush=True)

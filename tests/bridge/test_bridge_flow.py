@@ -1,4 +1,4 @@
-"""The bridge end to end: outbox → relay → RabbitMQ → bridge → Ray → PostgreSQL, and its failures.
+"""The bridge end to end: outbox → relay → RabbitMQ → executor → Ray → PostgreSQL, and its failures.
 
 Real PostgreSQL, RabbitMQ (this session's vhost) and a local Ray. The chunk body is the counting
 stand-in of ``fakes.py`` (its effect on the election row is additive, so anything done twice shows),
@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text, update
 
-from bridge.consumer import ACK, Bridge
+from bridge.broker import Delivery, Settlement
+from bridge.brokers.rabbitmq import RabbitMQBroker, RabbitMQPublisher
+from bridge.executor import Executor
 from bridge.reconciler import Reconciler
-from bridge.relay import OutboxRelay
+from bridge.relay import Relay
 from service.db.models import ElectionJob
 from service.jobs import transitions
 from tests.bridge.fakes import BODY
@@ -44,17 +46,24 @@ pytestmark = pytest.mark.services
 HERE = Path(__file__).resolve().parent
 
 
+def executor(settings, broker: RabbitMQBroker | None = None) -> Executor:  # type: ignore[no-untyped-def]
+    return Executor(
+        settings, broker or RabbitMQBroker(settings.amqp_url), bodies={"TALLY": BODY}, shutdown_grace=10
+    )
+
+
 @contextmanager
 def pipeline(
-    settings, factory, *, bridge: Bridge | None = None, with_bridge: bool = True
-) -> Iterator[Bridge | None]:  # type: ignore[no-untyped-def]
-    """Relay, reconciler and (unless told otherwise) a bridge, each in a thread."""
+    settings, factory, *, bridge: Executor | None = None, with_bridge: bool = True
+) -> Iterator[Executor | None]:  # type: ignore[no-untyped-def]
+    """Relay, reconciler and (unless told otherwise) an executor over RabbitMQ, each in a thread."""
     with ExitStack() as stack:
-        stack.enter_context(InThread(OutboxRelay(factory, settings.amqp_url, poll_interval=0.1)))
+        relay = Relay(factory, RabbitMQPublisher(settings.amqp_url), poll_interval=0.1)
+        stack.enter_context(InThread(relay))
         stack.enter_context(InThread(Reconciler(factory, interval=0.5, stale_after=timedelta(seconds=3))))
         b = None
         if with_bridge:
-            b = bridge or Bridge(settings, bodies={"TALLY": BODY}, shutdown_grace=10)
+            b = bridge or executor(settings)
             stack.enter_context(InThread(b))
             assert b.ready.wait(30)
         yield b
@@ -83,17 +92,18 @@ def test_tally_job_completes_every_chunk_once(settings, factory, ray_local, clea
     assert drain_queue(settings.amqp_url, "tally.queue.dlq") == []
 
 
-class LosesAcks(Bridge):
+class LosesAcks(RabbitMQBroker):
     """Loses the ack of the first committed chunk: the channel dies between the commit and the ack."""
 
     lost = 0
 
-    def _send_settlement(self, d, action):  # type: ignore[no-untyped-def]
-        if action == ACK and d.task_id is not None and self.lost == 0:
+    def settle(self, delivery: Delivery, how: Settlement) -> None:
+        if how == Settlement.ACK and delivery.task_id is not None and self.lost == 0:
             self.lost += 1
-            d.connection.add_callback_threadsafe(d.channel.close)  # unacked messages are requeued
+            h = delivery.handle
+            h.connection.add_callback_threadsafe(h.channel.close)  # unacked messages are requeued
             return
-        super()._send_settlement(d, action)
+        super().settle(delivery, how)
 
 
 def test_duplicates_and_a_lost_ack_count_once(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
@@ -105,35 +115,36 @@ def test_duplicates_and_a_lost_ack_count_once(settings, factory, ray_local, clea
                 "election.tally",
                 {"job_id": str(job_id), "task_id": task.id, "operation": "TALLY"},
             )
-    bridge = LosesAcks(settings, bodies={"TALLY": BODY}, shutdown_grace=10)
-    with pipeline(settings, factory, bridge=bridge):
+    broker = LosesAcks(settings.amqp_url)
+    with pipeline(settings, factory, bridge=executor(settings, broker)):
         wait_for(job_ended(factory, job_id), timeout=90)
-    assert bridge.lost == 1
+    assert broker.lost == 1
     assert_exactly_once(factory, election_id, job_id, chunks=10, ballots=40)
 
 
-class BrokerClosesChannel(Bridge):
+class BrokerClosesChannel(RabbitMQBroker):
     """Makes the broker close the channel under it once, as ``consumer_timeout`` does (FIELD_NOTES):
     an ack of an unknown delivery tag is a channel error (406), the connection stays open, pika
     raises nothing, and only ``channel.is_open`` tells. The real ack is never sent."""
 
     closed = 0
 
-    def _send_settlement(self, d, action):  # type: ignore[no-untyped-def]
-        if action == ACK and d.task_id is not None and self.closed == 0:
+    def settle(self, delivery: Delivery, how: Settlement) -> None:
+        if how == Settlement.ACK and delivery.task_id is not None and self.closed == 0:
             self.closed += 1
-            d.connection.add_callback_threadsafe(lambda: d.channel.basic_ack(d.tag + 10_000))
+            h = delivery.handle
+            h.connection.add_callback_threadsafe(lambda: h.channel.basic_ack(h.tag + 10_000))
             return
-        super()._send_settlement(d, action)
+        super().settle(delivery, how)
 
 
 def test_channel_closed_by_the_broker_is_noticed(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
     election_id, job_id = make_tally_job(factory, ballots=30, chunk_size=3, metadata={"sleep": 0.1})
-    bridge = BrokerClosesChannel(settings, bodies={"TALLY": BODY}, shutdown_grace=10)
-    with pipeline(settings, factory, bridge=bridge):
+    broker = BrokerClosesChannel(settings.amqp_url)
+    with pipeline(settings, factory, bridge=executor(settings, broker)):
         wait_for(job_ended(factory, job_id), timeout=90)
-        generation = bridge._generation
-    assert bridge.closed == 1 and generation >= 2  # it reconnected
+        generation = broker.generation
+    assert broker.closed == 1 and generation >= 2  # it reconnected
     assert_exactly_once(factory, election_id, job_id, chunks=10, ballots=30)
 
 

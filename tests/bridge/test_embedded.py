@@ -1,14 +1,15 @@
-"""The embedded runner on SQLite (no RabbitMQ): the same claim/complete/fail path as the bridge."""
+"""The executor over the embedded outbox on SQLite (no RabbitMQ): the same claim/complete/fail path."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import insert, update
 
-from bridge.db import session_factory
-from bridge.embedded import EmbeddedRunner
+from bridge.brokers.outbox import OutboxBroker
+from bridge.executor import Executor
 from service.db import migrate
 from service.db.models import Ballot, Election, ElectionJob
+from service.db.session import session_factory
 from service.jobs import planning, transitions
 from service.settings import Settings
 from tests.bridge.fakes import BODY
@@ -47,7 +48,7 @@ def test_embedded_runner_completes_fails_and_redrives(sqlite_settings, ray_local
         job.metadata_ = {**job.metadata_, "poison": [2]}
         election_id, job_id = e.id, job.job_id
 
-    runner = EmbeddedRunner(sqlite_settings, bodies={"TALLY": BODY})
+    runner = Executor(sqlite_settings, OutboxBroker(factory), bodies={"TALLY": BODY}, poll_interval=0.1)
     runner.run_until_idle(timeout=120)
     job = job_row(factory, job_id)
     assert (job.status, job.processed_chunks, job.failed_chunks) == ("FAILED", 11, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import uuid
 from urllib.parse import urlparse
 
 import pika
@@ -12,8 +13,9 @@ import pytest
 from pika.exceptions import UnroutableError
 from sqlalchemy import func, insert, select
 
-from bridge import topology
-from bridge.relay import OutboxRelay
+from bridge.brokers import rabbitmq as topology
+from bridge.brokers.rabbitmq import RabbitMQPublisher
+from bridge.relay import Relay
 from service.db.models import Outbox
 from tests.bridge.helpers_bridge import drain_queue, make_tally_job, queue_depth
 
@@ -64,12 +66,12 @@ def test_topology_is_idempotent_and_never_drops(amqp_url: str) -> None:
 
 def test_relay_publishes_each_row_once_with_ids_only(factory, amqp_url, clean) -> None:  # type: ignore[no-untyped-def]
     _, job_id = make_tally_job(factory, ballots=50, chunk_size=10)
-    relay = OutboxRelay(factory, amqp_url)
+    relay = Relay(factory, RabbitMQPublisher(amqp_url))
     try:
         assert relay.run_once() == 5
         assert relay.run_once() == 0
     finally:
-        relay.close()
+        relay.publisher.close()
     bodies = drain_queue(amqp_url, "tally.queue")
     assert len(bodies) == 5
     for body in bodies:
@@ -82,25 +84,21 @@ def test_relay_publishes_each_row_once_with_ids_only(factory, amqp_url, clean) -
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))) == 0
 
 
+def _rows(operation: str, task_ids: range | list[int]) -> list[dict]:
+    job = uuid.uuid4()
+    return [{"operation": operation, "job_id": job, "task_id": i} for i in task_ids]
+
+
 def test_concurrent_relays_publish_each_row_once(factory, amqp_url, clean) -> None:  # type: ignore[no-untyped-def]
     with factory.begin() as s:
-        s.execute(
-            insert(Outbox),
-            [
-                {
-                    "routing_key": "election.combine",
-                    "body": topology.message_body("j", i, "COMBINE_DECRYPTION"),
-                }
-                for i in range(300)
-            ],
-        )
-    relays = [OutboxRelay(factory, amqp_url, batch_size=7) for _ in range(4)]
+        s.execute(insert(Outbox), _rows("COMBINE_DECRYPTION", range(300)))
+    relays = [Relay(factory, RabbitMQPublisher(amqp_url), batch_size=7) for _ in range(4)]
     counts = [0] * 4
 
     def run(i: int) -> None:
         while (n := relays[i].run_once()) > 0:
             counts[i] += n
-        relays[i].close()
+        relays[i].publisher.close()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
@@ -113,20 +111,23 @@ def test_concurrent_relays_publish_each_row_once(factory, amqp_url, clean) -> No
 
 
 def test_relay_keeps_rows_pending_when_the_broker_refuses(factory, amqp_url, clean) -> None:  # type: ignore[no-untyped-def]
+    # The combine queue is deleted once the publisher has declared the topology: its routing key is
+    # then bound to nothing and a publish to it is unroutable.
+    publisher = RabbitMQPublisher(amqp_url)
+    publisher._ensure_channel().queue_delete("combine.queue")
     with factory.begin() as s:
-        s.add(Outbox(routing_key="election.unbound", body=topology.message_body("j", 1, "TALLY")))
-        s.add(Outbox(routing_key="election.tally", body=topology.message_body("j", 2, "TALLY")))
-    relay = OutboxRelay(factory, amqp_url)
+        s.execute(insert(Outbox), _rows("COMBINE_DECRYPTION", [1]) + _rows("TALLY", [2]))
+    relay = Relay(factory, publisher)
     try:
         relay.run_once()
     finally:
-        relay.close()
+        publisher.close()
     with factory() as s:
-        pending = [o.routing_key for o in s.scalars(select(Outbox).where(Outbox.sent_at.is_(None)))]
-    assert pending == ["election.unbound"]  # unroutable: kept, retried next round
-    dead = OutboxRelay(factory, "amqp://guest:guest@127.0.0.1:1/none")
+        pending = [o.operation for o in s.scalars(select(Outbox).where(Outbox.sent_at.is_(None)))]
+    assert pending == ["COMBINE_DECRYPTION"]  # unroutable: kept, retried next round
+    dead = Relay(factory, RabbitMQPublisher("amqp://guest:guest@127.0.0.1:1/none"))
     with factory.begin() as s:
-        s.add(Outbox(routing_key="election.tally", body=topology.message_body("j", 3, "TALLY")))
+        s.execute(insert(Outbox), _rows("TALLY", [3]))
     assert dead.run_once() == 0  # broker unreachable: nothing marked sent
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))) == 2

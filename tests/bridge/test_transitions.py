@@ -31,7 +31,7 @@ def _write_count(election_id: int):  # type: ignore[no-untyped-def]
 
 def _outbox_for(factory, task_id: int) -> list[Outbox]:  # type: ignore[no-untyped-def]
     with factory() as s:
-        return [o for o in s.scalars(select(Outbox).order_by(Outbox.id)) if o.body["task_id"] == task_id]
+        return list(s.scalars(select(Outbox).where(Outbox.task_id == task_id).order_by(Outbox.id)))
 
 
 def test_claim_leases_and_counts_attempts(factory, clean) -> None:  # type: ignore[no-untyped-def]
@@ -169,7 +169,7 @@ def test_reconciler_republishes_only_stuck_tasks(factory, clean) -> None:  # typ
     # t1 PENDING with no live message, t2 RUNNING with a lapsed lease: republished; t3 leased, t4 DONE: not.
     assert reconcile_once(factory, stale_after=stale) == 2
     with factory() as s:
-        fresh = [o.body["task_id"] for o in s.scalars(select(Outbox).where(Outbox.sent_at.is_(None)))]
+        fresh = [o.task_id for o in s.scalars(select(Outbox).where(Outbox.sent_at.is_(None)))]
         assert sorted(fresh) == sorted([t1.id, t2.id])
         assert s.scalar(select(func.count()).select_from(Outbox)) == 6
     assert reconcile_once(factory, stale_after=stale) == 0  # their new rows are pending now

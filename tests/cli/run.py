@@ -15,7 +15,7 @@ def amarvote(
 ) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AMARVOTE_")}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=cwd,
         env={**clean, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})},
         capture_output=True,

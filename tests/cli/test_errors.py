@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from service.cli.errors import explain
+from cli.errors import explain
+from cli.pipeline import FailedJob, JobFailed
 from service.errors import Conflict
-from service.pipeline import FailedJob, JobFailed
 
 
 def test_a_failed_job_names_its_chunks_first_error_and_the_fix() -> None:

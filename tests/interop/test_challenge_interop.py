@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from cli.demo import demo_manifest
 from service.api.app import create_app
-from service.cli.demo import demo_manifest
 from service.db import migrate
 from service.security.auth import Role, issue_token
 from service.settings import Settings

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.record import run_record
 from compute.record import read_record
 from compute.verify import verify_record
-from service.cli.record import run_record
 from service.settings import Settings
 from tests.conftest import TEST_SERVER_SECRET
 from tests.oracle import run_oracle

@@ -21,7 +21,7 @@ from service.db.models import (
 )
 from service.db.session import session_factory, transaction
 from service.errors import Conflict, Invalid, NotFound
-from service.jobs import planning
+from service.jobs import planning, queries
 
 
 def _tally(engine: Engine, election_id: int, chunk_size: int = 5) -> ElectionJob:
@@ -72,11 +72,10 @@ def test_tally_plans_chunks_tasks_and_outbox(engine: Engine) -> None:
         ).all()
         assert [t.chunk_id for t in tasks] == [c.id for c in chunks[1:]]
         assert all(t.state == "PENDING" and t.attempts == 0 for t in tasks)
-        msgs = s.scalars(select(Outbox).where(Outbox.body["job_id"].as_string() == str(job.job_id))).all()
-        assert sorted(m.body["task_id"] for m in msgs) == [t.id for t in tasks]
+        msgs = s.scalars(select(Outbox).where(Outbox.job_id == job.job_id)).all()
+        assert sorted(m.task_id for m in msgs) == [t.id for t in tasks]
         for m in msgs:
-            assert m.routing_key == "election.tally"
-            assert set(m.body) == {"job_id", "task_id", "operation"} and m.body["operation"] == "TALLY"
+            assert m.operation == "TALLY"
             assert m.sent_at is None
 
 
@@ -160,14 +159,12 @@ def test_decryption_units_are_the_aggregate_slices_and_spoiled_runs_never_a_chun
         ]
         tasks = s.scalars(select(ChunkTask.chunk_id).where(ChunkTask.job_id == job.job_id)).all()
         assert sorted(tasks) == sorted(u.id for u in units)
-        chunk_ids = set(planning.tally_chunk_ids(s, tally.job_id, include_election=True))
+        chunk_ids = set(queries.tally_chunk_ids(s, tally.job_id, include_election=True))
         assert not chunk_ids & set(tasks), "no decryption task on a tally chunk or the election row"
         stored = s.get(ElectionJob, job.job_id)
         assert stored is not None and stored.total_chunks == 5 and stored.guardian_id == "g1"
-        keys = set(
-            s.scalars(select(Outbox.routing_key).where(Outbox.body["job_id"].as_string() == str(job.job_id)))
-        )
-        assert keys == {"election.decryption"}
+        keys = set(s.scalars(select(Outbox.operation).where(Outbox.job_id == job.job_id)))
+        assert keys == {"PARTIAL_DECRYPTION"}
     _refused(
         engine, Conflict, planning.create_partial_decryption_job, eid, "g1", "g1", SIZES, match="already"
     )
@@ -208,8 +205,8 @@ def test_compensated_jobs_are_children_with_one_task_per_unit(engine: Engine) ->
             assert stored is not None
             assert (stored.parent_job_id, stored.guardian_id, stored.total_chunks) == (parent.job_id, "g1", 5)
             assert stored.operation_type == "COMPENSATED_DECRYPTION"
-            bodies = s.scalars(select(Outbox).where(Outbox.body["job_id"].as_string() == str(c.job_id))).all()
-            assert len(bodies) == 5 and {b.routing_key for b in bodies} == {"election.compensated.decryption"}
+            bodies = s.scalars(select(Outbox).where(Outbox.job_id == c.job_id)).all()
+            assert len(bodies) == 5 and {b.operation for b in bodies} == {"COMPENSATED_DECRYPTION"}
     _refused(engine, Conflict, create, parent.job_id, ["g4"], "g1", match="already compensates")
 
 
@@ -217,7 +214,7 @@ def _share_all(
     engine: Engine, tally: ElectionJob, job: ElectionJob, guardian: str, missing: str | None = None
 ) -> None:
     with transaction(engine) as s:
-        for cid in planning.decryption_unit_ids(s, tally.job_id):
+        for cid in queries.decryption_unit_ids(s, tally.job_id):
             if missing is None:
                 s.add(DecryptionShare(chunk_id=cid, guardian_id=guardian, job_id=job.job_id, share={}))
             else:
@@ -259,10 +256,8 @@ def test_combine_needs_quorum_and_every_compensated_share(engine: Engine) -> Non
         assert stored is not None and stored.total_chunks == 5
         assert stored.metadata_["available_guardian_ids"] == ["g1", "g2"]
         assert stored.metadata_["missing_guardian_ids"] == ["g3"]
-        keys = set(
-            s.scalars(select(Outbox.routing_key).where(Outbox.body["job_id"].as_string() == str(job.job_id)))
-        )
-        assert keys == {"election.combine"}
+        keys = set(s.scalars(select(Outbox.operation).where(Outbox.job_id == job.job_id)))
+        assert keys == {"COMBINE_DECRYPTION"}
     _refused(engine, Conflict, planning.create_combine_job, eid, "admin", match="already has a combine job")
 
 

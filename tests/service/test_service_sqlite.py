@@ -92,7 +92,7 @@ def test_embedded_flow_on_sqlite(embedded: Settings) -> None:
                 ("chunk", 1),
             ]
             assert len(s.scalars(select(ChunkTask)).all()) == 3
-            assert all(m.body["operation"] == "TALLY" for m in s.scalars(select(Outbox)))
+            assert all(m.operation == "TALLY" for m in s.scalars(select(Outbox)))
         complete_tally(engine, t["jobId"])
         token = {"Authorization": f"Bearer {kc['guardians'][0]['token']}"}
         d = client.post(

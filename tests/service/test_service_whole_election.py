@@ -58,9 +58,12 @@ def e2e_settings(
 
 
 def _run(settings: Settings) -> None:
-    from bridge.embedded import EmbeddedRunner
+    from bridge.brokers.outbox import OutboxBroker
+    from bridge.executor import Executor
+    from service.db.session import session_factory
 
-    EmbeddedRunner(settings, poll_interval=0.05).run_until_idle(timeout=300)
+    broker = OutboxBroker(session_factory(settings.sqlalchemy_url))
+    Executor(settings, broker, poll_interval=0.05).run_until_idle(timeout=300)
 
 
 def _ok(r: Any, code: int = 200) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,19 +9,20 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from service.pipeline import Progress as Report
-from service.settings import Settings, get_settings
+from cli.pipeline import Progress as Report
+from service.settings import Settings
 
 console = Console()
 
 
 def run_settings(kind: str) -> Settings:
-    """The configured settings; on the embedded default, a fresh SQLite per run so runs never meet."""
-    if not os.environ.get("AMARVOTE_DATABASE_URL"):
+    """The configured settings; on the embedded default with no data directory chosen, a fresh one (and
+    so a fresh SQLite) per run, so runs never meet."""
+    settings = Settings()
+    if settings.database_url is None and "data_dir" not in settings.model_fields_set:
         run_id = time.strftime("%Y%m%d-%H%M%S")
-        os.environ.setdefault("AMARVOTE_DATA_DIR", str(Path("amarvote-data") / f"{kind}-{run_id}"))
-    get_settings.cache_clear()
-    return get_settings()
+        settings = settings.model_copy(update={"data_dir": Path("amarvote-data") / f"{kind}-{run_id}"})
+    return settings
 
 
 def progress_bars() -> Progress:

@@ -72,7 +72,7 @@ def run(
 ) -> None:
     """Import a record's election and ballots, then tally, decrypt (compensating the missing guardians) and
     combine them as jobs through the configured pipeline, and write the resulting record to --out."""
-    from service.cli.ui import run_settings
+    from cli.ui import run_settings
 
     settings = run_settings("record")
     record_dir = _record_dir(directory)
@@ -95,10 +95,10 @@ def run_record(
     import json
     import secrets
 
+    from cli.pipeline import Pipeline, Timings
+    from cli.ui import mode, progress_bars, reporter
     from compute.ballot import BallotBoxState
     from compute.record import read_private_guardians
-    from service import pipeline
-    from service.cli.ui import mode, progress_bars, reporter
     from service.db.migrate import upgrade
     from service.db.session import transaction
     from service.elections import ballots as ballot_service
@@ -122,10 +122,12 @@ def run_record(
             f"no private record for present guardian(s) {', '.join(sorted(keyless))}: name them --missing"
         )
     console.print(f"[bold]amarvote record run[/bold] {record_dir}; {mode(settings)}")
-    pipeline.connect(settings)
+    pipe = Pipeline(settings, created_by="record-run")
+    pipe.connect()
     upgrade(settings.sqlalchemy_url)
-    timings = pipeline.Timings()
-    with transaction() as s:
+    db = pipe.factory
+    timings = Timings()
+    with transaction(db) as s:
         e = import_election(
             s,
             name=f"imported from {record_dir}",
@@ -144,8 +146,8 @@ def run_record(
                 election_service.seal_credential(e, gid, private.to_json(), passphrase),
                 passphrase,
             )
-    with pipeline.running_pipeline(settings), progress_bars() as bar:
-        report = reporter(bar)
+    with pipe.running(), progress_bars() as bar:
+        report = pipe.progress = reporter(bar)
         with timings.phase("import ballots"):
             files = sorted((record_dir / "submitted_ballots").glob("submitted_ballot_*.json"))
             for i in range(0, len(files), IMPORT_BATCH):
@@ -154,16 +156,16 @@ def run_record(
                     b = json.loads(f.read_text())
                     spoiled = int(b.get("state", BallotBoxState.CAST)) == BallotBoxState.SPOILED
                     items.append((b, "spoil" if spoiled else "cast"))
-                with transaction() as s:
+                with transaction(db) as s:
                     snap = ballot_service.snapshot_for_ballots(s, eid)
                     ballot_service.store(s, eid, ballot_service.prepare_bulk(snap, items))
                 report("import ballots", min(i + IMPORT_BATCH, len(files)), len(files))
-            with transaction() as s:
+            with transaction(db) as s:
                 election_service.close_election(s, eid)
-        pipeline.run_jobs(settings, eid, chunk_size, credentials, missing, timings, report, "record-run")
-    with transaction() as s:
+        pipe.run_jobs(eid, chunk_size, credentials, missing, timings)
+    with transaction(db) as s:
         result = results(s, eid)
-    written = pipeline.export_record(eid, out)
+    written = pipe.export_record(eid, out)
     counts = {
         c["contest_id"]: {s["selection_id"]: s["votes"] for s in c["selections"]} for c in result["contests"]
     }

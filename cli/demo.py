@@ -14,15 +14,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from service.cli.record import check_record
-from service.cli.ui import console, mode, progress_bars, reporter, run_settings
+from cli.record import check_record
+from cli.ui import console, mode, progress_bars, reporter, run_settings
 
 ENCRYPT_BATCH = 50
 
 
 def demo_manifest() -> dict[str, Any]:
     """Two contests (a 2-of-4 race and a yes/no referendum) from electionguard-python's sample data."""
-    return json.loads(resources.files("service.cli").joinpath("data/demo_manifest.json").read_text())
+    return json.loads(resources.files("cli").joinpath("data/demo_manifest.json").read_text())
 
 
 def synthetic_ballots(
@@ -116,26 +116,28 @@ def _run(
 ) -> None:
     import ray
 
-    from service import pipeline
+    from cli.pipeline import Pipeline, Timings
     from service.db.migrate import upgrade
     from service.db.session import transaction
     from service.elections import ballots as ballot_service
     from service.elections import elections as election_service
     from service.elections.results import results
 
-    timings = pipeline.Timings()
+    timings = Timings()
     rng = random.Random(seed)
     console.print(
         f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
         f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
     )
-    pipeline.connect(settings)
+    pipe = Pipeline(settings, created_by="demo")
+    pipe.connect()
     upgrade(settings.sqlalchemy_url)
+    db = pipe.factory
 
     with timings.phase("key ceremony"):
         ids = [f"guardian-{i + 1}" for i in range(n)]
         passphrases = {g: secrets.token_urlsafe(16) for g in ids}
-        with transaction() as s:
+        with transaction(db) as s:
             e = election_service.create_election(
                 s,
                 name="amarvote demo",
@@ -151,8 +153,8 @@ def _run(
         credentials = {c.guardian_id: (c.credentials, passphrases[c.guardian_id]) for c in issued}
 
     plaintexts, expected = synthetic_ballots(manifest, n_ballots, spoil_every, rng)
-    with pipeline.running_pipeline(settings), progress_bars() as bar:
-        report = reporter(bar)
+    with pipe.running(), progress_bars() as bar:
+        report = pipe.progress = reporter(bar)
         with timings.phase("encrypt + cast"):
             encrypt_batch = _encrypt_remote()
             refs = [
@@ -163,20 +165,20 @@ def _run(
             while refs:
                 ready, refs = ray.wait(refs, num_returns=1)
                 rows = ray.get(ready[0])
-                with transaction() as s:
+                with transaction(db) as s:
                     ballot_service.store(s, eid, rows)
                 done += len(rows)
                 report("encrypt + cast", done, n_ballots)
-            with transaction() as s:
+            with transaction(db) as s:
                 election_service.close_election(s, eid)
         absent = ids[len(ids) - n_missing :] if n_missing else []
         present = {g: c for g, c in credentials.items() if g not in absent}
-        pipeline.run_jobs(settings, eid, chunk_size, present, absent, timings, report, "demo")
+        pipe.run_jobs(eid, chunk_size, present, absent, timings)
 
-    with transaction() as s:
+    with transaction(db) as s:
         result = results(s, eid)
     with timings.phase("export + verify"):
-        record_dir = pipeline.export_record(eid, out or settings.data_dir / f"election-{eid}")
+        record_dir = pipe.export_record(eid, out or settings.data_dir / f"election-{eid}")
         _, problems = check_record(record_dir)
 
     _print_result(result, expected)

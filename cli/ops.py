@@ -10,12 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.settings import get_settings
+from service.db.session import SessionFactory, session_factory, transaction
+from service.settings import Settings
 
 console = Console()
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect jobs and re-drive failed chunks.", no_args_is_help=True)
 escrow_app = typer.Typer(help="Guardians' key escrows of running decryption jobs.", no_args_is_help=True)
+
+
+def _db(settings: Settings | None = None) -> SessionFactory:
+    return session_factory((settings or Settings()).sqlalchemy_url)
 
 
 def _logging() -> None:
@@ -34,31 +39,31 @@ def bridge(
     reconcile: bool = typer.Option(True, help="Also run the reconciler in this process."),
 ) -> None:
     """Consume chunk messages and run them as Ray tasks; without an AMQP URL, drain the outbox in-process."""
-    from bridge.runner import run_bridge, run_embedded
+    from cli.worker import make_worker, run_until_signalled
 
     _logging()
-    settings = get_settings()
+    settings = Settings()
     if settings.embedded:
         console.print("no AMQP URL set: single-machine mode, chunk tasks taken from the database's outbox")
-        run_embedded(settings)
-    else:
-        run_bridge(settings, with_relay=relay, with_reconciler=reconcile)
+    run_until_signalled(make_worker(settings, with_relay=relay, with_reconciler=reconcile))
 
 
 def relay() -> None:
     """Publish the outbox to RabbitMQ with confirms (several relays may run)."""
-    from bridge.runner import run_relay
+    from cli.worker import make_relay, run_until_signalled
 
     _logging()
-    run_relay(get_settings())
+    settings = Settings()
+    run_until_signalled(make_relay(settings, _db(settings)))
 
 
 def reconcile(interval: float = 30.0) -> None:
     """Republish chunk tasks that PostgreSQL holds pending or leased-and-expired with nobody on them."""
-    from bridge.runner import run_reconciler
+    from cli.worker import make_reconciler, run_until_signalled
 
     _logging()
-    run_reconciler(get_settings(), interval=interval)
+    settings = Settings()
+    run_until_signalled(make_reconciler(settings, _db(settings), interval=interval))
 
 
 @db_app.command()
@@ -66,8 +71,7 @@ def upgrade(revision: str = "head") -> None:
     """Apply the migrations to the configured database (creates it on SQLite)."""
     from service.db.migrate import upgrade as do_upgrade
 
-    settings = get_settings()
-    do_upgrade(settings.sqlalchemy_url, revision)
+    do_upgrade(Settings().sqlalchemy_url, revision)
     console.print(f"database at revision {revision}")
 
 
@@ -82,11 +86,10 @@ def _job_id(value: str) -> uuid.UUID:
 @jobs_app.command("list")
 def list_jobs(election_id: int | None = typer.Option(None, "--election-id")) -> None:
     """Jobs, newest first, with their progress."""
-    from service.db.session import transaction
     from service.jobs.status import job_document
     from service.jobs.status import list_jobs as query
 
-    with transaction() as s:
+    with transaction(_db()) as s:
         docs = [job_document(s, j, detail=False) for j in query(s, election_id, None)]
     table = Table("job id", "election", "operation", "status", "done/total", "failed")
     for d in docs:
@@ -104,12 +107,11 @@ def list_jobs(election_id: int | None = typer.Option(None, "--election-id")) -> 
 @jobs_app.command()
 def show(job_id: str) -> None:
     """One job's status document, with the error of each failed chunk."""
-    from service.db.session import transaction
     from service.errors import DomainError
     from service.jobs.status import get_job, job_document
 
     try:
-        with transaction() as s:
+        with transaction(_db()) as s:
             doc = job_document(s, get_job(s, _job_id(job_id)))
     except DomainError as e:
         console.print(f"[red]{e}[/red]")
@@ -120,13 +122,12 @@ def show(job_id: str) -> None:
 @jobs_app.command()
 def redrive(job_id: str) -> None:
     """Put a job's FAILED chunks back in the queue (attempts reset) once the cause is removed."""
-    from service.db.session import transaction
     from service.errors import DomainError
     from service.jobs.redrive import redrive_job
 
     jid = _job_id(job_id)
     try:
-        with transaction() as s:
+        with transaction(_db()) as s:
             n = redrive_job(s, jid)
     except DomainError as e:
         console.print(f"[red]{e}[/red]")
@@ -141,7 +142,6 @@ def erase_escrows(
 ) -> None:
     """Erase every key escrow of an election now (its running decryption jobs then fail; guardians start
     again with their credential files)."""
-    from service.db.session import transaction
     from service.elections.elections import get_election
     from service.elections.escrow import erase_election_escrows
     from service.errors import DomainError
@@ -149,7 +149,7 @@ def erase_escrows(
     if not yes:
         typer.confirm(f"erase every key escrow of election {election_id}?", abort=True)
     try:
-        with transaction() as s:
+        with transaction(_db()) as s:
             get_election(s, election_id)
             n = erase_election_escrows(s, election_id)
     except DomainError as e:
@@ -172,7 +172,7 @@ def token(
     try:
         print(
             issue_token(
-                get_settings(),
+                Settings(),
                 subject,
                 role,
                 election_id=election_id,

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from service.cli import demo, ops, record
+from cli import demo, ops, record
 
 app = typer.Typer(
     help="ElectionGuard tally, decryption and combine as jobs over RabbitMQ and Ray.",
@@ -42,8 +42,8 @@ def main() -> None:
     except Exception as exc:
         if _debug["on"] or "--debug" in sys.argv[1:2]:
             raise
-        from service.cli.errors import explain
-        from service.cli.ui import console
+        from cli.errors import explain
+        from cli.ui import console
 
         console.print(f"[red]error:[/red] {explain(exc)}", highlight=False, soft_wrap=True)
         console.print("[dim](run `amarvote --debug ...` for the traceback)[/dim]")

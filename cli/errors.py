@@ -29,8 +29,8 @@ def explain(exc: BaseException) -> str:
     from sqlalchemy.exc import OperationalError
 
     from bridge.probe import ClusterMismatch
+    from cli.pipeline import JobFailed
     from service.errors import DomainError
-    from service.pipeline import JobFailed
 
     if isinstance(exc, JobFailed):
         lines = [str(exc)]
@@ -47,10 +47,10 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, DomainError):
         return exc.reason
     if isinstance(exc, OperationalError):
-        from service.settings import get_settings
+        from service.settings import Settings
 
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        where = _redacted_url(get_settings().sqlalchemy_url)
+        where = _redacted_url(Settings().sqlalchemy_url)
         return f"cannot use the database at {where} (AMARVOTE_DATABASE_URL): {first}"
     if isinstance(exc, ValidationError):
         fields = "; ".join(

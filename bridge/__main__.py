@@ -1,3 +1,0 @@
-from bridge.runner import main
-
-main()

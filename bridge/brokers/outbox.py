@@ -1,0 +1,67 @@
+"""The database's outbox as the broker, for the embedded default: no broker process at all.
+
+Due outbox rows are taken straight from the table (``service.jobs.outbox.take_due``) and marked sent:
+that is their delivery. Everything after it (the claim, the Ray task, failures, retries with backoff
+through new outbox rows, FAILED chunks, re-drive) is the same executor as behind RabbitMQ. What is
+missing is only a dead-letter queue: a FAILED chunk is visible in its job. One executor per database:
+SQLite has one writer and no ``SKIP LOCKED`` (on PostgreSQL several would share the rows correctly).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from bridge.broker import BrokerLost, Delivery, Settlement
+from service.db.session import SessionFactory, in_transaction
+from service.jobs import outbox
+
+
+class OutboxBroker:
+    def __init__(self, factory: SessionFactory) -> None:
+        self.factory = factory
+        self.operations: list[str] | None = None
+
+    def connect(self) -> None:
+        pass
+
+    def consume(self, operations: Sequence[str], prefetch: int) -> None:
+        self.operations = list(operations)
+
+    def poll(self, timeout: float, limit: int) -> list[Delivery]:
+        taken: list[Delivery] = []
+        if limit > 0:
+
+            def take(session: Session) -> list[Delivery]:
+                rows = outbox.take_due(session, limit, operations=self.operations)
+                outbox.mark_sent(session, rows)  # delivered: to this executor, in place of a queue
+                return [Delivery(r.task_id, r.operation, r.id, r.job_id) for r in rows]
+
+            try:
+                taken = in_transaction(self.factory, take)
+            except DBAPIError as exc:
+                raise BrokerLost(f"the database is unreachable ({type(exc).__name__})") from exc
+        if not taken:
+            time.sleep(timeout)
+        return taken
+
+    def settle(self, delivery: Delivery, how: Settlement) -> None:
+        # ACK: nothing left to do (the row is sent). DEAD_LETTER: the task is FAILED in its job, the
+        # only dead-letter store there is here. REQUEUE: a new message, due now.
+        if how != Settlement.REQUEUE or delivery.task_id is None or delivery.job_id is None:
+            return
+        task_id, job_id, operation = delivery.task_id, delivery.job_id, str(delivery.operation)
+        in_transaction(self.factory, lambda s: outbox.enqueue(s, task_id, job_id, operation))
+
+    def idle(self) -> bool:
+        """No message left, due or waiting for its backoff."""
+        return in_transaction(self.factory, outbox.unsent) == 0
+
+    def cancel(self) -> None:
+        self.operations = []
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,318 @@
+"""The one chunk executor: messages from any broker -> claim in PostgreSQL -> Ray task -> settle.
+
+Threads, and why:
+
+- The **main thread** (the caller of :meth:`Executor.run`) owns the broker's connection: it polls for
+  deliveries, renews leases, and on stop runs the shutdown. (pika's blocking adapter must be driven from
+  the thread that connected; the other brokers do not care.)
+- **Worker threads** (``max_in_flight`` of them): claim the task in PostgreSQL, submit the Ray task,
+  wait for it, record a failure, then settle the delivery. The Ray task commits the result and the DONE
+  state itself, so an ack is only ever sent after that commit. The pool bounds the Ray tasks in flight,
+  and the broker's prefetch equals it, so this executor never holds more messages than it can work on.
+
+What a delivery's fate is:
+
+- claimed and the body succeeds (or the task was already DONE, or someone else holds a live lease, or it
+  is backing off): ACK;
+- the body raises or its worker dies: ``transitions.fail``; below the limit that writes a delayed outbox
+  message and we ACK; at the limit the task is FAILED and we DEAD_LETTER it;
+- unreadable: DEAD_LETTER;
+- the database is unreachable before anything was recorded: REQUEUE after a pause.
+
+Ray's own retries are off (``max_retries=0``, ``retry_exceptions=False``): every retry is counted in
+PostgreSQL. A worker's death (kill, node loss) or an exception surfaces from ``ray.get``, is recorded by
+``transitions.fail`` and retried with backoff through the outbox. And Ray's OOM killer retries a killed
+task forever unless ``max_retries`` is 0 (``docs/field-notes.md#ray``): with 0, a chunk too big for its
+node ends FAILED with "OutOfMemoryError" instead of looping.
+
+Stop (SIGTERM, :meth:`Executor.stop`): cancel consumption, give in-flight chunks ``shutdown_grace``
+seconds, release the rest (PENDING again, the attempt not counted, the message requeued) and return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from bridge import metrics
+from bridge.broker import Broker, BrokerLost, Delivery, Idle, Settlement
+from bridge.tasks import DEFAULT_BODIES, run_chunk
+from service.db.session import in_transaction, session_factory, without_password
+from service.jobs import transitions
+from service.jobs.transitions import Claim, Outcome, Policy
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A chunk's error for the job status: the exception type and message, no traceback.
+
+    Ray wraps a body's exception in RayTaskError, whose text includes a traceback; its ``cause`` is the
+    original exception. Our bodies never put key material in an exception message.
+    """
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[: transitions.MAX_ERROR_CHARS]
+
+
+@dataclass(slots=True, eq=False)
+class _Work:
+    delivery: Delivery
+    task_id: int | None = None
+    ref: Any = None
+    released: bool = False
+    settled: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Executor:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        *,
+        operations: Iterable[str] | None = None,
+        bodies: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
+        policy: Policy | None = None,
+        max_retries: int = 0,
+        shutdown_grace: float = 30.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.broker = broker
+        self.database_url = settings.sqlalchemy_url
+        self.factory = session_factory(self.database_url)
+        self.policy = policy or Policy.from_settings(settings)
+        self.max_in_flight = settings.max_in_flight
+        self.task_memory = settings.task_memory_mb * 1024 * 1024
+        self.max_retries = max_retries
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval
+        self.operations = list(operations or DEFAULT_BODIES)
+        self.bodies = {**DEFAULT_BODIES, **(bodies or {})}
+        self.worker_id = worker_id or default_worker_id()
+        self.reconnects = 0
+
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(1)  # replaced by each run
+        self._inflight: dict[int, _Work] = {}  # by id(work)
+        self._inflight_lock = threading.Lock()
+        self._last_renew = time.monotonic()
+        self.ready = threading.Event()  # set once consuming (tests wait on it)
+
+    # -- public -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (thread-safe; what the SIGTERM handler calls)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Work until :meth:`stop`, reconnecting after broker outages; then shut down cleanly."""
+        self._run(lambda: self._stop.is_set())
+
+    def run_until_idle(self, timeout: float | None = None) -> None:
+        """Work until the broker has no message left (due or backing off) and nothing is in flight.
+        Only for brokers that can tell (``Idle``: the embedded outbox, the stub)."""
+        if not hasattr(self.broker, "idle"):
+            raise TypeError(f"{type(self.broker).__name__} cannot tell when all work is done")
+        broker: Idle = self.broker  # type: ignore[assignment]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop.clear()  # may run again after an earlier run ended (tests, the demo's phases)
+
+        def done() -> bool:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the executor did not become idle within {timeout} s")
+            return self._stop.is_set() or (self._pending() == 0 and broker.idle())
+
+        self._run(done)
+
+    def install_signal_handlers(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+
+    # -- main thread --------------------------------------------------------------------------
+    def _run(self, finished: Callable[[], bool]) -> None:
+        delay = 0.5
+        self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="chunk")
+        try:
+            while not finished():
+                try:
+                    self.broker.connect()
+                    self.broker.consume(self.operations, self.max_in_flight)
+                    self.ready.set()
+                    delay = 0.5
+                    while not finished():
+                        room = self.max_in_flight - self._pending()
+                        for delivery in self.broker.poll(self.poll_interval, max(room, 0)):
+                            self._start(delivery)
+                        self._maybe_renew()
+                except BrokerLost as exc:
+                    log.warning("broker connection lost (%s); reconnecting", exc)
+                    self.reconnects += 1
+                self.ready.clear()
+                if not finished():
+                    self.broker.close()
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 10.0)
+            self._shutdown()
+        finally:
+            self._stop.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self.broker.close()
+
+    def _start(self, delivery: Delivery) -> None:
+        work = _Work(delivery)
+        with self._inflight_lock:
+            self._inflight[id(work)] = work
+        if self._stop.is_set():
+            self._settle(work, Settlement.REQUEUE)
+            return
+        self._pool.submit(self._handle, work)
+
+    def _settle(self, work: _Work, how: Settlement) -> None:
+        """Settle once; then the work is no longer in flight."""
+        with work.lock:
+            if work.settled:
+                return
+            work.settled = True
+        with self._inflight_lock:
+            self._inflight.pop(id(work), None)
+        self.broker.settle(work.delivery, how)
+
+    # -- worker threads -----------------------------------------------------------------------
+    def _handle(self, work: _Work) -> None:
+        try:
+            self._settle(work, self._process(work))
+        except Exception:
+            log.exception("unexpected error handling a delivery; requeueing it")
+            time.sleep(1.0)
+            self._settle(work, Settlement.REQUEUE)
+
+    def _process(self, work: _Work) -> Settlement:
+        if self._stop.is_set():
+            return Settlement.REQUEUE
+        task_id = work.delivery.task_id
+        if task_id is None:
+            log.error("malformed message dead-lettered")
+            return Settlement.DEAD_LETTER
+        try:
+            claim = in_transaction(
+                self.factory, lambda s: transitions.claim(s, task_id, self.worker_id, self.policy)
+            )
+        except Exception as exc:
+            log.warning("claim of task %s failed (%s); requeueing", task_id, type(exc).__name__)
+            time.sleep(1.0)
+            return Settlement.REQUEUE
+        if claim is None:
+            return Settlement.ACK  # done, failed, leased elsewhere or backing off: nothing for us
+        work.task_id = task_id
+        return self._run_claim(work, claim)
+
+    def _run_claim(self, work: _Work, claim: Claim) -> Settlement:
+        body_path = self.bodies[claim.operation]
+        try:
+            work.ref = run_chunk.options(
+                name=f"chunk:{claim.operation}:{claim.task_id}",
+                memory=self.task_memory,
+                max_retries=self.max_retries,
+                retry_exceptions=False,
+            ).remote(body_path, without_password(self.database_url), claim)
+            outcome = Outcome(ray.get(work.ref))
+        except Exception as exc:
+            if work.released:
+                return Settlement.REQUEUE  # shut down under it: released already, nothing counted
+            return self._record_failure(claim, exc)
+        if outcome == Outcome.DONE:
+            metrics.chunk_done(claim.operation)
+        return Settlement.ACK
+
+    def _record_failure(self, claim: Claim, exc: BaseException) -> Settlement:
+        error = describe_error(exc)
+        log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, error)
+        try:
+            outcome = in_transaction(
+                self.factory,
+                lambda s: transitions.fail(s, claim.task_id, self.worker_id, error, self.policy),
+            )
+        except Exception as db_exc:
+            # Not recorded: requeue; the next claim counts a new attempt, the lease guards overlap.
+            log.warning("could not record failure of task %s (%s)", claim.task_id, type(db_exc).__name__)
+            time.sleep(1.0)
+            return Settlement.REQUEUE
+        metrics.chunk_failed(claim.operation, final=outcome == Outcome.FAILED)
+        return Settlement.DEAD_LETTER if outcome == Outcome.FAILED else Settlement.ACK
+
+    # -- leases and shutdown ------------------------------------------------------------------
+    def _pending(self) -> int:
+        with self._inflight_lock:
+            return len(self._inflight)
+
+    def _snapshot(self) -> list[_Work]:
+        with self._inflight_lock:
+            return list(self._inflight.values())
+
+    def _maybe_renew(self) -> None:
+        if time.monotonic() - self._last_renew < max(self.policy.lease_seconds / 3, 1.0):
+            return
+        self._last_renew = time.monotonic()
+        ids = [w.task_id for w in self._snapshot() if w.task_id is not None and not w.released]
+        if not ids:
+            return
+        try:
+            in_transaction(
+                self.factory, lambda s: transitions.renew_leases(s, ids, self.worker_id, self.policy)
+            )
+        except Exception as exc:
+            log.warning("lease renewal failed (%s)", type(exc).__name__)
+
+    def _drain(self, seconds: float) -> None:
+        """Let the broker send queued settlements for ``seconds``; settle at once what arrives now."""
+        try:
+            for delivery in self.broker.poll(seconds, 0):
+                self.broker.settle(delivery, Settlement.REQUEUE)
+        except BrokerLost:
+            time.sleep(seconds)
+
+    def _shutdown(self) -> None:
+        try:
+            self.broker.cancel()
+        except BrokerLost:
+            pass
+        deadline = time.monotonic() + self.shutdown_grace
+        while self._pending() and time.monotonic() < deadline:
+            self._drain(0.2)
+        leftovers = self._snapshot()
+        for w in leftovers:
+            w.released = True
+            if w.task_id is not None:
+                try:
+                    in_transaction(
+                        self.factory, lambda s, t=w.task_id: transitions.release(s, t, self.worker_id)
+                    )
+                except Exception as exc:
+                    log.warning("could not release task %s (%s)", w.task_id, type(exc).__name__)
+            if w.ref is not None:
+                ray.cancel(w.ref, force=False)
+        deadline = time.monotonic() + 5.0
+        while self._pending() and time.monotonic() < deadline:
+            self._drain(0.2)
+        self._drain(0.2)
+        log.info("executor %s stopped (%d chunks released)", self.worker_id, len(leftovers))

@@ -1,0 +1,204 @@
+"""Drive an election through its four jobs from one process: the demo and ``record run`` use this.
+
+The jobs are created by the same service functions the API calls, and executed by the same worker a
+deployment runs (``cli.worker.make_worker``: the executor over the embedded outbox when no AMQP URL is
+set, else over RabbitMQ with its relay and reconciler), in a background thread against the configured
+Ray. This module only waits and reports; it does no cryptography of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from service.db.models import ElectionJob, JobStatus
+from service.db.session import SessionFactory, session_factory, transaction
+from service.jobs import planning
+from service.settings import Settings
+
+Progress = Callable[[str, int, int], None]  # (label, done, total)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    job_id: uuid.UUID
+    operation: str
+    guardian_id: str | None
+    failed_chunks: int
+    total_chunks: int
+    first_error: str  # "chunk N: <ExceptionType>: <message>"
+
+
+class JobFailed(RuntimeError):
+    """Jobs of a phase ended FAILED; each is named with its failed chunks and its first error."""
+
+    def __init__(self, label: str, jobs: Sequence[FailedJob]) -> None:
+        self.label = label
+        self.jobs = list(jobs)
+        parts = []
+        for j in self.jobs:
+            who = f", guardian {j.guardian_id}" if j.guardian_id else ""
+            parts.append(
+                f"job {j.job_id} ({j.operation}{who}): {j.failed_chunks} of {j.total_chunks} chunk(s) FAILED;"
+                f" first error: {j.first_error}"
+            )
+        super().__init__(f"{label} failed: " + "; ".join(parts))
+
+
+@dataclass
+class Timings:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+class Pipeline:
+    """One election's jobs against the database and Ray of ``settings``."""
+
+    def __init__(self, settings: Settings, progress: Progress | None = None, created_by: str = "cli") -> None:
+        self.settings = settings
+        self.factory: SessionFactory = session_factory(settings.sqlalchemy_url)
+        self.progress = progress
+        self.created_by = created_by
+
+    def connect(self) -> None:
+        """Connect to Ray and check its nodes first, so a cluster that cannot work is refused before the
+        run writes anything."""
+        from bridge.ray_runtime import connect
+
+        connect(self.settings)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Run the chunk executor in a background thread for the duration of the block."""
+        from cli.worker import make_worker
+
+        worker = make_worker(self.settings)
+        thread = threading.Thread(target=worker.run, name="amarvote-worker", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            thread.join(timeout=120)
+
+    def wait_for_jobs(self, job_ids: Sequence[uuid.UUID], label: str, poll: float = 0.3) -> None:
+        """Block until every job has ended; raise JobFailed naming the failed chunks of any that failed."""
+        from service.jobs.status import failed_chunks
+
+        while True:
+            with transaction(self.factory) as s:
+                jobs = list(s.scalars(select(ElectionJob).where(ElectionJob.job_id.in_(list(job_ids)))))
+                total = sum(j.total_chunks for j in jobs)
+                done = sum(j.processed_chunks for j in jobs)
+                failed = [j for j in jobs if j.status == JobStatus.FAILED.value]
+                if failed:
+                    reports = []
+                    for j in failed:
+                        first = (failed_chunks(s, j.job_id, limit=1) or [{}])[0]
+                        error = (first.get("error") or j.error_message or "unknown error").splitlines()[0]
+                        where = f"{first.get('chunkKind', 'chunk')} {first.get('chunkNumber', '?')}"
+                        reports.append(
+                            FailedJob(
+                                j.job_id,
+                                j.operation_type,
+                                j.guardian_id,
+                                j.failed_chunks,
+                                j.total_chunks,
+                                f"{where}: {error[:300]}",
+                            )
+                        )
+                    raise JobFailed(label, reports)
+                ended = all(j.status == JobStatus.COMPLETED.value for j in jobs)
+            if self.progress:
+                self.progress(label, done, total)
+            if ended:
+                return
+            time.sleep(poll)
+
+    def tally(self, election_id: int, chunk_size: int) -> uuid.UUID:
+        with transaction(self.factory) as s:
+            job_id = planning.create_tally_job(s, election_id, chunk_size, self.created_by).job_id
+        self.wait_for_jobs([job_id], "tally")
+        return job_id
+
+    def decrypt(
+        self,
+        election_id: int,
+        credentials: dict[str, tuple[dict[str, Any], str]],
+        missing: Sequence[str],
+    ) -> list[uuid.UUID]:
+        """Each available guardian's partial decryption, with compensated shares for the missing ones."""
+        from service.elections.decryption import start_decryption
+        from service.security.kdf_gate import kdf_gate
+        from service.security.secrets import server_secret
+
+        secret, gate = server_secret(self.settings), kdf_gate(self.settings)
+        job_ids: list[uuid.UUID] = []
+        for guardian_id, (credential_file, passphrase) in credentials.items():
+            started = start_decryption(
+                self.factory,
+                secret,
+                gate,
+                election_id=election_id,
+                guardian_id=guardian_id,
+                credentials=credential_file,
+                passphrase=passphrase,
+                missing_guardian_ids=list(missing),
+                created_by=self.created_by,
+                sizes=planning.UnitSizes.from_settings(self.settings),
+            )
+            jobs = ([started.partial_job] if started.partial_job else []) + list(started.compensated_jobs)
+            job_ids += [j.job_id for j in jobs]
+        self.wait_for_jobs(job_ids, "decryption")
+        return job_ids
+
+    def combine(self, election_id: int) -> uuid.UUID:
+        with transaction(self.factory) as s:
+            job_id = planning.create_combine_job(s, election_id, self.created_by).job_id
+        self.wait_for_jobs([job_id], "combine")
+        return job_id
+
+    def run_jobs(
+        self,
+        election_id: int,
+        chunk_size: int,
+        credentials: dict[str, tuple[dict[str, Any], str]],
+        missing: Sequence[str],
+        timings: Timings,
+    ) -> None:
+        """Tally a closed election, decrypt it with the given guardians (the missing compensated), combine."""
+        with timings.phase("tally"):
+            self.tally(election_id, chunk_size)
+        with timings.phase("decryption"):
+            self.decrypt(election_id, credentials, missing)
+        with timings.phase("combine"):
+            self.combine(election_id)
+
+    def export_record(self, election_id: int, out_dir: Path) -> Path:
+        """The election record in the reference's layout under ``out_dir/election_record``."""
+        from service.elections.results import write_record_zip
+
+        buf = io.BytesIO()
+        with transaction(self.factory) as s:
+            write_record_zip(s, election_id, buf)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(buf) as zf:
+            zf.extractall(out_dir)
+        return out_dir / "election_record"
