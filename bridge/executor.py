@@ -291,6 +291,12 @@ class Executor:
         except BrokerLost:
             time.sleep(seconds)
 
+    def _release(self, task_id: int) -> None:
+        try:
+            in_transaction(self.factory, lambda s: transitions.release(s, task_id, self.worker_id))
+        except Exception as exc:
+            log.warning("could not release task %s (%s)", task_id, type(exc).__name__)
+
     def _shutdown(self) -> None:
         try:
             self.broker.cancel()
@@ -303,12 +309,7 @@ class Executor:
         for w in leftovers:
             w.released = True
             if w.task_id is not None:
-                try:
-                    in_transaction(
-                        self.factory, lambda s, t=w.task_id: transitions.release(s, t, self.worker_id)
-                    )
-                except Exception as exc:
-                    log.warning("could not release task %s (%s)", w.task_id, type(exc).__name__)
+                self._release(w.task_id)
             if w.ref is not None:
                 ray.cancel(w.ref, force=False)
         deadline = time.monotonic() + 5.0

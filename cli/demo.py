@@ -42,7 +42,8 @@ def synthetic_ballots(
         contests = []
         for c in internal.get_contests_for(style):
             ids = [s.object_id for s in c.ballot_selections]
-            chosen = set(rng.sample(ids, rng.randint(0, min(c.votes_allowed, len(ids)))))
+            allowed = len(ids) if c.votes_allowed is None else min(c.votes_allowed, len(ids))
+            chosen = set(rng.sample(ids, rng.randint(0, allowed)))
             contests.append(
                 {
                     "object_id": c.object_id,

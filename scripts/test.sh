@@ -13,5 +13,8 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 bash scripts/services.sh
 
 .venv/bin/ruff check .
+# The layers point down (cli -> bridge -> service -> compute) and only the RabbitMQ broker imports pika.
+.venv/bin/lint-imports
+.venv/bin/mypy
 # Ray workers must import the project: the editable install gives them the same paths.
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

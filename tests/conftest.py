@@ -51,6 +51,15 @@ def new_vhost() -> Iterator[str]:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches the real PostgreSQL or RabbitMQ through the session's fixtures carries the
+    ``services`` marker (``-m "not services"`` runs the rest); tests that make their own database or vhost
+    are marked by hand."""
+    for item in items:
+        if {"pg_url", "amqp_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
     # Shown even under -q: which Python 3.10 the interop tests ran the reference with.
     from tests.oracle import describe

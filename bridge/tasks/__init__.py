@@ -92,13 +92,12 @@ class ChunkContext:
         limit = max(1, min(self.batch_size, self.batch_bytes * len(sizes) // max(sum(sizes), 1)))
         after = chunk.first_seq - 1
         while True:
-            batch = self.read(
-                lambda s, after=after: list(
-                    s.scalars(
-                        select(Ballot).where(*in_chunk, Ballot.seq > after).order_by(Ballot.seq).limit(limit)
-                    )
-                )
-            )
+
+            def next_batch(s: Session, after: int = after) -> list[Ballot]:
+                stmt = select(Ballot).where(*in_chunk, Ballot.seq > after).order_by(Ballot.seq).limit(limit)
+                return list(s.scalars(stmt))
+
+            batch = self.read(next_batch)
             if not batch:
                 return
             after = batch[-1].seq

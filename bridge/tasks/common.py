@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
 from service.db.models import BallotState, ChunkKind, Election, ElectionCenter, ElectionJob, Guardian
@@ -25,7 +26,7 @@ class ElectionData:
 
 
 def election_data(ctx: ChunkContext) -> ElectionData:
-    def read(s):  # type: ignore[no-untyped-def]
+    def read(s: Session) -> ElectionData:
         e = s.get(Election, ctx.claim.election_id)
         if e is None or e.context is None:
             raise LookupError(f"election {ctx.claim.election_id} has no context (no key ceremony)")

@@ -78,6 +78,8 @@ def run_compensated(ctx: ChunkContext) -> Outcome:
     tally, ballots = decryption_targets(ctx, unit)
     job = job_of(ctx)
     context = election_context(election_data(ctx))
+    if job.missing_guardian_id is None:
+        raise LookupError(f"job {job.job_id} names no missing guardian")
     missing = guardian_records(ctx)[job.missing_guardian_id]
     key = escrowed_key(ctx, job)
     if not isinstance(key, CompensationKey):

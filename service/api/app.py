@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pending.purge()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(sweep())
         try:
             yield
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
 
     @app.middleware("http")
-    async def metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks
 from fastapi.responses import FileResponse
@@ -26,6 +27,7 @@ from service.elections import challenge, crypto, elections, results
 from service.errors import DomainError, Invalid, NotFound
 from service.security.auth import Role, issue_token, require_admin, require_election_access
 
+T = TypeVar("T")
 router = APIRouter(prefix="/api/elections", tags=["elections"])
 
 
@@ -148,7 +150,7 @@ def guardians(election_id: int, ctx: Ctx, caller: Caller) -> list[dict[str, Any]
         return [g.public_record for g in elections.guardians_of(s, election_id)]
 
 
-def _counted(fn, *args):  # type: ignore[no-untyped-def]
+def _counted(fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(*args)
     except DomainError:

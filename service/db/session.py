@@ -147,6 +147,11 @@ def in_transaction(
     raise AssertionError("unreachable")
 
 
+def rowcount(result: Any) -> int:
+    """The rows an UPDATE or DELETE changed (``Session.execute`` is typed as returning any Result)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def engine_of(target: SessionFactory | Engine | Session) -> Engine:
     if isinstance(target, Engine):
         return target

@@ -173,14 +173,8 @@ def _store_fingerprints(
     session: Session, election_id: int, ballots: Sequence[PreparedBallot], seqs: list[int]
 ) -> None:
     # Sorted, so concurrent requests take the index's row locks in one order and cannot deadlock.
-    rows = sorted(
-        (
-            {"election_id": election_id, "fingerprint": fp, "ballot_seq": seq}
-            for b, seq in zip(ballots, seqs, strict=True)
-            for fp in b.fingerprints
-        ),
-        key=lambda r: r["fingerprint"],
-    )
+    pairs = sorted((fp, seq) for b, seq in zip(ballots, seqs, strict=True) for fp in b.fingerprints)
+    rows = [{"election_id": election_id, "fingerprint": fp, "ballot_seq": seq} for fp, seq in pairs]
     if not rows:
         return
     try:

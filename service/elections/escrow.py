@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from compute.guardian import CompensationKey, DecryptionKey
 from service.db.models import ElectionJob, GuardianKeyEscrow, JobStatus
+from service.db.session import rowcount
 from service.security.sealing import open_with_secret, seal_with_secret
 
 PURPOSE = "guardian-key-escrow"
@@ -89,14 +90,14 @@ def load_key(session: Session, job_id: uuid.UUID, secret: bytes) -> EscrowedKey:
 
 def erase_job_escrow(session: Session, job_id: uuid.UUID) -> bool:
     result = session.execute(delete(GuardianKeyEscrow).where(GuardianKeyEscrow.job_id == job_id))
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def erase_election_escrows(session: Session, election_id: int) -> int:
     """The operator's command: every escrow of the election, whatever its job's state (running jobs then
     fail their next chunk and need the guardians to start again)."""
     result = session.execute(delete(GuardianKeyEscrow).where(GuardianKeyEscrow.election_id == election_id))
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 def erase_expired(session: Session, retention: timedelta, now: datetime | None = None) -> int:
@@ -110,4 +111,4 @@ def erase_expired(session: Session, retention: timedelta, now: datetime | None =
         )
     )
     result = session.execute(delete(GuardianKeyEscrow).where(GuardianKeyEscrow.job_id.in_(ended)))
-    return int(result.rowcount or 0)
+    return rowcount(result)

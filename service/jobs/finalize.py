@@ -19,10 +19,11 @@ retried, and FAILED with that error at the limit), and nothing of the job's end 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db.models import (
@@ -34,46 +35,78 @@ from service.db.models import (
     OperationType,
 )
 
+# Rows decoded at a time while streaming JSON columns: the finalizer's memory is that of a few chunk
+# tallies, not of the election (a million ballots in chunks of 5,000 are 200 tallies).
+STREAM_ROWS = 4
+
 
 class FinalizeError(RuntimeError):
     pass
 
 
-def _chunks(session: Session, tally_job_id: Any, kind: ChunkKind) -> list[ElectionCenter]:
-    return list(
-        session.execute(
-            select(ElectionCenter)
-            .where(ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind == kind.value)
-            .order_by(ElectionCenter.chunk_number)
-            .with_for_update()
-        ).scalars()
+def _of(tally_job_id: uuid.UUID, kind: ChunkKind) -> Any:
+    return (ElectionCenter.tally_job_id == tally_job_id) & (ElectionCenter.kind == kind.value)
+
+
+def _lock(session: Session, tally_job_id: uuid.UUID, kind: ChunkKind) -> int:
+    """Lock the rows of one kind (ids only) for this transaction; how many there are."""
+    ids = session.scalars(select(ElectionCenter.id).where(_of(tally_job_id, kind)).with_for_update()).all()
+    return len(ids)
+
+
+def _stream(session: Session, column: Any, tally_job_id: uuid.UUID, kind: ChunkKind) -> Iterator[Any]:
+    """One JSON column of the rows of one kind, in chunk order, a few rows at a time."""
+    stmt = (
+        select(ElectionCenter.chunk_number, column)
+        .where(_of(tally_job_id, kind))
+        .order_by(ElectionCenter.chunk_number)
+        .execution_options(yield_per=STREAM_ROWS)
     )
+    for number, value in session.execute(stmt):
+        if value is None:
+            raise FinalizeError(f"{kind.value} {number} has nothing to finalize")
+        yield value
 
 
-def _tally_job_id(job: ElectionJob) -> Any:
+def _one(session: Session, tally_job_id: uuid.UUID, kind: ChunkKind) -> ElectionCenter:
+    row = session.scalars(
+        select(ElectionCenter).where(_of(tally_job_id, kind)).with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise FinalizeError(f"the tally has no {kind.value} row")
+    return row
+
+
+def _product(session: Session, tally_job_id: uuid.UUID) -> Any:
+    """The product of the chunk tallies, decoding one chunk tally at a time."""
+    from compute.tally import CiphertextTally, sum_tallies
+
+    _lock(session, tally_job_id, ChunkKind.CHUNK)
+    chunks = _stream(session, ElectionCenter.encrypted_tally, tally_job_id, ChunkKind.CHUNK)
+    return sum_tallies(CiphertextTally.from_json(doc) for doc in chunks)
+
+
+def _tally_job_id(job: ElectionJob) -> uuid.UUID:
     if job.operation_type == OperationType.TALLY:
         return job.job_id
-    import uuid
-
     return uuid.UUID((job.metadata_ or {})["tally_job_id"])
 
 
 def finalize_tally(session: Session, job: ElectionJob) -> None:
-    from compute.tally import CiphertextTally, sum_tallies
-
-    chunks = _chunks(session, job.job_id, ChunkKind.CHUNK)
-    missing = [c.chunk_number for c in chunks if c.encrypted_tally is None]
-    if missing:
-        raise FinalizeError(f"chunks without a tally: {missing[:10]}")
-    # One chunk tally decoded at a time: the accumulator is the size of one tally, not of the election.
-    total = sum_tallies(CiphertextTally.from_json(c.encrypted_tally) for c in chunks)  # type: ignore[arg-type]
-    document = total.to_json()
-    (election_row,) = _chunks(session, job.job_id, ChunkKind.ELECTION) or [None]
-    if election_row is None:
-        raise FinalizeError("the tally has no election row")
+    document = _product(session, job.job_id).to_json()
+    election_row = _one(session, job.job_id, ChunkKind.ELECTION)
     election_row.encrypted_tally = document
-    election_row.cast_count = sum(c.cast_count or 0 for c in chunks)
-    election_row.spoiled_ids = [i for c in chunks for i in (c.spoiled_ids or [])]
+    election_row.cast_count = int(
+        session.scalar(
+            select(func.coalesce(func.sum(ElectionCenter.cast_count), 0)).where(
+                _of(job.job_id, ChunkKind.CHUNK)
+            )
+        )
+        or 0
+    )
+    election_row.spoiled_ids = [
+        i for ids in _stream(session, ElectionCenter.spoiled_ids, job.job_id, ChunkKind.CHUNK) for i in ids
+    ]
     election = session.get(Election, job.election_id, with_for_update=True)
     assert election is not None
     election.encrypted_tally = document
@@ -89,26 +122,20 @@ def finalize_guardian_job(session: Session, job: ElectionJob) -> None:
 
 def finalize_combine(session: Session, job: ElectionJob) -> None:
     from compute.decryption import DecryptionError, PlaintextTally, merge_plaintexts
-    from compute.tally import CiphertextTally, selection_keys, sum_tallies
+    from compute.tally import CiphertextTally, selection_keys
 
     tally_job_id = _tally_job_id(job)
-    (election_row,) = _chunks(session, tally_job_id, ChunkKind.ELECTION) or [None]
-    if election_row is None or election_row.encrypted_tally is None:
+    election_row = _one(session, tally_job_id, ChunkKind.ELECTION)
+    if election_row.encrypted_tally is None:
         raise FinalizeError("the tally has no aggregate encrypted tally")
     aggregate = CiphertextTally.from_json(election_row.encrypted_tally)
-    chunks = _chunks(session, tally_job_id, ChunkKind.CHUNK)
-    product = sum_tallies(CiphertextTally.from_json(c.encrypted_tally) for c in chunks)  # type: ignore[arg-type]
-    if product.to_json()["contests"] != aggregate.to_json()["contests"]:
+    if _product(session, tally_job_id).to_json()["contests"] != aggregate.to_json()["contests"]:
         raise FinalizeError("the aggregate encrypted tally is not the product of the chunk tallies")
 
-    slices = _chunks(session, tally_job_id, ChunkKind.SLICE)
-    if missing := [c.chunk_number for c in slices if c.result is None]:
-        raise FinalizeError(f"aggregate slices without a decryption: {missing[:10]}")
+    _lock(session, tally_job_id, ChunkKind.SLICE)
+    slices = _stream(session, ElectionCenter.result, tally_job_id, ChunkKind.SLICE)
     try:
-        plaintext = merge_plaintexts(
-            aggregate.object_id,
-            (PlaintextTally.from_json(c.result) for c in slices),  # type: ignore[arg-type]
-        )
+        plaintext = merge_plaintexts(aggregate.object_id, (PlaintextTally.from_json(doc) for doc in slices))
     except DecryptionError as exc:
         raise FinalizeError(str(exc)) from exc
     decrypted = {(cid, sid) for cid, c in plaintext.contests.items() for sid in c.selections}
@@ -117,11 +144,10 @@ def finalize_combine(session: Session, job: ElectionJob) -> None:
     result = plaintext.to_json()
     election_row.result = dict(result)
 
+    _lock(session, tally_job_id, ChunkKind.SPOILED)
     spoiled: dict[str, Any] = {}
-    for c in _chunks(session, tally_job_id, ChunkKind.SPOILED):
-        if c.result is None:
-            raise FinalizeError(f"spoiled ballots {c.chunk_number} have no decryption")
-        spoiled.update(c.result.get("spoiled_ballots") or {})
+    for doc in _stream(session, ElectionCenter.result, tally_job_id, ChunkKind.SPOILED):
+        spoiled.update(doc.get("spoiled_ballots") or {})
     if spoiled:
         result["spoiled_ballots"] = spoiled
     election = session.get(Election, job.election_id, with_for_update=True)

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, DateTime, delete, exists, func, insert, li
 from sqlalchemy.orm import Session
 
 from service.db.models import ChunkTask, ElectionJob, Outbox
+from service.db.session import rowcount
 from service.jobs.clock import utcnow
 
 
@@ -96,7 +97,7 @@ def unsent(session: Session) -> int:
 
 def prune(session: Session, sent_before: datetime) -> int:
     """Delete rows sent before ``sent_before`` (the reconciler looks only at recent ones)."""
-    return int(session.execute(delete(Outbox).where(Outbox.sent_at < sent_before)).rowcount or 0)
+    return rowcount(session.execute(delete(Outbox).where(Outbox.sent_at < sent_before)))
 
 
 def has_recent_message(recent: datetime) -> ColumnElement[bool]:

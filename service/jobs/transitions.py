@@ -27,8 +27,10 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import ChunkTask, ElectionCenter, ElectionJob, JobStatus, TaskState
+from service.db.session import rowcount
 from service.jobs import outbox
 from service.jobs.clock import aware, utcnow
+from service.settings import Settings
 
 MAX_ERROR_CHARS = 2000
 WriteResult = Callable[[Session, ChunkTask, ElectionJob], None]
@@ -64,11 +66,11 @@ class Policy:
     lease_seconds: int = 600
 
     @classmethod
-    def from_settings(cls, settings: object) -> Policy:
+    def from_settings(cls, settings: Settings) -> Policy:
         return cls(
-            max_attempts=settings.max_attempts,  # type: ignore[attr-defined]
-            backoff_seconds=settings.retry_backoff_seconds,  # type: ignore[attr-defined]
-            lease_seconds=settings.lease_seconds,  # type: ignore[attr-defined]
+            max_attempts=settings.max_attempts,
+            backoff_seconds=settings.retry_backoff_seconds,
+            lease_seconds=settings.lease_seconds,
         )
 
     def backoff(self, attempts: int) -> timedelta:
@@ -156,7 +158,7 @@ def renew_leases(session: Session, task_ids: Iterable[int], worker: str, policy:
         .where(ChunkTask.id.in_(ids), ChunkTask.lease_owner == worker, ChunkTask.state == TaskState.RUNNING)
         .values(lease_expires_at=utcnow() + timedelta(seconds=policy.lease_seconds))
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 def complete(

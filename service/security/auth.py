@@ -78,7 +78,7 @@ def decode_token(settings: Settings, token: str, *, key: bytes | None = None) ->
             issuer=ISSUER,
             options={"require": ["exp", "sub", "iss"]},
         )
-        role = Role(claims.get("role"))
+        role = Role(str(claims.get("role")))
     except (jwt.PyJWTError, ValueError) as exc:
         # PyJWT's message says which check failed (expired, bad signature), never the key.
         raise Unauthorized(f"invalid token: {exc}") from exc

@@ -27,6 +27,7 @@ def test_demo_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> N
     assert "OK" in v.stdout
 
 
+@pytest.mark.services
 def test_demo_runs_against_postgresql_and_rabbitmq(tmp_path: Path) -> None:
     """The same command with a database URL and an AMQP URL: outbox relay, RabbitMQ, bridge, local Ray."""
     from tests.conftest import new_database, new_vhost

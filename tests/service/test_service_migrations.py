@@ -19,6 +19,7 @@ from service.db import migrate
 from service.db.models import Base
 from tests.compute import ballot_helpers
 
+pytestmark = pytest.mark.services
 PG_ADMIN_URL = os.environ.get("AMARVOTE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

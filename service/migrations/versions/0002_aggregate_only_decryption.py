@@ -40,7 +40,7 @@ CONVENTION = {"uq": "uq_%(table_name)s_%(column_0_name)s_%(column_1_name)s"}
 
 
 def _escrow_table(new: bool) -> None:
-    columns = [
+    columns: list[sa.schema.SchemaItem] = [
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("election_id", BIG_ID, nullable=False),
         sa.Column("guardian_id", sa.String(length=128), nullable=False),
