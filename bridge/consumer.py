@@ -118,8 +118,8 @@ class Bridge:
         # Ray's own retries are off (max_retries=0, retry_exceptions=False): every retry is counted
         # in PostgreSQL. A worker's death (kill, node loss) or an exception surfaces from ray.get,
         # is recorded by transitions.fail and retried with backoff through the outbox. And Ray's
-        # OOM killer retries a killed task forever unless max_retries is 0 (FIELD_NOTES): with 0, a
-        # chunk too big for its node ends FAILED with "OutOfMemoryError" instead of looping.
+        # OOM killer retries a killed task forever unless max_retries is 0 (docs/field-notes.md#ray):
+        # with 0, a chunk too big for its node ends FAILED with "OutOfMemoryError" instead of looping.
         self.max_retries = max_retries
         self.shutdown_grace = shutdown_grace
         self.queues = [topology.queue_for(op) for op in (operations or DEFAULT_BODIES)]

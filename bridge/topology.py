@@ -2,7 +2,7 @@
 
 One topic exchange, ``election.exchange``, with one quorum queue per operation. Each work queue
 dead-letters into its own queue through ``election.dlx``. What each argument is for, and why
-(RabbitMQ 3.10.8, measured, see FIELD_NOTES.md):
+(RabbitMQ 3.10.8, measured: ``docs/field-notes.md#rabbitmq``):
 
 - ``x-queue-type: quorum``: replicated, fsynced before the publisher confirm; fit for votes.
 - ``x-max-length: 100000`` with ``x-overflow: reject-publish``: a full queue refuses (the publish is
