@@ -5,7 +5,8 @@ A share M = A^s of a ciphertext (A, B) by a key K = g^s comes with (a, b, c, v):
 c = H(Q', A, B, a, b, M), v = u + c s. The verifier checks c, the ranges, that A, B, K, M, a, b lie
 in the order-q subgroup, and g^v = a K^c, A^v = b M^c.
 
-Batch verification and why it is sound (the group: p - 1 = 2 q R with q and R prime, ``FIELD_NOTES``):
+Batch verification and why it is sound (the group: p - 1 = 2 q R with q and R prime,
+``docs/field-notes.md#group-structure``):
 
 1. Each challenge hash and range is checked per proof (cheap).
 2. Jacobi: every element (A, B, K, M, a, b) must be in (0, p) with Jacobi symbol (x | p) = 1: exact, and

@@ -3,10 +3,11 @@
 For a base ``b`` and window width ``w`` the table holds ``b^(d * 2^(w*i))`` for every window ``i`` of a
 256-bit exponent and every digit ``d < 2^w``. An exponentiation is then one multiply-and-reduce per
 non-zero digit (at most 32 with 8-bit windows) instead of ~256 squarings plus multiplies: about 0.17 ms
-against 1.1 ms for ``powmod`` (FIELD_NOTES). A table costs 4 MiB (8-bit windows) and ~0.1 s to build,
-so tables are cached per base (the generator g and the election public key K) and only built for bases
-that are used many times. The default window is 10 bits (26 multiplies per exponentiation, 13 MiB per
-table, about 20% faster than 8 bits); ``AMARVOTE_FIXEDBASE_WINDOW`` overrides it (8 halves the memory).
+against 1.1 ms for ``powmod`` (``docs/field-notes.md#gmpy2-costs``). A table costs 4 MiB (8-bit windows)
+and ~0.1 s to build, so tables are cached per base (the generator g and the election public key K) and
+only built for bases that are used many times. The default window is 10 bits (26 multiplies per
+exponentiation, 13 MiB per table, about 20% faster than 8 bits); ``AMARVOTE_FIXEDBASE_WINDOW`` overrides
+it (8 halves the memory).
 """
 
 from __future__ import annotations

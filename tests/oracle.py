@@ -9,8 +9,9 @@ Where the venv lives:
   folder, so a missing install step fails CI instead of hiding in a cache of an earlier run;
 - elsewhere it is built once and kept in ``$AMARVOTE_ORACLE_VENV`` (default ``~/.cache/amarvote/egref``).
 
-Python 3.10 is found by *running* each candidate (``docs/field-notes.md``: pyenv's shim for
-``python3.10`` exists on PATH even where 3.10 is not the active version, and then exits 127).
+Python 3.10 is found by *running* each candidate (``docs/field-notes.md#reference-electionguard``:
+pyenv's shim for ``python3.10`` exists on PATH even where 3.10 is not the active version, and then exits
+127).
 """
 
 from __future__ import annotations

@@ -123,9 +123,10 @@ def test_duplicates_and_a_lost_ack_count_once(settings, factory, ray_local, clea
 
 
 class BrokerClosesChannel(RabbitMQBroker):
-    """Makes the broker close the channel under it once, as ``consumer_timeout`` does (FIELD_NOTES):
-    an ack of an unknown delivery tag is a channel error (406), the connection stays open, pika
-    raises nothing, and only ``channel.is_open`` tells. The real ack is never sent."""
+    """Makes the broker close the channel under it once, as ``consumer_timeout`` does
+    (``docs/field-notes.md#rabbitmq``): an ack of an unknown delivery tag is a channel error (406), the
+    connection stays open, pika raises nothing, and only ``channel.is_open`` tells. The real ack is never
+    sent."""
 
     closed = 0
 
