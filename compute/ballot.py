@@ -15,8 +15,9 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.constants import ZERO
 from compute.elgamal import Ciphertext
-from compute.group import ZERO, from_hex, to_hex
+from compute.group import from_hex, to_hex
 from compute.hashed_elgamal import HashedElGamalCiphertext
 from compute.hashing import hash_elems
 from compute.selection_proofs import (

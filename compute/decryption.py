@@ -21,9 +21,10 @@ import gmpy2
 from gmpy2 import mpz
 
 from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
+from compute.constants import ONE, G, P
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
-from compute.group import ONE, G, P, from_hex, g_pow_p, to_hex
+from compute.group import from_hex, g_pow_p, to_hex
 from compute.guardian import (
     CompensationKey,
     DecryptionKey,

@@ -29,10 +29,11 @@ from compute.ballot import (
     make_submitted,
     selection_crypto_hash,
 )
+from compute.constants import P, Q
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
 from compute.fixedbase import fixed_pow
-from compute.group import P, Q, g_pow_p, rand_q
+from compute.group import g_pow_p, rand_q
 from compute.hashed_elgamal import hashed_elgamal_encrypt
 from compute.hashing import hash_elems
 from compute.manifest import ContestDescriptionWithPlaceholders, InternalManifest, SelectionDescription

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from compute.group import ONE, P
+from compute.constants import ONE, P
 
 
 def _cost(c: int, digits_per_bit_total: int, nwin_bits: int) -> float:

@@ -16,9 +16,10 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.constants import G, P, Q, R
 from compute.context import ElectionContext
 from compute.decryption import PlaintextTally
-from compute.group import G, P, Q, R, from_hex, to_hex
+from compute.group import from_hex, to_hex
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.tally import CiphertextTally
 

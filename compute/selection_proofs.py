@@ -21,9 +21,10 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from compute.constants import ONE, P, Q
 from compute.elgamal import Ciphertext
 from compute.fixedbase import fixed_pow
-from compute.group import ONE, P, Q, from_hex, g_pow_p, is_valid_residue, to_hex
+from compute.group import from_hex, g_pow_p, is_valid_residue, to_hex
 from compute.hashing import hash_elems
 from compute.multiexp import multiexp
 

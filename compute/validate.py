@@ -59,9 +59,9 @@ from compute.ballot import (
     contest_crypto_hash,
     selection_crypto_hash,
 )
+from compute.constants import ONE, P, Q
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
-from compute.group import ONE, P, Q
 from compute.hashing import hash_elems
 from compute.manifest import InternalManifest
 from compute.parallel import thread_map

@@ -16,6 +16,7 @@ from typing import Any
 from gmpy2 import mpz
 
 from compute.chaum_pedersen import ShareStatement, verify_shares
+from compute.constants import ONE, P
 from compute.context import make_context
 from compute.decryption import (
     PlaintextTally,
@@ -26,7 +27,7 @@ from compute.decryption import (
 )
 from compute.elgamal import Ciphertext
 from compute.fingerprints import find_repeats, repeat_message
-from compute.group import ONE, P, g_pow_p
+from compute.group import g_pow_p
 from compute.guardian import GuardianRecord
 from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
 from compute.manifest import InternalManifest

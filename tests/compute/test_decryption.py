@@ -10,6 +10,7 @@ import pytest
 
 from compute.ballot import BallotBoxState
 from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
+from compute.constants import P, Q
 from compute.decryption import (
     CompensatedDecryptionShare,
     DecryptionError,
@@ -27,7 +28,7 @@ from compute.decryption import (
     reconstruct_decryption_share,
 )
 from compute.elgamal import encrypt
-from compute.group import P, Q, g_pow_p, pow_p, rand_q
+from compute.group import g_pow_p, pow_p, rand_q
 from compute.hashing import hash_elems
 from compute.record import ElectionRecord, read_record, write_record
 from compute.tally import CiphertextTally, accumulate, new_tally

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from compute.ballot import BallotBoxState
+from compute.constants import P
 from compute.decryption import (
     DecryptionError,
     DecryptionShare,
@@ -29,7 +30,7 @@ from compute.decryption import (
     decrypt_with_guardians,
     reconstruct_decryption_share,
 )
-from compute.group import P, g_pow_p
+from compute.group import g_pow_p
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.manifest import InternalManifest
 from compute.record import (
