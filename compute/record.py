@@ -18,9 +18,9 @@ from gmpy2 import mpz
 
 from compute.constants import G, P, Q, R
 from compute.context import ElectionContext
-from compute.decryption import PlaintextTally
 from compute.group import from_hex, to_hex
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
+from compute.plaintext_tally import PlaintextTally
 from compute.tally import CiphertextTally
 
 ELECTION_RECORD_DIR = "election_record"

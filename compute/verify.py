@@ -18,20 +18,16 @@ from gmpy2 import mpz
 from compute.chaum_pedersen import ShareStatement, verify_shares
 from compute.constants import ONE, P
 from compute.context import make_context
-from compute.decryption import (
-    PlaintextTally,
-    Reconstruction,
-    compute_lagrange_coefficients,
-    compute_recovery_public_key,
-    reconstruction_problems,
-)
+from compute.decryption import compute_lagrange_coefficients, compute_recovery_public_key
 from compute.elgamal import Ciphertext
 from compute.fingerprints import find_repeats, repeat_message
 from compute.group import g_pow_p
 from compute.guardian import GuardianRecord
 from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
 from compute.manifest import InternalManifest
+from compute.plaintext_tally import PlaintextTally
 from compute.record import ElectionRecord, standard_constants
+from compute.share_checks import Reconstruction, reconstruction_problems
 from compute.tally import TallyError, accumulate, new_tally
 from compute.validate import validate_ballots
 

@@ -20,16 +20,14 @@ import pytest
 
 from compute.ballot import BallotBoxState
 from compute.constants import P
+from compute.decrypt_with_shares import combine_shares, decrypt_with_guardians
 from compute.decryption import (
-    DecryptionError,
-    DecryptionShare,
-    combine_shares,
     compute_compensated_decryption_share,
     compute_decryption_share,
     compute_lagrange_coefficients,
-    decrypt_with_guardians,
     reconstruct_decryption_share,
 )
+from compute.decryption_share import DecryptionError, DecryptionShare
 from compute.group import g_pow_p
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.manifest import InternalManifest
