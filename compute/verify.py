@@ -15,6 +15,7 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.ballot import SubmittedBallot
 from compute.chaum_pedersen import ShareStatement, verify_shares
 from compute.constants import ONE, P
 from compute.context import make_context
@@ -175,7 +176,8 @@ def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
             f.message for f in validate_ballots(record.submitted_ballots, internal, ctx, workers=workers)
         ]
     problems += [repeat_message(b, original) for b, original in find_repeats(record.submitted_ballots)]
-    cast, spoiled = [], []
+    cast: list[SubmittedBallot] = []
+    spoiled: list[SubmittedBallot] = []
     for b in record.submitted_ballots:
         state = getattr(b.state, "name", str(b.state))
         (cast if state == "CAST" else spoiled if state == "SPOILED" else []).append(b)
