@@ -46,8 +46,6 @@ from compute.selection_proofs import (
     verify_disjunctive,
 )
 
-__all__ = ["EncryptionError", "encrypt_ballot", "hashed_elgamal_encrypt", "make_submitted"]
-
 
 class EncryptionError(ValueError):
     """The plaintext ballot does not fit the manifest (the reference returns None in these cases)."""
