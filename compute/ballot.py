@@ -15,8 +15,9 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.constants import ZERO
 from compute.elgamal import Ciphertext
-from compute.group import ZERO, from_hex, to_hex
+from compute.group import from_hex, to_hex
 from compute.hashed_elgamal import HashedElGamalCiphertext
 from compute.hashing import hash_elems
 from compute.selection_proofs import (
@@ -494,9 +495,10 @@ def decode_submitted_ballot(data: bytes) -> SubmittedBallot:
             shash = r.q()
             proof = None
             if r.i(">B")[0]:
-                ps = [r.p() for _ in range(4)]
-                qs = [r.q() for _ in range(5)]
-                proof = DisjunctiveChaumPedersenProof(*ps, *qs, usage=_r_usage(r, SELECTION_VALUE_USAGE))
+                a0, b0, a1, b1 = r.p(), r.p(), r.p(), r.p()
+                c0, c1, c, v0, v1 = r.q(), r.q(), r.q(), r.q(), r.q()
+                usage = _r_usage(r, SELECTION_VALUE_USAGE)
+                proof = DisjunctiveChaumPedersenProof(a0, b0, a1, b1, c0, c1, c, v0, v1, usage)
             sels.append(CiphertextBallotSelection(sid, sseq, sdh, ct, shash, bool(ph), None, proof))
         contests.append(CiphertextBallotContest(cid, cseq, cdh, tuple(sels), acc, chash, None, cproof, ext))
     if r.off != len(r.data):

@@ -37,8 +37,9 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from compute.constants import P, Q
 from compute.elgamal import Ciphertext
-from compute.group import P, Q, from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
+from compute.group import from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
 from compute.multiexp import multiexp
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from compute.group import G, P, Q, from_hex, to_hex
+from compute.constants import G, P, Q
+from compute.group import from_hex, to_hex
 from compute.hashing import hash_elems
 
 

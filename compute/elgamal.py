@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from gmpy2 import mpz
 
-from compute.group import ONE, P, from_hex, g_pow_p, pow_p, to_hex
+from compute.constants import ONE, P
+from compute.group import from_hex, g_pow_p, pow_p, to_hex
 from compute.hashing import hash_elems
 
 

@@ -29,10 +29,11 @@ from compute.ballot import (
     make_submitted,
     selection_crypto_hash,
 )
+from compute.constants import P, Q
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
 from compute.fixedbase import fixed_pow
-from compute.group import P, Q, g_pow_p, rand_q
+from compute.group import g_pow_p, rand_q
 from compute.hashed_elgamal import hashed_elgamal_encrypt
 from compute.hashing import hash_elems
 from compute.manifest import ContestDescriptionWithPlaceholders, InternalManifest, SelectionDescription
@@ -44,8 +45,6 @@ from compute.selection_proofs import (
     verify_constant,
     verify_disjunctive,
 )
-
-__all__ = ["EncryptionError", "encrypt_ballot", "hashed_elgamal_encrypt", "make_submitted"]
 
 
 class EncryptionError(ValueError):
@@ -146,13 +145,13 @@ def _encrypt_contest(
     selections: list[CiphertextBallotSelection] = []
     count = 0
     by_id: dict[str, PlaintextBallotSelection] = {}
-    for s in contest.ballot_selections:
-        by_id.setdefault(s.object_id, s)
+    for given in contest.ballot_selections:
+        by_id.setdefault(given.object_id, given)
     for d in desc.ballot_selections:
-        s = by_id.get(d.object_id)
-        if s is not None and error != "overvote":
-            count += s.vote
-            vote = s.vote
+        chosen = by_id.get(d.object_id)
+        if chosen is not None and error != "overvote":
+            count += chosen.vote
+            vote = chosen.vote
         else:
             vote = 0  # not chosen, or an overvote: counted as nothing, placeholders fill the limit
         h = internal.selection_hashes[(desc.object_id, d.object_id)]
@@ -173,9 +172,9 @@ def _encrypt_contest(
         key_power=fixed_pow(keys.k, data_nonce),
     )
     pad, data = mpz(1), mpz(1)
-    for s in selections:
-        pad = pad * s.ciphertext.pad % P
-        data = data * s.ciphertext.data % P
+    for sel in selections:
+        pad = pad * sel.ciphertext.pad % P
+        data = data * sel.ciphertext.data % P
     acc = Ciphertext(pad, data)
     aggregate = mpz(sum(s.nonce for s in selections if s.nonce is not None) % Q)
     proof = make_constant_chaum_pedersen(acc, desc.number_elected, aggregate, keys.k, proof_seed, keys.q_ext)
@@ -218,8 +217,8 @@ def encrypt_ballot(
     keys = _Keys(context.elgamal_public_key, context.crypto_extended_base_hash)
 
     by_id: dict[str, PlaintextBallotContest] = {}
-    for c in ballot.contests:
-        by_id.setdefault(c.object_id, c)
+    for given in ballot.contests:
+        by_id.setdefault(given.object_id, given)
     contests = []
     for desc in internal_manifest.get_contests_for(style.object_id):
         pc = by_id.get(desc.object_id) or PlaintextBallotContest(

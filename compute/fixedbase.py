@@ -19,7 +19,7 @@ from collections import OrderedDict
 import gmpy2
 from gmpy2 import mpz
 
-from compute.group import ONE, G, P, Q
+from compute.constants import ONE, G, P, Q
 
 EXPONENT_BITS = 256  # exponents are reduced mod q < 2^256
 DEFAULT_WINDOW = int(os.environ.get("AMARVOTE_FIXEDBASE_WINDOW", "10"))

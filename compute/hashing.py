@@ -14,7 +14,8 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from compute.group import Q, to_hex
+from compute.constants import Q
+from compute.group import to_hex
 
 _MPZ = type(mpz(0))
 

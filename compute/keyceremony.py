@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from gmpy2 import mpz
 
+from compute.constants import P
 from compute.context import ElectionContext, make_context
 from compute.elgamal import KeyPair
-from compute.group import P
 from compute.guardian import (
     ElectionKeyPair,
     ElectionPartialKeyBackup,

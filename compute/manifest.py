@@ -8,13 +8,16 @@ reference hashes ``enum.name``, which equals the value for every member of these
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gmpy2 import mpz
 
 from compute.hashing import hash_elems
+
+_T = TypeVar("_T")
 
 SUPPORTED_VOTE_VARIATIONS = {"one_of_m", "approval", "majority", "n_of_m", "plurality", "super_majority"}
 
@@ -89,7 +92,7 @@ def _opt_json(x: Any) -> Any:
     return None if x is None else x.to_json()
 
 
-def _opt_list(x: list[Any] | None) -> list[Any] | None:
+def _opt_list(x: Sequence[_T] | None) -> list[_T] | None:
     return None if x is None else list(x)
 
 

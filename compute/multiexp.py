@@ -6,6 +6,7 @@ One pass per window of ``c`` exponent bits: each term multiplies its base into t
 cost is about N*b/c + (b/c)*2^(c+1) multiplies instead of N full exponentiations (~1.5*b multiplies
 each), so short random exponents (64 bits) and large batches are where it wins. Terms with short
 exponents only touch the low windows, so mixing 64-bit and 256-bit exponents in one call is fine.
+``product_of_powers`` keeps plain powmods for the few terms where the buckets do not pay.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from compute.group import ONE, P
+from compute.constants import ONE, P
 
 
 def _cost(c: int, digits_per_bit_total: int, nwin_bits: int) -> float:
@@ -77,4 +78,14 @@ def multiexp(
                 total = running if total is None else total * running % modulus
         if total is not None:
             acc = acc * total % modulus
+    return acc
+
+
+def product_of_powers(bases: Sequence[mpz], exponents: Sequence[int]) -> mpz:
+    """prod b^e mod p: plain powmods for a handful of terms (a quorum), multi-exponentiation beyond."""
+    if len(bases) >= 8:
+        return multiexp(bases, exponents)
+    acc = ONE
+    for b, e in zip(bases, exponents, strict=True):
+        acc = acc * gmpy2.powmod(b, e, P) % P
     return acc

@@ -1,7 +1,7 @@
 """Threads inside one task: gmpy2 releases the GIL in its long operations, if each thread asks it to.
 
 gmpy2 contexts are per thread, and a new thread starts from the defaults (GIL held during powmod), so
-every pool thread sets ``allow_release_gil`` itself; compute.group does it for the main thread.
+every pool thread sets ``allow_release_gil`` itself; compute.constants does it for the importing thread.
 """
 
 from __future__ import annotations

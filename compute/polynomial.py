@@ -7,7 +7,8 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from compute.group import ONE, P, Q, from_hex, g_pow_p, pow_p, rand_q, to_hex
+from compute.constants import ONE, P, Q
+from compute.group import from_hex, g_pow_p, pow_p, rand_q, to_hex
 from compute.schnorr import SchnorrProof, make_schnorr_proof
 
 

@@ -16,10 +16,13 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.ballot import SubmittedBallot
+from compute.constants import G, P, Q, R
 from compute.context import ElectionContext
-from compute.decryption import PlaintextTally
-from compute.group import G, P, Q, R, from_hex, to_hex
+from compute.group import from_hex, to_hex
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
+from compute.manifest import Manifest
+from compute.plaintext_tally import PlaintextTally
 from compute.tally import CiphertextTally
 
 ELECTION_RECORD_DIR = "election_record"
@@ -42,15 +45,14 @@ def standard_constants() -> dict[str, str]:
 
 @dataclass(slots=True)
 class ElectionRecord:
-    """Everything a verifier reads. ``manifest`` is a compute.manifest.Manifest, ``submitted_ballots``
-    compute.ballot.SubmittedBallot objects; ``spoiled_ballots`` are PlaintextTally objects keyed by id."""
+    """Everything a verifier reads; ``spoiled_ballots`` are keyed by ballot id."""
 
-    manifest: Any
+    manifest: Manifest
     context: ElectionContext
     guardians: list[GuardianRecord]
     constants: dict[str, str] = field(default_factory=standard_constants)
     lagrange_coefficients: dict[str, mpz] = field(default_factory=dict)
-    submitted_ballots: list[Any] = field(default_factory=list)
+    submitted_ballots: list[SubmittedBallot] = field(default_factory=list)
     spoiled_ballots: dict[str, PlaintextTally] = field(default_factory=dict)
     encrypted_tally: CiphertextTally | None = None
     tally: PlaintextTally | None = None
@@ -100,9 +102,6 @@ def write_record(record: ElectionRecord, directory: str | Path) -> Path:
 
 def read_record(directory: str | Path) -> ElectionRecord:
     """Read an election_record/ directory (ours or the reference's)."""
-    from compute.ballot import SubmittedBallot
-    from compute.manifest import Manifest
-
     d = Path(directory)
     guardians = sorted(
         (GuardianRecord.from_json(x) for x in _read_dir(d / GUARDIANS_DIR, GUARDIAN_PREFIX)),

@@ -11,7 +11,8 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from compute.group import P, Q, from_hex, g_pow_p, in_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
+from compute.constants import P, Q
+from compute.group import from_hex, g_pow_p, in_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"

@@ -21,9 +21,10 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from compute.constants import ONE, P, Q
 from compute.elgamal import Ciphertext
 from compute.fixedbase import fixed_pow
-from compute.group import ONE, P, Q, from_hex, g_pow_p, is_valid_residue, to_hex
+from compute.group import from_hex, g_pow_p, is_valid_residue, to_hex
 from compute.hashing import hash_elems
 from compute.multiexp import multiexp
 
@@ -71,8 +72,16 @@ class DisjunctiveChaumPedersenProof:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DisjunctiveChaumPedersenProof:
         return cls(
-            *(from_hex(d[f]) for f in (*cls._P_FIELDS, *cls._Q_FIELDS)),
-            usage=d.get("usage", SELECTION_VALUE_USAGE),
+            from_hex(d["proof_zero_pad"]),
+            from_hex(d["proof_zero_data"]),
+            from_hex(d["proof_one_pad"]),
+            from_hex(d["proof_one_data"]),
+            from_hex(d["proof_zero_challenge"]),
+            from_hex(d["proof_one_challenge"]),
+            from_hex(d["challenge"]),
+            from_hex(d["proof_zero_response"]),
+            from_hex(d["proof_one_response"]),
+            d.get("usage", SELECTION_VALUE_USAGE),
         )
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.constants import ONE, P
 from compute.elgamal import Ciphertext
-from compute.group import ONE, P, from_hex, to_hex
+from compute.group import from_hex, to_hex
 
 ELECTION_RESULTS = "election-results"  # the reference's tally object id
 

@@ -59,9 +59,9 @@ from compute.ballot import (
     contest_crypto_hash,
     selection_crypto_hash,
 )
+from compute.constants import ONE, P, Q
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
-from compute.group import ONE, P, Q
 from compute.hashing import hash_elems
 from compute.manifest import InternalManifest
 from compute.parallel import thread_map
@@ -119,8 +119,8 @@ class _Prepared:
     def add_to(self, batch: ProofBatch) -> None:
         for _, _, ct, proof in self.selections:
             batch.add_disjunctive(ct, proof, prechecked=True)
-        for _, cts, acc, proof in self.contests:
-            batch.add_constant(cts, acc, proof, prechecked=True)
+        for _, cts, acc, contest_proof in self.contests:
+            batch.add_constant(cts, acc, contest_proof, prechecked=True)
 
 
 @lru_cache(maxsize=16)
@@ -227,9 +227,9 @@ def _locate(prep: _Prepared, context: ElectionContext) -> BallotInvalid:
         b.add_disjunctive(ct, proof, prechecked=True)
         if not b.check():
             return BallotInvalid(prep.ballot_id, "disjunctive proof (0 or 1) does not verify", cid, sid)
-    for cid, cts, acc, proof in prep.contests:
+    for cid, cts, acc, contest_proof in prep.contests:
         b = ProofBatch(k, qe)
-        b.add_constant(cts, acc, proof, prechecked=True)
+        b.add_constant(cts, acc, contest_proof, prechecked=True)
         if not b.check():
             return BallotInvalid(prep.ballot_id, "constant proof (contest limit) does not verify", cid)
     # every proof holds alone but not together: only possible by a 2^-64 accident; recheck the whole

@@ -15,22 +15,20 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from compute.ballot import SubmittedBallot
 from compute.chaum_pedersen import ShareStatement, verify_shares
+from compute.constants import ONE, P
 from compute.context import make_context
-from compute.decryption import (
-    PlaintextTally,
-    Reconstruction,
-    compute_lagrange_coefficients,
-    compute_recovery_public_key,
-    reconstruction_problems,
-)
+from compute.decryption import compute_lagrange_coefficients, compute_recovery_public_key
 from compute.elgamal import Ciphertext
 from compute.fingerprints import find_repeats, repeat_message
-from compute.group import ONE, P, g_pow_p
+from compute.group import g_pow_p
 from compute.guardian import GuardianRecord
 from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
 from compute.manifest import InternalManifest
+from compute.plaintext_tally import PlaintextTally
 from compute.record import ElectionRecord, standard_constants
+from compute.share_checks import Reconstruction, reconstruction_problems
 from compute.tally import TallyError, accumulate, new_tally
 from compute.validate import validate_ballots
 
@@ -178,7 +176,8 @@ def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
             f.message for f in validate_ballots(record.submitted_ballots, internal, ctx, workers=workers)
         ]
     problems += [repeat_message(b, original) for b, original in find_repeats(record.submitted_ballots)]
-    cast, spoiled = [], []
+    cast: list[SubmittedBallot] = []
+    spoiled: list[SubmittedBallot] = []
     for b in record.submitted_ballots:
         state = getattr(b.state, "name", str(b.state))
         (cast if state == "CAST" else spoiled if state == "SPOILED" else []).append(b)

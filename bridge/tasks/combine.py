@@ -38,14 +38,10 @@ def _decrypt(
     manifest: Any,
 ) -> dict[str, Any]:
     """direct: guardian -> share JSON; compensated: missing -> {available guardian -> share JSON}."""
-    from compute.decryption import (
-        CompensatedDecryptionShare,
-        combine_shares,
-        reconstruct_decryption_share,
-    )
-    from compute.decryption import (
-        DecryptionShare as Share,
-    )
+    from compute.decrypt_with_shares import combine_shares
+    from compute.decryption import reconstruct_decryption_share
+    from compute.decryption_share import CompensatedDecryptionShare
+    from compute.decryption_share import DecryptionShare as Share
 
     shares = {g: Share.from_json(s) for g, s in direct.items()}
     for missing, parts in compensated.items():

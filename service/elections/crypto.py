@@ -21,11 +21,12 @@ from compute.ballot import (
     encode_submitted_ballot,
     get_hash_for_device,
 )
+from compute.constants import P
 from compute.context import ElectionContext
 from compute.elgamal import encrypt as elgamal_encrypt
 from compute.encrypt import EncryptionError, encrypt_ballot, submit
 from compute.fingerprints import repeat_message, repeats_among, selection_fingerprints
-from compute.group import P, from_hex, g_pow_p, pow_p, rand_q, to_hex
+from compute.group import from_hex, g_pow_p, pow_p, rand_q, to_hex
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.keyceremony import KeyCeremonyError, run_key_ceremony
 from compute.manifest import InternalManifest, Manifest, build_simple_manifest

@@ -121,7 +121,9 @@ def finalize_guardian_job(session: Session, job: ElectionJob) -> None:
 
 
 def finalize_combine(session: Session, job: ElectionJob) -> None:
-    from compute.decryption import DecryptionError, PlaintextTally, merge_plaintexts
+    from compute.decrypt_with_shares import merge_plaintexts
+    from compute.decryption_share import DecryptionError
+    from compute.plaintext_tally import PlaintextTally
     from compute.tally import CiphertextTally, selection_keys
 
     tally_job_id = _tally_job_id(job)

@@ -17,10 +17,11 @@ from compute.ballot import (
     get_ballot_code,
     make_submitted,
 )
+from compute.constants import P
 from compute.context import ElectionContext, make_context
 from compute.elgamal import Ciphertext
 from compute.encrypt import encrypt_ballot
-from compute.group import P, g_pow_p, rand_q
+from compute.group import g_pow_p, rand_q
 from compute.manifest import (
     BallotStyle,
     Candidate,

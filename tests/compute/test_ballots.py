@@ -24,8 +24,9 @@ from compute.ballot import (
     get_hash_for_device,
     make_submitted,
 )
+from compute.constants import P, Q
 from compute.encrypt import EncryptionError, encrypt_ballot
-from compute.group import P, Q, rand_q, to_hex
+from compute.group import rand_q, to_hex
 from compute.hashing import hash_elems
 from compute.validate import validate_ballot
 

@@ -10,25 +10,23 @@ import pytest
 
 from compute.ballot import BallotBoxState
 from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
+from compute.constants import P, Q
+from compute.decrypt_with_shares import combine_shares, decrypt_with_guardians
 from compute.decryption import (
-    CompensatedDecryptionShare,
-    DecryptionError,
-    DecryptionShare,
-    DiscreteLog,
-    PlaintextTally,
-    combine_shares,
     compensated_shares_from_coordinate,
     compute_compensated_decryption_share,
     compute_compensated_decryption_shares,
     compute_decryption_share,
     compute_decryption_shares,
     compute_lagrange_coefficients,
-    decrypt_with_guardians,
     reconstruct_decryption_share,
 )
+from compute.decryption_share import CompensatedDecryptionShare, DecryptionError, DecryptionShare
+from compute.discrete_log import DiscreteLog
 from compute.elgamal import encrypt
-from compute.group import P, Q, g_pow_p, pow_p, rand_q
+from compute.group import g_pow_p, pow_p, rand_q
 from compute.hashing import hash_elems
+from compute.plaintext_tally import PlaintextTally
 from compute.record import ElectionRecord, read_record, write_record
 from compute.tally import CiphertextTally, accumulate, new_tally
 from compute.verify import verify_record

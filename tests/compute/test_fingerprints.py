@@ -7,7 +7,8 @@ import hashlib
 
 import pytest
 
-from compute.decryption import compute_lagrange_coefficients, decrypt_with_guardians
+from compute.decrypt_with_shares import decrypt_with_guardians
+from compute.decryption import compute_lagrange_coefficients
 from compute.elgamal import Ciphertext
 from compute.fingerprints import ciphertext_fingerprint, find_repeats, selection_fingerprints
 from compute.record import ElectionRecord

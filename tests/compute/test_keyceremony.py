@@ -7,7 +7,8 @@ import json
 import pytest
 from gmpy2 import mpz
 
-from compute.group import P, Q, g_pow_p, rand_q
+from compute.constants import P, Q
+from compute.group import g_pow_p, rand_q
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.hashed_elgamal import (
     backup_seed,

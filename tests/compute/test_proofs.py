@@ -9,9 +9,10 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
+from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
 from compute.fixedbase import FixedBaseTable, fixed_pow, table_for
-from compute.group import G, P, Q, g_pow_p, rand_q
+from compute.group import g_pow_p, rand_q
 from compute.multiexp import multiexp
 from compute.selection_proofs import (
     ConstantChaumPedersenProof,

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from compute.ballot import BallotBoxState
+from compute.constants import P
 from compute.elgamal import Ciphertext
-from compute.group import P, g_pow_p, pow_p
+from compute.group import g_pow_p, pow_p
 from compute.tally import (
     CiphertextTally,
     TallyError,

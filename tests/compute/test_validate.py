@@ -10,9 +10,10 @@ import pytest
 from ballot_helpers import make_election, submitted_ballots
 
 from compute.ballot import SubmittedBallot, contest_crypto_hash, selection_crypto_hash
+from compute.constants import G, P, Q
 from compute.context import make_context
 from compute.elgamal import Ciphertext
-from compute.group import G, P, Q, g_pow_p, rand_q
+from compute.group import g_pow_p, rand_q
 from compute.validate import BallotInvalid, ballot_code_ok, validate_ballot, validate_ballots
 
 

@@ -10,9 +10,10 @@ import pytest
 from gmpy2 import mpz
 
 from compute.ballot import BallotBoxState, CiphertextBallot, PlaintextBallot, SubmittedBallot, make_submitted
+from compute.constants import Q
 from compute.context import ElectionContext
 from compute.encrypt import encrypt_ballot
-from compute.group import Q, to_hex
+from compute.group import to_hex
 from compute.manifest import InternalManifest, Manifest
 from compute.validate import BallotInvalid, validate_ballot, validate_ballots
 from tests.oracle import require_oracle, run_oracle
@@ -84,8 +85,8 @@ def _tampered(ballots: list[SubmittedBallot]) -> tuple[SubmittedBallot, Submitte
     # multiplying by g keeps the ciphertext in the group; the selection hash is recomputed so that
     # only the proofs can catch it
     from compute.ballot import selection_crypto_hash
+    from compute.constants import G, P
     from compute.elgamal import Ciphertext
-    from compute.group import G, P
 
     ct = Ciphertext(sa.ciphertext.pad, sa.ciphertext.data * G % P)
     bad_ct = _replace_selection(

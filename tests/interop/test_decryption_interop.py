@@ -19,17 +19,16 @@ from typing import Any
 import pytest
 
 from compute.ballot import BallotBoxState
+from compute.constants import P
+from compute.decrypt_with_shares import combine_shares, decrypt_with_guardians
 from compute.decryption import (
-    DecryptionError,
-    DecryptionShare,
-    combine_shares,
     compute_compensated_decryption_share,
     compute_decryption_share,
     compute_lagrange_coefficients,
-    decrypt_with_guardians,
     reconstruct_decryption_share,
 )
-from compute.group import P, g_pow_p
+from compute.decryption_share import DecryptionError, DecryptionShare
+from compute.group import g_pow_p
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.manifest import InternalManifest
 from compute.record import (

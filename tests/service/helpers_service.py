@@ -67,8 +67,9 @@ def insert_dummy_ballots(s: Session, election_id: int, n: int, spoiled_every: in
 def fake_aggregate(selections: int = 5, contests: int = 1) -> dict:
     """An aggregate encrypted tally (reference JSON) of ``selections`` selections per contest, each an
     encryption of 0 with nonce 0: planning needs its shape, not its values."""
+    from compute.constants import ONE
     from compute.elgamal import Ciphertext
-    from compute.group import ONE, to_hex
+    from compute.group import to_hex
 
     zero = Ciphertext(ONE, ONE).to_json()
     return {
