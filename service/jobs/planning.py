@@ -1,15 +1,16 @@
-"""Job creation: the planning side of the job lifecycle (the bridge owns the state transitions).
+"""Job creation: the planning side of the job lifecycle (``service.jobs.transitions`` owns the state
+transitions).
 
 Each ``create_*`` function writes, in the caller's transaction, the job row, its chunk tasks and one
-outbox row per task (the transactional outbox: the relay publishes only what committed). Messages
-carry ids only. A bad state raises a ``DomainError`` before anything is written; if something fails
-after the first write the caller's transaction rolls everything back.
+outbox row per task (``service.jobs.outbox``; the transactional outbox: a broker only ever sees what
+committed). Messages carry ids only. A bad state raises a ``DomainError`` before anything is written;
+if something fails after the first write the caller's transaction rolls everything back.
 
 Chunk numbering (contract with the bridge): a tally plans chunks numbered 1..N, each the ballots
 (cast and spoiled) with ``seq`` in ``[first_seq, last_seq]``, consecutive runs of ``chunk_size`` ballots
 in ``seq`` order, so the assignment is deterministic. It also writes the row of kind ``election``,
-numbered 0: the bridge fills its encrypted tally (the product of the chunks') when the tally job
-completes. The tally job has one task per chunk.
+numbered 0: the finalizer (``service.jobs.finalize``) fills its encrypted tally (the product of the
+chunks') when the tally job completes. The tally job has one task per chunk.
 
 Decryption never touches a chunk: a chunk's sub-tally stays encrypted (decrypting it would publish the
 votes of that small group of voters). The first decryption request of a tally plans its *decryption

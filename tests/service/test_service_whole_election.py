@@ -1,6 +1,7 @@
-"""The whole election through the API, with the bridge's embedded runner executing the jobs on a local
-Ray against the real PostgreSQL: keys, cast and spoiled ballots, a tally in chunks of ONE ballot, 2-of-3
-decryption with one guardian missing (compensated), combine, results, and the exported record verified.
+"""The whole election through the API, with the bridge's executor over the outbox broker running the
+jobs on a local Ray against the real PostgreSQL: keys, cast and spoiled ballots, a tally in chunks of ONE
+ballot, 2-of-3 decryption with one guardian missing (compensated), combine, results, and the exported
+record verified.
 
 Ballot secrecy is checked where it is lost: with chunks of one ballot, decrypting a chunk's sub-tally
 would decrypt that voter's ballot. So every plaintext anywhere (every table, every API response, every
