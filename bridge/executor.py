@@ -17,7 +17,16 @@ What a delivery's fate is:
 - the body raises or its worker dies: ``transitions.fail``; below the limit that writes a delayed outbox
   message and we ACK; at the limit the task is FAILED and we DEAD_LETTER it;
 - unreadable: DEAD_LETTER;
-- the database is unreachable before anything was recorded: REQUEUE after a pause.
+- its lease was taken over at the last attempt (its worker died every time): the task is FAILED,
+  DEAD_LETTER.
+
+While the database is unreachable (a claim, a failure record or the body's own writes lose the
+connection), nothing is settled and nothing is counted: the delivery is *held*, the executor stops
+consuming (``broker.cancel``), probes the database every ``db_probe_interval`` seconds, and when it answers
+runs the held deliveries again (a body that lost the database gives its attempt back first:
+``transitions.release``) and consumes again. So an outage costs no attempt, adds nothing to the broker's
+delivery count (the messages stay unacked, not requeued) and sends nothing to a dead-letter queue, which
+holds only chunks that failed their attempts.
 
 Ray's own retries are off (``max_retries=0``, ``retry_exceptions=False``): every retry is counted in
 PostgreSQL. A worker's death (kill, node loss) or an exception surfaces from ``ray.get``, is recorded by
@@ -43,11 +52,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from sqlalchemy import text
 
 from bridge import metrics
 from bridge.broker import Broker, BrokerLost, Delivery, Idle, Settlement
 from bridge.tasks import DEFAULT_BODIES, run_chunk
-from service.db.session import in_transaction, session_factory, without_password
+from service.db.session import in_transaction, is_disconnect, session_factory, without_password
 from service.jobs import transitions
 from service.jobs.transitions import Claim, Outcome, Policy
 from service.settings import Settings
@@ -79,7 +89,20 @@ class _Work:
     ref: Any = None
     released: bool = False
     settled: bool = False
+    # What to do first when the work runs again after a database outage.
+    give_back: int | None = None  # release this task (its body lost the database: the attempt is not its)
+    failure: tuple[Claim, str] | None = None  # record this failure (recording it lost the database)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Held(Exception):
+    """The database is unreachable: keep the delivery unsettled until it answers again."""
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    """A body that failed because the database went away (not because of its chunk)."""
+    cause = getattr(exc, "cause", None)
+    return is_disconnect(cause if isinstance(cause, BaseException) else exc)
 
 
 class Executor:
@@ -95,6 +118,7 @@ class Executor:
         max_retries: int = 0,
         shutdown_grace: float = 30.0,
         poll_interval: float = 0.5,
+        db_probe_interval: float = 2.0,
     ) -> None:
         self.broker = broker
         self.database_url = settings.sqlalchemy_url
@@ -105,6 +129,7 @@ class Executor:
         self.max_retries = max_retries
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
+        self.db_probe_interval = db_probe_interval
         self.operations = list(operations or DEFAULT_BODIES)
         self.bodies = {**DEFAULT_BODIES, **(bodies or {})}
         self.worker_id = worker_id or default_worker_id()
@@ -115,6 +140,11 @@ class Executor:
         self._inflight: dict[int, _Work] = {}  # by id(work)
         self._inflight_lock = threading.Lock()
         self._last_renew = time.monotonic()
+        self._held: list[_Work] = []
+        self._db_down = threading.Event()
+        self._consuming = False
+        self._last_probe = 0.0
+        self.pauses = 0  # how many times the database went away (tests and logs)
         self.ready = threading.Event()  # set once consuming (tests wait on it)
 
     # -- public -------------------------------------------------------------------------------
@@ -156,10 +186,14 @@ class Executor:
             while not finished():
                 try:
                     self.broker.connect()
-                    self.broker.consume(self.operations, self.max_in_flight)
-                    self.ready.set()
+                    self._consuming = False
+                    if not self._db_down.is_set():
+                        self._consume()
                     delay = 0.5
                     while not finished():
+                        if self._db_down.is_set():
+                            self._while_database_down()
+                            continue
                         room = self.max_in_flight - self._pending()
                         for delivery in self.broker.poll(self.poll_interval, max(room, 0)):
                             self._start(delivery)
@@ -177,6 +211,43 @@ class Executor:
             self._stop.set()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self.broker.close()
+
+    def _consume(self) -> None:
+        self.broker.consume(self.operations, self.max_in_flight)
+        self._consuming = True
+        self.ready.set()
+
+    def _while_database_down(self) -> None:
+        """Main thread, while the database is away: stop consuming, hold what arrives, probe."""
+        if self._consuming:
+            self.broker.cancel()
+            self._consuming = False
+            self.ready.clear()
+            log.warning("database unreachable: consumption paused, %d delivery(ies) held", len(self._held))
+        for delivery in self.broker.poll(self.poll_interval, 0):  # pumps settlements; holds stragglers
+            self._hold(_Work(delivery))
+        if time.monotonic() - self._last_probe < self.db_probe_interval:
+            return
+        self._last_probe = time.monotonic()
+        try:
+            in_transaction(self.factory, lambda s: s.execute(text("SELECT 1")), attempts=1)
+        except Exception:
+            return
+        with self._inflight_lock:
+            held, self._held = self._held, []
+        self._db_down.clear()
+        log.warning("database reachable again: running %d held delivery(ies), consuming", len(held))
+        for work in held:
+            self._pool.submit(self._handle, work)
+        self._consume()
+
+    def _hold(self, work: _Work) -> None:
+        with self._inflight_lock:
+            self._inflight[id(work)] = work
+            self._held.append(work)
+            if not self._db_down.is_set():
+                self.pauses += 1
+            self._db_down.set()
 
     def _start(self, delivery: Delivery) -> None:
         work = _Work(delivery)
@@ -200,11 +271,24 @@ class Executor:
     # -- worker threads -----------------------------------------------------------------------
     def _handle(self, work: _Work) -> None:
         try:
-            self._settle(work, self._process(work))
+            how = self._process(work)
+        except _Held:
+            self._hold(work)
+            return
         except Exception:
             log.exception("unexpected error handling a delivery; requeueing it")
             time.sleep(1.0)
-            self._settle(work, Settlement.REQUEUE)
+            how = Settlement.REQUEUE
+        self._settle(work, how)
+
+    def _db(self, fn: Callable[[Any], Any]) -> Any:
+        """A transaction; a lost database holds the work (``_Held``) instead of failing it."""
+        try:
+            return in_transaction(self.factory, fn)
+        except Exception as exc:
+            if is_disconnect(exc):
+                raise _Held from exc
+            raise
 
     def _process(self, work: _Work) -> Settlement:
         if self._stop.is_set():
@@ -213,16 +297,29 @@ class Executor:
         if task_id is None:
             log.error("malformed message dead-lettered")
             return Settlement.DEAD_LETTER
+        if work.failure is not None:
+            claim, error = work.failure
+            return self._record_failure(work, claim, error)
+        if work.give_back is not None:
+            give_back = work.give_back
+            self._db(lambda s: transitions.release(s, give_back, self.worker_id))
+            work.give_back = None
         try:
-            claim = in_transaction(
-                self.factory, lambda s: transitions.claim(s, task_id, self.worker_id, self.policy)
-            )
+            claim = self._db(lambda s: transitions.claim(s, task_id, self.worker_id, self.policy))
+        except _Held:
+            raise
         except Exception as exc:
             log.warning("claim of task %s failed (%s); requeueing", task_id, type(exc).__name__)
             time.sleep(1.0)
             return Settlement.REQUEUE
         if claim is None:
             return Settlement.ACK  # done, failed, leased elsewhere or backing off: nothing for us
+        if claim == Outcome.FAILED:
+            log.warning("task %s FAILED: its worker died at every attempt", task_id)
+            metrics.chunk_failed(str(work.delivery.operation), final=True)
+            return Settlement.DEAD_LETTER
+        if not isinstance(claim, Claim):
+            return Settlement.ACK
         work.task_id = task_id
         return self._run_claim(work, claim)
 
@@ -239,24 +336,33 @@ class Executor:
         except Exception as exc:
             if work.released:
                 return Settlement.REQUEUE  # shut down under it: released already, nothing counted
-            return self._record_failure(claim, exc)
+            if _is_infrastructure(exc):
+                # The body lost the database: not the chunk's fault. Its attempt is given back when the
+                # database returns, and the chunk runs again then.
+                log.warning("task %s lost the database (%s); held", claim.task_id, describe_error(exc))
+                work.give_back = claim.task_id
+                raise _Held from exc
+            error = describe_error(exc)
+            log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, error)
+            return self._record_failure(work, claim, error)
         if outcome == Outcome.DONE:
             metrics.chunk_done(claim.operation)
         return Settlement.ACK
 
-    def _record_failure(self, claim: Claim, exc: BaseException) -> Settlement:
-        error = describe_error(exc)
-        log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, error)
+    def _record_failure(self, work: _Work, claim: Claim, error: str) -> Settlement:
         try:
-            outcome = in_transaction(
-                self.factory,
-                lambda s: transitions.fail(s, claim.task_id, self.worker_id, error, self.policy),
+            outcome = self._db(
+                lambda s: transitions.fail(s, claim.task_id, self.worker_id, error, self.policy)
             )
+        except _Held:
+            work.failure = (claim, error)  # recorded when the database answers again
+            raise
         except Exception as db_exc:
             # Not recorded: requeue; the next claim counts a new attempt, the lease guards overlap.
             log.warning("could not record failure of task %s (%s)", claim.task_id, type(db_exc).__name__)
             time.sleep(1.0)
             return Settlement.REQUEUE
+        work.failure = None
         metrics.chunk_failed(claim.operation, final=outcome == Outcome.FAILED)
         return Settlement.DEAD_LETTER if outcome == Outcome.FAILED else Settlement.ACK
 

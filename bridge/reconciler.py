@@ -20,23 +20,31 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from service.db.models import ElectionJob
+from service.db.models import ElectionJob, TaskState
 from service.db.session import SessionFactory, in_transaction
 from service.jobs import transitions
+from service.jobs.transitions import Policy
 
 log = logging.getLogger(__name__)
 
 
-def reconcile_once(factory: SessionFactory, *, stale_after: timedelta) -> int:
-    """Write outbox rows for stuck tasks; returns how many."""
+def reconcile_once(factory: SessionFactory, *, stale_after: timedelta, policy: Policy | None = None) -> int:
+    """Write outbox rows for stuck tasks (a task whose worker died at its last attempt is FAILED
+    instead); returns how many were republished."""
+    policy = policy or Policy()
 
     def work(session: Session) -> int:
         tasks = transitions.reclaimable(session, stale_after=stale_after)
+        republished = 0
         for task in tasks:
+            if task.state == TaskState.RUNNING and task.attempts >= policy.max_attempts:
+                transitions.fail_abandoned(session, task.id, policy)
+                continue
             job = session.get(ElectionJob, task.job_id)
             assert job is not None
             transitions.enqueue(session, task, job)
-        return len(tasks)
+            republished += 1
+        return republished
 
     n = in_transaction(factory, work)
     if n:
@@ -62,8 +70,10 @@ class Reconciler:
         interval: float = 30.0,
         stale_after: timedelta,
         escrow_retention: timedelta = timedelta(hours=24),
+        policy: Policy | None = None,
     ) -> None:
         self.factory = factory
+        self.policy = policy or Policy()
         self.interval = interval
         self.stale_after = stale_after
         self.escrow_retention = escrow_retention
@@ -72,7 +82,7 @@ class Reconciler:
     def run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                reconcile_once(self.factory, stale_after=self.stale_after)
+                reconcile_once(self.factory, stale_after=self.stale_after, policy=self.policy)
                 sweep_escrows(self.factory, retention=self.escrow_retention)
             except Exception as exc:
                 log.warning("reconcile round failed (%s)", type(exc).__name__)

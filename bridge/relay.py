@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from bridge.broker import BrokerLost, Published, Publisher
 from service.db.session import SessionFactory, in_transaction
 from service.jobs import outbox
-from service.jobs.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,7 @@ class Relay:
 
     def prune(self) -> int:
         """Delete rows sent longer ago than ``keep_sent`` (the reconciler only looks at recent ones)."""
-        cutoff = utcnow() - self.keep_sent
-        return in_transaction(self.factory, lambda s: outbox.prune(s, cutoff))
+        return in_transaction(self.factory, lambda s: outbox.prune(s, self.keep_sent))
 
     def run(self) -> None:
         """Relay until :meth:`stop`; survives broker and database outages."""

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cli.record import check_record
 from cli.ui import console, mode, progress_bars, reporter, run_settings
+from service.settings import Settings
 
 ENCRYPT_BATCH = 50
 
@@ -90,7 +91,17 @@ def demo(
     missing: int = typer.Option(2, "--missing", min=0, help="Guardians absent at decryption (≤ n - k)."),
     spoil_every: int = typer.Option(25, "--spoil-every", min=0, help="Spoil every Nth ballot (0: none)."),
     out: Path | None = typer.Option(None, "--out", help="Where to write the election record."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for the synthetic choices."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed for the synthetic choices (printed if not given)."
+    ),
+    resume: int | None = typer.Option(
+        None,
+        "--resume",
+        metavar="ELECTION_ID",
+        help="Continue an interrupted demo from its database: set AMARVOTE_DATA_DIR (or"
+        " AMARVOTE_DATABASE_URL) to the run's and give its --seed, --ballots, --missing and --spoil-every"
+        " (the line it printed).",
+    ),
 ) -> None:
     if quorum > guardians:
         raise typer.BadParameter(f"quorum {quorum} exceeds the {guardians} guardians", param_hint="--quorum")
@@ -98,10 +109,21 @@ def demo(
         raise typer.BadParameter(
             f"{missing} missing guardians leave fewer than the quorum of {quorum}", param_hint="--missing"
         )
-    settings = run_settings("demo")
+    if resume is not None:
+        settings = Settings()
+        if settings.database_url is None and "data_dir" not in settings.model_fields_set:
+            raise typer.BadParameter(
+                "set AMARVOTE_DATA_DIR to the interrupted run's data directory (its resume line names it)",
+                param_hint="--resume",
+            )
+        if seed is None:
+            raise typer.BadParameter("give the interrupted run's --seed (its resume line names it)")
+    else:
+        settings = run_settings("demo")
+    seed = secrets.randbelow(2**31) if seed is None else seed
     # Eight chunks show the fan-out without drowning a small demo in per-task overhead.
     chunk_size = chunk_size or max(25, -(-ballots // 8))
-    _run(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed)
+    _run(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed, resume)
 
 
 def _run(
@@ -113,12 +135,15 @@ def _run(
     n_missing: int,
     spoil_every: int,
     out: Path | None,
-    seed: int | None,
+    seed: int,
+    resume: int | None = None,
 ) -> None:
     import ray
+    from sqlalchemy import select
 
     from cli.pipeline import Pipeline, Timings
     from service.db.migrate import upgrade
+    from service.db.models import Ballot
     from service.db.session import transaction
     from service.elections import ballots as ballot_service
     from service.elections import elections as election_service
@@ -126,55 +151,77 @@ def _run(
 
     timings = Timings()
     rng = random.Random(seed)
-    console.print(
-        f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
-        f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
-    )
     pipe = Pipeline(settings, created_by="demo")
     pipe.connect()
     upgrade(settings.sqlalchemy_url)
     db = pipe.factory
+    credentials: dict[str, tuple[dict[str, Any], str]] | None = None
 
-    with timings.phase("key ceremony"):
-        ids = [f"guardian-{i + 1}" for i in range(n)]
-        passphrases = {g: secrets.token_urlsafe(16) for g in ids}
+    if resume is None:
+        console.print(
+            f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
+            f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
+        )
+        with timings.phase("key ceremony"):
+            ids = [f"guardian-{i + 1}" for i in range(n)]
+            passphrases = {g: secrets.token_urlsafe(16) for g in ids}
+            with transaction(db) as s:
+                e = election_service.create_election(
+                    s,
+                    name="amarvote demo",
+                    number_of_guardians=n,
+                    quorum=k,
+                    manifest=demo_manifest(),
+                    created_by="demo",
+                )
+                eid = e.id
+                issued = election_service.run_key_ceremony(s, eid, passphrases)
+                election_service.open_election(s, eid)
+                manifest, context, state = e.manifest, e.context, e.state
+            credentials = {c.guardian_id: (c.credentials, passphrases[c.guardian_id]) for c in issued}
+        where = f"AMARVOTE_DATA_DIR={settings.data_dir} " if settings.database_url is None else ""
+        console.print(
+            f"election {eid}; if interrupted, continue with: {where}amarvote demo --resume {eid}"
+            f" --seed {seed} --ballots {n_ballots} --missing {n_missing} --spoil-every {spoil_every}"
+        )
+    else:
         with transaction(db) as s:
-            e = election_service.create_election(
-                s,
-                name="amarvote demo",
-                number_of_guardians=n,
-                quorum=k,
-                manifest=demo_manifest(),
-                created_by="demo",
-            )
-            eid = e.id
-            issued = election_service.run_key_ceremony(s, eid, passphrases)
-            election_service.open_election(s, eid)
-            manifest, context = e.manifest, e.context
-        credentials = {c.guardian_id: (c.credentials, passphrases[c.guardian_id]) for c in issued}
+            e = election_service.get_election(s, resume)
+            if e.context is None:
+                raise typer.BadParameter(f"election {resume} has no keys: its key ceremony never finished")
+            eid, manifest, context, state = e.id, e.manifest, e.context, e.state
+            ids = [g.guardian_id for g in election_service.guardians_of(s, eid)]
+        console.print(f"[bold]amarvote demo[/bold]: resuming election {eid} ({state}); {mode(settings)}")
 
     plaintexts, expected = synthetic_ballots(manifest, n_ballots, spoil_every, rng)
+    absent = ids[len(ids) - n_missing :] if n_missing else []
     with pipe.running(), progress_bars() as bar:
         report = pipe.progress = reporter(bar)
-        with timings.phase("encrypt + cast"):
-            encrypt_batch = _encrypt_remote()
-            refs = [
-                encrypt_batch.remote(plaintexts[i : i + ENCRYPT_BATCH], manifest, context, eid)
-                for i in range(0, len(plaintexts), ENCRYPT_BATCH)
-            ]
-            done = 0
-            while refs:
-                ready, refs = ray.wait(refs, num_returns=1)
-                rows = ray.get(ready[0])
+        if state == "open":
+            with timings.phase("encrypt + cast"):
                 with transaction(db) as s:
-                    ballot_service.store(s, eid, rows)
-                done += len(rows)
-                report("encrypt + cast", done, n_ballots)
-            with transaction(db) as s:
-                election_service.close_election(s, eid)
-        absent = ids[len(ids) - n_missing :] if n_missing else []
-        present = {g: c for g, c in credentials.items() if g not in absent}
-        pipe.run_jobs(eid, chunk_size, present, absent, timings)
+                    stored = set(s.scalars(select(Ballot.object_id).where(Ballot.election_id == eid)))
+                todo = [p for p in plaintexts if p[0]["object_id"] not in stored]
+                encrypt_batch = _encrypt_remote()
+                refs = [
+                    encrypt_batch.remote(todo[i : i + ENCRYPT_BATCH], manifest, context, eid)
+                    for i in range(0, len(todo), ENCRYPT_BATCH)
+                ]
+                done = len(stored)
+                while refs:
+                    ready, refs = ray.wait(refs, num_returns=1)
+                    rows = ray.get(ready[0])
+                    with transaction(db) as s:
+                        ballot_service.store(s, eid, rows)
+                    done += len(rows)
+                    report("encrypt + cast", done, n_ballots)
+                with transaction(db) as s:
+                    election_service.close_election(s, eid)
+        if credentials is not None:
+            present = {g: c for g, c in credentials.items() if g not in absent}
+            pipe.run_jobs(eid, chunk_size, present, absent, timings)
+        else:
+            pipe.resume_jobs(eid, chunk_size, None, absent, timings)
 
     with transaction(db) as s:
         result = results(s, eid)

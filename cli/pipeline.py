@@ -9,6 +9,7 @@ Ray. This module only waits and reports; it does no cryptography of its own.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 import uuid
@@ -25,6 +26,8 @@ from service.db.models import ElectionJob, JobStatus
 from service.db.session import SessionFactory, session_factory, transaction
 from service.jobs import planning
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
@@ -68,6 +71,10 @@ class Timings:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
 
 
+class ResumeError(RuntimeError):
+    """An interrupted run cannot be continued from what the database holds; the reason says why."""
+
+
 class Pipeline:
     """One election's jobs against the database and Ray of ``settings``."""
 
@@ -99,38 +106,54 @@ class Pipeline:
             thread.join(timeout=120)
 
     def wait_for_jobs(self, job_ids: Sequence[uuid.UUID], label: str, poll: float = 0.3) -> None:
-        """Block until every job has ended; raise JobFailed naming the failed chunks of any that failed."""
+        """Block until every job has ended; raise JobFailed naming the failed chunks of any that failed.
+
+        A database that goes away (a restart) is waited for, with a notice, not an error: the jobs carry
+        on in the workers, and so does this wait."""
+        from service.db.session import is_disconnect
+
+        delay = poll
+        while True:
+            try:
+                if self._poll_jobs(job_ids, label):
+                    return
+                delay = poll
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    raise
+                log.warning("database unreachable while waiting for the %s jobs; retrying", label)
+                delay = min(delay * 2, 10.0)
+            time.sleep(delay)
+
+    def _poll_jobs(self, job_ids: Sequence[uuid.UUID], label: str) -> bool:
         from service.jobs.status import failed_chunks
 
-        while True:
-            with transaction(self.factory) as s:
-                jobs = list(s.scalars(select(ElectionJob).where(ElectionJob.job_id.in_(list(job_ids)))))
-                total = sum(j.total_chunks for j in jobs)
-                done = sum(j.processed_chunks for j in jobs)
-                failed = [j for j in jobs if j.status == JobStatus.FAILED.value]
-                if failed:
-                    reports = []
-                    for j in failed:
-                        first = (failed_chunks(s, j.job_id, limit=1) or [{}])[0]
-                        error = (first.get("error") or j.error_message or "unknown error").splitlines()[0]
-                        where = f"{first.get('chunkKind', 'chunk')} {first.get('chunkNumber', '?')}"
-                        reports.append(
-                            FailedJob(
-                                j.job_id,
-                                j.operation_type,
-                                j.guardian_id,
-                                j.failed_chunks,
-                                j.total_chunks,
-                                f"{where}: {error[:300]}",
-                            )
+        with transaction(self.factory) as s:
+            jobs = list(s.scalars(select(ElectionJob).where(ElectionJob.job_id.in_(list(job_ids)))))
+            total = sum(j.total_chunks for j in jobs)
+            done = sum(j.processed_chunks for j in jobs)
+            failed = [j for j in jobs if j.status == JobStatus.FAILED.value]
+            if failed:
+                reports = []
+                for j in failed:
+                    first = (failed_chunks(s, j.job_id, limit=1) or [{}])[0]
+                    error = (first.get("error") or j.error_message or "unknown error").splitlines()[0]
+                    where = f"{first.get('chunkKind', 'chunk')} {first.get('chunkNumber', '?')}"
+                    reports.append(
+                        FailedJob(
+                            j.job_id,
+                            j.operation_type,
+                            j.guardian_id,
+                            j.failed_chunks,
+                            j.total_chunks,
+                            f"{where}: {error[:300]}",
                         )
-                    raise JobFailed(label, reports)
-                ended = all(j.status == JobStatus.COMPLETED.value for j in jobs)
-            if self.progress:
-                self.progress(label, done, total)
-            if ended:
-                return
-            time.sleep(poll)
+                    )
+                raise JobFailed(label, reports)
+            ended = all(j.status == JobStatus.COMPLETED.value for j in jobs)
+        if self.progress:
+            self.progress(label, done, total)
+        return ended
 
     def tally(self, election_id: int, chunk_size: int) -> uuid.UUID:
         with transaction(self.factory) as s:
@@ -145,6 +168,16 @@ class Pipeline:
         missing: Sequence[str],
     ) -> list[uuid.UUID]:
         """Each available guardian's partial decryption, with compensated shares for the missing ones."""
+        job_ids = self._start_decryptions(election_id, credentials, missing)
+        self.wait_for_jobs(job_ids, "decryption")
+        return job_ids
+
+    def _start_decryptions(
+        self,
+        election_id: int,
+        credentials: dict[str, tuple[dict[str, Any], str]],
+        missing: Sequence[str],
+    ) -> list[uuid.UUID]:
         from service.elections.decryption import start_decryption
         from service.security.kdf_gate import kdf_gate
         from service.security.secrets import server_secret
@@ -166,7 +199,6 @@ class Pipeline:
             )
             jobs = ([started.partial_job] if started.partial_job else []) + list(started.compensated_jobs)
             job_ids += [j.job_id for j in jobs]
-        self.wait_for_jobs(job_ids, "decryption")
         return job_ids
 
     def combine(self, election_id: int) -> uuid.UUID:
@@ -190,6 +222,64 @@ class Pipeline:
             self.decrypt(election_id, credentials, missing)
         with timings.phase("combine"):
             self.combine(election_id)
+
+    def resume_jobs(
+        self,
+        election_id: int,
+        chunk_size: int,
+        credentials: dict[str, tuple[dict[str, Any], str]] | None,
+        missing: Sequence[str],
+        timings: Timings,
+    ) -> None:
+        """Continue an interrupted run from the database: wait for the jobs that exist, create the ones
+        that do not. A guardian's decryption that was never started needs its credentials (``record
+        run`` has them from its private records; the demo's lived only in the interrupted process)."""
+        from service.db.models import OperationType
+        from service.jobs import queries
+
+        def latest(op: OperationType, **filters: Any) -> ElectionJob | None:
+            with transaction(self.factory) as s:
+                jobs = queries.jobs_of(s, election_id, op, queries.BLOCKING_STATUSES, **filters)
+            return jobs[-1] if jobs else None
+
+        with timings.phase("tally"):
+            tally = latest(OperationType.TALLY)
+            if tally is None:
+                self.tally(election_id, chunk_size)
+            else:
+                self.wait_for_jobs([tally.job_id], "tally")
+        with timings.phase("decryption"):
+            with transaction(self.factory) as s:
+                guardians = queries.guardian_ids_of(s, election_id)
+            job_ids: list[uuid.UUID] = []
+            to_start: dict[str, tuple[dict[str, Any], str]] = {}
+            for g in (g for g in guardians if g not in missing):
+                partial = latest(OperationType.PARTIAL_DECRYPTION, guardian_id=g)
+                if partial is not None:
+                    job_ids.append(partial.job_id)
+                lacking = []
+                for m in missing:
+                    child = latest(OperationType.COMPENSATED_DECRYPTION, guardian_id=g, missing_guardian_id=m)
+                    if child is None:
+                        lacking.append(m)
+                    else:
+                        job_ids.append(child.job_id)
+                if partial is None or lacking:
+                    if credentials is None or g not in credentials:
+                        raise ResumeError(
+                            f"guardian {g}'s decryption was never started and its credentials are not"
+                            " available to this run: start the election again"
+                        )
+                    to_start[g] = credentials[g]
+            if to_start:
+                job_ids += self._start_decryptions(election_id, to_start, missing)
+            self.wait_for_jobs(job_ids, "decryption")
+        with timings.phase("combine"):
+            combine = latest(OperationType.COMBINE_DECRYPTION)
+            if combine is None:
+                self.combine(election_id)
+            else:
+                self.wait_for_jobs([combine.job_id], "combine")
 
     def export_record(self, election_id: int, out_dir: Path) -> Path:
         """The election record in the reference's layout under ``out_dir/election_record``."""

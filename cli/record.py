@@ -69,14 +69,29 @@ def run(
     missing: list[str] = typer.Option([], "--missing", help="A guardian to treat as absent (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Where to write the resulting election record."),
     chunk_size: int = typer.Option(5000, "--chunk-size", min=1),
+    resume: int | None = typer.Option(
+        None,
+        "--resume",
+        metavar="ELECTION_ID",
+        help="Continue an interrupted run from its database (set AMARVOTE_DATA_DIR or AMARVOTE_DATABASE_URL"
+        " to the run's); the same directory, --private-guardians and --missing.",
+    ),
 ) -> None:
     """Import a record's election and ballots, then tally, decrypt (compensating the missing guardians) and
     combine them as jobs through the configured pipeline, and write the resulting record to --out."""
     from cli.ui import run_settings
+    from service.settings import Settings
 
-    settings = run_settings("record")
+    if resume is not None:
+        settings = Settings()
+        if settings.database_url is None and "data_dir" not in settings.model_fields_set:
+            raise typer.BadParameter(
+                "set AMARVOTE_DATA_DIR to the interrupted run's data directory", param_hint="--resume"
+            )
+    else:
+        settings = run_settings("record")
     record_dir = _record_dir(directory)
-    summary = run_record(settings, record_dir, private_guardians, missing, out, chunk_size)
+    summary = run_record(settings, record_dir, private_guardians, missing, out, chunk_size, resume)
     for contest, selections in summary["counts"].items():
         for selection, votes in selections.items():
             console.print(f"{contest:<32} {selection:<40} {votes:>8}")
@@ -89,17 +104,26 @@ def _private_dir(path: Path) -> Path:
 
 
 def run_record(
-    settings: Any, record_dir: Path, private_guardians: Path, missing: list[str], out: Path, chunk_size: int
+    settings: Any,
+    record_dir: Path,
+    private_guardians: Path,
+    missing: list[str],
+    out: Path,
+    chunk_size: int,
+    resume: int | None = None,
 ) -> dict[str, Any]:
     """The work of ``record run``, callable from tests: counts, spoiled ballot ids, the record dir."""
     import json
     import secrets
+
+    from sqlalchemy import select
 
     from cli.pipeline import Pipeline, Timings
     from cli.ui import mode, progress_bars, reporter
     from compute.ballot import BallotBoxState
     from compute.record import read_private_guardians
     from service.db.migrate import upgrade
+    from service.db.models import Ballot
     from service.db.session import transaction
     from service.elections import ballots as ballot_service
     from service.elections import elections as election_service
@@ -128,15 +152,18 @@ def run_record(
     db = pipe.factory
     timings = Timings()
     with transaction(db) as s:
-        e = import_election(
-            s,
-            name=f"imported from {record_dir}",
-            manifest=read("manifest.json"),
-            context=read("context.json"),
-            guardian_records=guardian_records,
-            created_by="record-run",
-        )
-        eid = e.id
+        if resume is None:
+            e = import_election(
+                s,
+                name=f"imported from {record_dir}",
+                manifest=read("manifest.json"),
+                context=read("context.json"),
+                guardian_records=guardian_records,
+                created_by="record-run",
+            )
+        else:
+            e = election_service.get_election(s, resume)
+        eid, state = e.id, e.state
         # Each guardian's key goes through the same sealed-credential path a guardian uses over HTTP.
         credentials = {}
         for gid in sorted(guardian_ids - set(missing)):
@@ -149,7 +176,17 @@ def run_record(
     with pipe.running(), progress_bars() as bar:
         report = pipe.progress = reporter(bar)
         with timings.phase("import ballots"):
-            files = sorted((record_dir / "submitted_ballots").glob("submitted_ballot_*.json"))
+            with transaction(db) as s:
+                stored = set(s.scalars(select(Ballot.object_id).where(Ballot.election_id == eid)))
+            files = (
+                []
+                if state != "open"
+                else sorted(
+                    f
+                    for f in (record_dir / "submitted_ballots").glob("submitted_ballot_*.json")
+                    if f.stem.removeprefix("submitted_ballot_") not in stored
+                )
+            )
             for i in range(0, len(files), IMPORT_BATCH):
                 items = []
                 for f in files[i : i + IMPORT_BATCH]:
@@ -160,9 +197,13 @@ def run_record(
                     snap = ballot_service.snapshot_for_ballots(s, eid)
                     ballot_service.store(s, eid, ballot_service.prepare_bulk(snap, items))
                 report("import ballots", min(i + IMPORT_BATCH, len(files)), len(files))
-            with transaction(db) as s:
-                election_service.close_election(s, eid)
-        pipe.run_jobs(eid, chunk_size, credentials, missing, timings)
+            if state == "open":
+                with transaction(db) as s:
+                    election_service.close_election(s, eid)
+        if resume is None:
+            pipe.run_jobs(eid, chunk_size, credentials, missing, timings)
+        else:
+            pipe.resume_jobs(eid, chunk_size, credentials, missing, timings)
     with transaction(db) as s:
         result = results(s, eid)
     written = pipe.export_record(eid, out)

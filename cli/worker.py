@@ -63,11 +63,14 @@ def reconcile_window(settings: Settings) -> timedelta:
 
 
 def make_reconciler(settings: Settings, factory: SessionFactory, interval: float = 30.0) -> Reconciler:
+    from service.jobs.transitions import Policy
+
     return Reconciler(
         factory,
         interval=interval,
         stale_after=reconcile_window(settings),
         escrow_retention=timedelta(hours=settings.escrow_retention_hours),
+        policy=Policy.from_settings(settings),
     )
 
 

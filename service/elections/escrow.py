@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from compute.guardian import CompensationKey, DecryptionKey
 from service.db.models import ElectionJob, GuardianKeyEscrow, JobStatus
 from service.db.session import rowcount
+from service.jobs.clock import db_now
 from service.security.sealing import open_with_secret, seal_with_secret
 
 PURPOSE = "guardian-key-escrow"
@@ -103,7 +104,7 @@ def erase_election_escrows(session: Session, election_id: int) -> int:
 def erase_expired(session: Session, retention: timedelta, now: datetime | None = None) -> int:
     """Erase escrows whose job COMPLETED (a backstop: the finalizer erases them) or has been FAILED for
     longer than ``retention``. A re-driven job is IN_PROGRESS again and keeps its escrow."""
-    cutoff = (now or datetime.now(UTC)) - retention
+    cutoff = (now or db_now(session)) - retention
     ended = select(ElectionJob.job_id).where(
         or_(
             ElectionJob.status == JobStatus.COMPLETED.value,

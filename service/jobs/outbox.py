@@ -6,8 +6,9 @@ is a broker: the RabbitMQ relay publishes due rows and marks them sent (``take_d
 the embedded broker takes them straight from the table in place of a queue. Several takers may run at
 once: ``take_due`` locks with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so each row goes to one.
 
-Times are bound from Python (``utcnow``), not defaulted by the database: SQLite's CURRENT_TIMESTAMP has
-another text form than bound datetimes, and rows are compared with bound times.
+Times are the database's (``service.jobs.clock.db_now``), bound as values rather than defaulted in SQL:
+SQLite's CURRENT_TIMESTAMP has another text form than bound datetimes, and rows are compared with bound
+times.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ChunkTask, ElectionJob, Outbox
 from service.db.session import rowcount
-from service.jobs.clock import utcnow
+from service.jobs.clock import db_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ def enqueue(
     session: Session, task_id: int, job_id: uuid.UUID, operation: str, available_at: datetime | None = None
 ) -> None:
     """One message for a chunk task, available now or at ``available_at`` (a retry's backoff)."""
-    now = utcnow()
+    now = db_now(session)
     session.add(
         Outbox(
             operation=str(operation),
@@ -53,7 +54,7 @@ def enqueue(
 def enqueue_job_tasks(session: Session, job: ElectionJob) -> None:
     """One message per task of ``job``, set-based (INSERT ... SELECT): a job of 100,000 chunks costs as
     much as the database takes to write the rows, not 100,000 round trips."""
-    now = literal(utcnow(), DateTime(timezone=True))
+    now = literal(db_now(session), DateTime(timezone=True))
     session.execute(
         insert(Outbox).from_select(
             ["operation", "job_id", "task_id", "created_at", "available_at"],
@@ -66,7 +67,7 @@ def enqueue_job_tasks(session: Session, job: ElectionJob) -> None:
 
 def take_due(session: Session, limit: int, *, operations: list[str] | None = None) -> list[Outbox]:
     """Up to ``limit`` unsent rows whose time has come, oldest first, locked for this transaction."""
-    stmt = select(Outbox).where(Outbox.sent_at.is_(None), Outbox.available_at <= utcnow())
+    stmt = select(Outbox).where(Outbox.sent_at.is_(None), Outbox.available_at <= db_now(session))
     if operations is not None:
         stmt = stmt.where(Outbox.operation.in_(operations))
     stmt = stmt.order_by(Outbox.available_at, Outbox.id).limit(limit).with_for_update(skip_locked=True)
@@ -78,14 +79,14 @@ def message_of(row: Outbox) -> Message:
 
 
 def mark_sent(session: Session, rows: list[Outbox]) -> None:
-    now = utcnow()
+    now = db_now(session)
     for row in rows:
         row.sent_at = now
 
 
 def defer(session: Session, rows: list[Outbox], delay: timedelta) -> None:
     """Keep rows unsent and try them again after ``delay`` (the broker refused them: queue full)."""
-    later = utcnow() + delay
+    later = db_now(session) + delay
     for row in rows:
         row.available_at = later
 
@@ -95,9 +96,10 @@ def unsent(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))) or 0)
 
 
-def prune(session: Session, sent_before: datetime) -> int:
-    """Delete rows sent before ``sent_before`` (the reconciler looks only at recent ones)."""
-    return rowcount(session.execute(delete(Outbox).where(Outbox.sent_at < sent_before)))
+def prune(session: Session, keep_sent: timedelta) -> int:
+    """Delete rows sent longer than ``keep_sent`` ago (the reconciler looks only at recent ones)."""
+    cutoff = db_now(session) - keep_sent
+    return rowcount(session.execute(delete(Outbox).where(Outbox.sent_at < cutoff)))
 
 
 def has_recent_message(recent: datetime) -> ColumnElement[bool]:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from service.db.models import ChunkTask, ElectionCenter, ElectionJob, JobStatus, TaskState
 from service.db.session import rowcount
 from service.jobs import outbox
-from service.jobs.clock import aware, utcnow
+from service.jobs.clock import aware, db_now
 from service.settings import Settings
 
 MAX_ERROR_CHARS = 2000
@@ -97,15 +97,20 @@ def enqueue(
     outbox.enqueue(session, task.id, job.job_id, job.operation_type, available_at)
 
 
-def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim | None:
+def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim | Outcome | None:
     """Lease ``task_id`` to ``worker`` and count the attempt; None if there is nothing to do.
 
     Nothing to do: the task is DONE or FAILED (a duplicate or a late message), it is leased and
     the lease is still live (its holder may finish it; if it died, the lease runs out and the
     reconciler republishes it), or its retry backoff has not passed (an early duplicate: the
     retry's own message is still in the outbox).
+
+    Taking over an expired lease is taking over from a worker that died mid-chunk, which used an
+    attempt: at the limit the task is FAILED instead ("its worker died N times") and ``Outcome.FAILED``
+    is returned (the caller dead-letters the message), so a chunk that kills its worker or node cannot
+    be taken over for ever.
     """
-    now = utcnow()
+    now = db_now(session)
     task = _lock_task(session, task_id)
     if task is None or task.state in (TaskState.DONE, TaskState.FAILED):
         return None
@@ -115,6 +120,8 @@ def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim 
         expires = aware(task.lease_expires_at)
         if expires is not None and expires > now:
             return None
+        if task.attempts >= policy.max_attempts:
+            return _fail_abandoned(session, task, now)
     if task.state == TaskState.PENDING:
         not_before = aware(task.not_before)
         if not_before is not None and not_before > now:
@@ -148,6 +155,36 @@ def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim 
     )
 
 
+def _fail_abandoned(session: Session, task: ChunkTask, now: datetime) -> Outcome:
+    """A RUNNING task whose lease ran out at its last attempt: its worker died every time."""
+    job = _lock_job(session, task.job_id)
+    previous = (task.last_error or "").splitlines()[0][:300] if task.last_error else None
+    task.last_error = (
+        f"its worker died {task.attempts} time(s) (the lease expired each time with no result)"
+        + (f"; earlier: {previous}" if previous else "")
+    )[:MAX_ERROR_CHARS]
+    task.state = TaskState.FAILED
+    task.lease_owner = None
+    task.lease_expires_at = None
+    task.finished_at = now
+    job.failed_chunks += 1
+    _settle_job(session, job, None, now)
+    session.flush()
+    return Outcome.FAILED
+
+
+def fail_abandoned(session: Session, task_id: int, policy: Policy) -> Outcome | None:
+    """For the reconciler: FAIL a RUNNING task whose lease expired at its last attempt; None otherwise."""
+    now = db_now(session)
+    task = _lock_task(session, task_id)
+    if task is None or task.state != TaskState.RUNNING or task.attempts < policy.max_attempts:
+        return None
+    expires = aware(task.lease_expires_at)
+    if expires is not None and expires > now:
+        return None
+    return _fail_abandoned(session, task, now)
+
+
 def renew_leases(session: Session, task_ids: Iterable[int], worker: str, policy: Policy) -> int:
     """Extend the leases ``worker`` holds on running tasks (a live bridge keeps its chunks)."""
     ids = list(task_ids)
@@ -156,7 +193,7 @@ def renew_leases(session: Session, task_ids: Iterable[int], worker: str, policy:
     result = session.execute(
         update(ChunkTask)
         .where(ChunkTask.id.in_(ids), ChunkTask.lease_owner == worker, ChunkTask.state == TaskState.RUNNING)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=policy.lease_seconds))
+        .values(lease_expires_at=db_now(session) + timedelta(seconds=policy.lease_seconds))
     )
     return rowcount(result)
 
@@ -186,7 +223,7 @@ def complete(
     job = _lock_job(session, task.job_id)
     write_result(session, task, job)
 
-    now = utcnow()
+    now = db_now(session)
     task.state = TaskState.DONE
     task.finished_at = now
     task.lease_owner = None
@@ -196,7 +233,7 @@ def complete(
     if job.status == JobStatus.QUEUED:
         job.status = JobStatus.IN_PROGRESS
         job.started_at = job.started_at or now
-    _settle_job(session, job, finalize)
+    _settle_job(session, job, finalize, now)
     session.flush()
     return Outcome.DONE
 
@@ -218,7 +255,7 @@ def fail(
     if task is None or task.state != TaskState.RUNNING or task.lease_owner != worker:
         return Outcome.STALE  # done, failed, released or taken over meanwhile: not ours to count
     job = _lock_job(session, task.job_id)
-    now = utcnow()
+    now = db_now(session)
     task.last_error = error[:MAX_ERROR_CHARS]
     task.lease_owner = None
     task.lease_expires_at = None
@@ -231,7 +268,7 @@ def fail(
     task.state = TaskState.FAILED
     task.finished_at = now
     job.failed_chunks += 1
-    _settle_job(session, job, None)
+    _settle_job(session, job, None, now)
     session.flush()
     return Outcome.FAILED
 
@@ -288,7 +325,7 @@ def reclaimable(session: Session, *, stale_after: timedelta, limit: int = 1000) 
     window must be longer than a message can sit in a queue behind a backlog, or the reconciler
     adds duplicates (harmless, but wasted work).
     """
-    now = utcnow()
+    now = db_now(session)
     has_message = outbox.has_recent_message(now - stale_after)
     stuck = or_(
         and_(
@@ -322,7 +359,7 @@ def failure_summary(session: Session, job_id: uuid.UUID) -> str:
     return f"{len(rows)} chunk(s) failed: " + "; ".join(lines)
 
 
-def _settle_job(session: Session, job: ElectionJob, finalize: Finalizer | None) -> None:
+def _settle_job(session: Session, job: ElectionJob, finalize: Finalizer | None, now: datetime) -> None:
     """End the job if its last task just landed. Runs under the job's row lock, so exactly once."""
     if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
         return
@@ -336,7 +373,6 @@ def _settle_job(session: Session, job: ElectionJob, finalize: Finalizer | None) 
     )
     if open_tasks:
         return
-    now = utcnow()
     if job.failed_chunks == 0:
         if finalize is None:
             from service.jobs.finalize import finalize_job

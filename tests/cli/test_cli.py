@@ -94,3 +94,11 @@ def test_token_and_jobs_commands(tmp_path: Path) -> None:
 def _no_stray_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each subprocess starts (and stops) its own local Ray; never join the test session's.
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def test_demo_resume_names_what_it_needs(tmp_path: Path) -> None:
+    r = amarvote("demo", "--resume", "1", cwd=tmp_path)
+    assert r.returncode == 2 and "AMARVOTE_DATA_DIR" in (r.stdout + r.stderr)
+    r = amarvote("demo", "--resume", "1", cwd=tmp_path, env={"AMARVOTE_DATA_DIR": str(tmp_path / "d")})
+    assert r.returncode == 2 and "--seed" in (r.stdout + r.stderr)
+    assert not (tmp_path / "d").exists(), "a refused command changes nothing"

@@ -95,3 +95,35 @@ def test_record_run_refuses_a_present_guardian_without_its_key(
     with pytest.raises(typer.BadParameter, match="no private record for present guardian"):
         run_record(embedded_settings, reference_election.record_dir, private, [], tmp_path / "out", 5)
     assert not Path(embedded_settings.sqlalchemy_url.removeprefix("sqlite:///")).exists(), "nothing written"
+
+
+def test_an_interrupted_record_run_resumes_from_the_database(
+    reference_election, embedded_settings, tmp_path, monkeypatch
+) -> None:
+    """The run dies after its decryption jobs were started (here: the combine step raises); ``--resume``
+    continues from what the database holds and reaches the reference's counts."""
+    from cli.pipeline import Pipeline
+
+    ref = reference_election
+    missing = list(ref.summary["missing_guardian_ids"])
+
+    def interrupted(self, election_id):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt("the operator's terminal closed")
+
+    monkeypatch.setattr(Pipeline, "combine", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_record(
+            embedded_settings, ref.record_dir, ref.private_dir, missing, tmp_path / "out", chunk_size=2
+        )
+    monkeypatch.undo()
+    # The embedded default keeps its SQLite in the data directory: resume against it.
+    from service.db.models import Election
+    from service.db.session import session_factory, transaction
+
+    with transaction(session_factory(embedded_settings.sqlalchemy_url)) as s:
+        (eid,) = s.query(Election.id).all()[-1:]
+    summary = run_record(
+        embedded_settings, ref.record_dir, ref.private_dir, missing, tmp_path / "out", 2, resume=eid[0]
+    )
+    assert summary["counts"] == ref.summary["tally"]
+    assert verify_record(read_record(summary["record_dir"])) == []
