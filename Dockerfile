@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY compute compute
 COPY service service
 COPY bridge bridge
+COPY cli cli
 RUN pip install --no-cache-dir .
 ENV PYTHONUNBUFFERED=1
 CMD ["amarvote", "--help"]

@@ -140,6 +140,7 @@ class Executor:
         self._inflight: dict[int, _Work] = {}  # by id(work)
         self._inflight_lock = threading.Lock()
         self._last_renew = time.monotonic()
+        self._last_report = 0.0
         self._held: list[_Work] = []
         self._db_down = threading.Event()
         self._consuming = False
@@ -198,6 +199,7 @@ class Executor:
                         for delivery in self.broker.poll(self.poll_interval, max(room, 0)):
                             self._start(delivery)
                         self._maybe_renew()
+                        self._maybe_report()
                 except BrokerLost as exc:
                     log.warning("broker connection lost (%s); reconnecting", exc)
                     self.reconnects += 1
@@ -374,6 +376,11 @@ class Executor:
     def _snapshot(self) -> list[_Work]:
         with self._inflight_lock:
             return list(self._inflight.values())
+
+    def _maybe_report(self) -> None:
+        if time.monotonic() - self._last_report >= 5.0:
+            self._last_report = time.monotonic()
+            metrics.in_flight(self.worker_id, self._pending())
 
     def _maybe_renew(self) -> None:
         if time.monotonic() - self._last_renew < max(self.policy.lease_seconds / 3, 1.0):

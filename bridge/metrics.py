@@ -21,7 +21,7 @@ def _metrics() -> dict[str, Any] | None:
 
     if not ray.is_initialized():
         return None
-    from ray.util.metrics import Counter, Histogram
+    from ray.util.metrics import Counter, Gauge, Histogram
 
     return {
         "done": Counter("amarvote_chunks_done", "Chunk tasks completed", tag_keys=("operation",)),
@@ -36,6 +36,11 @@ def _metrics() -> dict[str, Any] | None:
         ),
         "ballots": Counter(
             "amarvote_ballots_processed", "Ballots read by chunk task bodies", tag_keys=("operation",)
+        ),
+        "in_flight": Gauge(
+            "amarvote_chunks_in_flight",
+            "Chunk deliveries an executor holds (running or held)",
+            tag_keys=("worker",),
         ),
     }
 
@@ -73,3 +78,9 @@ def observe_chunk(operation: str, seconds: float, ballots: int) -> None:
         _safe(lambda: m["latency"].observe(seconds, tags={"operation": operation}))
         if ballots:
             _safe(lambda: m["ballots"].inc(ballots, tags={"operation": operation}))
+
+
+def in_flight(worker: str, n: int) -> None:
+    """Set by each executor (a Ray driver) as it takes and settles deliveries."""
+    if m := _get():
+        _safe(lambda: m["in_flight"].set(n, tags={"worker": worker}))

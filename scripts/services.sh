@@ -36,4 +36,6 @@ if ! rabbit_up; then
   for _ in $(seq 60); do rabbit_up && break; sleep 2; done
   rabbit_up || { log "RabbitMQ did not start"; exit 1; }
 fi
+# The deployment tests check docker-compose.yml with docker-compose's own validator (no engine needed).
+command -v docker-compose >/dev/null || { log "installing docker-compose (to validate docker-compose.yml)"; apt_install docker-compose; }
 log "PostgreSQL and RabbitMQ are up"

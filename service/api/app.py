@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from service.api import routes_elections, routes_jobs
 from service.api.deps import AppContext
-from service.api.metrics import LATENCY, REQUESTS
+from service.api.metrics import LATENCY, REQUESTS, register_jobs_by_state
 from service.db.session import make_engine
 from service.elections.pending import PendingBallots
 from service.errors import DomainError, Unavailable
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A generated secret lives in one host's data directory: other API replicas and the bridge's
         # workers could not open the key escrow it seals. Production sets AMARVOTE_SERVER_SECRET.
         log.warning("AMARVOTE_SERVER_SECRET is not set: using a secret generated into the data directory")
+    register_jobs_by_state(engine)
     app.state.ctx = AppContext(
         settings=settings,
         engine=engine,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+from sqlalchemy import Engine, func, select
 
 REQUESTS = Counter("amarvote_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -14,3 +19,42 @@ LATENCY = Histogram(
 JOBS_CREATED = Counter("amarvote_jobs_created_total", "Jobs created", ["operation"])
 BALLOTS_ACCEPTED = Counter("amarvote_ballots_accepted_total", "Ballots stored", ["state"])
 BALLOTS_REJECTED = Counter("amarvote_ballots_rejected_total", "Ballot submissions refused")
+
+
+class JobsByState(Collector):
+    """``amarvote_jobs{operation, status}``: jobs by state, read from the database at each scrape (the
+    truth is there, shared by every API replica; a counter kept in one process would not be)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from service.db.models import ElectionJob
+
+        family = GaugeMetricFamily(
+            "amarvote_jobs", "Jobs by operation and status", labels=["operation", "status"]
+        )
+        try:
+            with self.engine.connect() as c:
+                rows = c.execute(
+                    select(ElectionJob.operation_type, ElectionJob.status, func.count()).group_by(
+                        ElectionJob.operation_type, ElectionJob.status
+                    )
+                ).all()
+        except Exception:  # a scrape while the database is away: no sample rather than a failed scrape
+            rows = []
+        for operation, status, n in rows:
+            family.add_metric([operation, status], n)
+        yield family
+
+
+_registered: dict[int, JobsByState] = {}
+
+
+def register_jobs_by_state(engine: Engine) -> None:
+    """One collector per process (the registry is global), following the newest app's engine."""
+    collector = _registered.get(0)
+    if collector is None:
+        collector = _registered[0] = JobsByState(engine)
+        REGISTRY.register(collector)
+    collector.engine = engine

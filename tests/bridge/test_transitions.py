@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from bridge.reconciler import reconcile_once
 from service.db.models import ChunkTask, Outbox
-from service.jobs import transitions
+from service.jobs import clock, transitions
 from service.jobs.transitions import Outcome, Policy
 from tests.bridge.fakes import fake_finalize
 from tests.bridge.helpers_bridge import election_row, job_row, make_tally_job, tasks_of
@@ -48,7 +48,7 @@ def test_claim_leases_and_counts_attempts(factory, clean) -> None:  # type: igno
         s.execute(
             update(ChunkTask)
             .where(ChunkTask.id == task.id)
-            .values(lease_expires_at=transitions.utcnow() - timedelta(seconds=1))
+            .values(lease_expires_at=clock.utcnow() - timedelta(seconds=1))
         )
     with factory.begin() as s:
         c2 = transitions.claim(s, task.id, "w2", POLICY)  # the lease ran out: w2 may take it
@@ -119,7 +119,7 @@ def test_fail_retries_then_fails_the_job_and_redrive(factory, clean) -> None:  #
     assert t.state == "PENDING" and t.last_error == "ValueError: bad proof"
     retry = _outbox_for(factory, bad.id)[-1]
     assert retry.sent_at is None and retry.available_at == t.not_before
-    assert (t.not_before - transitions.utcnow()).total_seconds() > 25
+    assert (t.not_before - clock.utcnow()).total_seconds() > 25
     with factory.begin() as s:  # an early duplicate of the message respects the backoff
         assert transitions.claim(s, bad.id, "w", policy) is None
     with factory.begin() as s:
@@ -158,7 +158,7 @@ def test_reconciler_republishes_only_stuck_tasks(factory, clean) -> None:  # typ
     t1, t2, t3, t4 = tasks_of(factory, job_id)
     stale = timedelta(seconds=60)
     assert reconcile_once(factory, stale_after=stale) == 0  # all have unsent outbox rows
-    long_ago = transitions.utcnow() - timedelta(hours=1)
+    long_ago = clock.utcnow() - timedelta(hours=1)
     with factory.begin() as s:
         s.execute(update(Outbox).values(sent_at=long_ago, created_at=long_ago))
         transitions.claim(s, t2.id, "dead", POLICY)

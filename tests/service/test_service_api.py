@@ -848,3 +848,26 @@ def test_reference_manifest_and_versioned_replacement(
         json={"name": "b", "number_of_guardians": 1, "quorum": 1, "manifest": broken},
         headers=admin,
     )
+
+
+def test_metrics_count_jobs_by_state_from_the_database(client: TestClient, engine: Engine) -> None:
+    from helpers_service import make_election
+    from sqlalchemy import func
+
+    from service.jobs import planning
+
+    eid = make_election(engine, ballots=3)
+    with transaction(engine) as s:
+        planning.create_tally_job(s, eid, 2, "admin")
+    with session_factory(engine)() as s:
+        expected = {
+            (op, st): n
+            for op, st, n in s.execute(
+                select(ElectionJob.operation_type, ElectionJob.status, func.count()).group_by(
+                    ElectionJob.operation_type, ElectionJob.status
+                )
+            )
+        }
+    text = client.get("/metrics").text
+    for (op, st), n in expected.items():
+        assert f'amarvote_jobs{{operation="{op}",status="{st}"}} {float(n)}' in text
