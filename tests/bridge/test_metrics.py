@@ -17,4 +17,4 @@ def _record() -> list[str]:
 
 
 def test_metrics_record_in_a_ray_worker(ray_local) -> None:  # type: ignore[no-untyped-def]
-    assert ray.get(_record.remote()) == ["ballots", "done", "failed", "latency"]
+    assert ray.get(_record.remote()) == ["ballots", "done", "failed", "in_flight", "latency"]
