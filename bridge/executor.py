@@ -309,6 +309,10 @@ class Executor:
         try:
             claim = self._db(lambda s: transitions.claim(s, task_id, self.worker_id, self.policy))
         except _Held:
+            # The claim's commit may have landed before the connection went (its answer did not): give
+            # it back first when the delivery runs again, or the retry would find our own lease and
+            # drop the work, or find it expired and count a second attempt.
+            work.give_back = task_id
             raise
         except Exception as exc:
             log.warning("claim of task %s failed (%s); requeueing", task_id, type(exc).__name__)

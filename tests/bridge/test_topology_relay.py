@@ -17,6 +17,7 @@ from bridge.brokers import rabbitmq as topology
 from bridge.brokers.rabbitmq import RabbitMQPublisher
 from bridge.relay import Relay
 from service.db.models import Outbox
+from service.jobs.outbox import Message
 from tests.bridge.helpers_bridge import drain_queue, make_tally_job, queue_depth
 
 pytestmark = pytest.mark.services
@@ -114,7 +115,9 @@ def test_relay_keeps_rows_pending_when_the_broker_refuses(factory, amqp_url, cle
     # The combine queue is deleted once the publisher has declared the topology: its routing key is
     # then bound to nothing and a publish to it is unroutable.
     publisher = RabbitMQPublisher(amqp_url)
-    publisher._ensure_channel().queue_delete("combine.queue")
+    publisher.connect()
+    with pika.BlockingConnection(pika.URLParameters(amqp_url)) as conn:
+        conn.channel().queue_delete("combine.queue")
     with factory.begin() as s:
         s.execute(insert(Outbox), _rows("COMBINE_DECRYPTION", [1]) + _rows("TALLY", [2]))
     relay = Relay(factory, publisher)
@@ -132,3 +135,33 @@ def test_relay_keeps_rows_pending_when_the_broker_refuses(factory, amqp_url, cle
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))) == 2
     assert queue_depth(amqp_url, "tally.queue") == 1
+
+
+def test_a_full_queue_refuses_and_the_batch_says_which(amqp_url: str) -> None:
+    # A policy's lower max-length wins over the queue's argument: the tally queue holds 2 here. A
+    # quorum queue checks the limit against what it has committed, so a batch in flight together may
+    # overshoot it (measured: 8 of 8 confirmed); the publishes after that are refused, by id.
+    vhost = amqp_url.rsplit("/", 1)[1]
+    limit = '{"max-length": 2, "overflow": "reject-publish"}'
+    policy = ["set_policy", "-p", vhost, "--apply-to", "queues", "tiny", "^tally\\.queue$", limit]
+    subprocess.run(["rabbitmqctl", "-q", *policy], check=True, capture_output=True)
+    publisher = RabbitMQPublisher(amqp_url)
+    job = uuid.uuid4()
+    try:
+        publisher.connect()
+        _purge(amqp_url, "tally.queue")
+        first = publisher.publish([Message(i, "TALLY", job, i) for i in range(1, 5)])
+        second = publisher.publish([Message(i, "TALLY", job, i) for i in range(5, 9)])
+    finally:
+        publisher.close()
+        subprocess.run(["rabbitmqctl", "-q", "clear_policy", "-p", vhost, "tiny"], capture_output=True)
+    sent, refused = first.sent + second.sent, first.refused + second.refused
+    assert sorted(sent + refused) == list(range(1, 9))
+    assert second.refused == [5, 6, 7, 8]
+    assert queue_depth(amqp_url, "tally.queue") == len(sent)
+    _purge(amqp_url, "tally.queue")
+
+
+def _purge(amqp_url: str, queue: str) -> None:
+    with pika.BlockingConnection(pika.URLParameters(amqp_url)) as conn:
+        conn.channel().queue_purge(queue)
