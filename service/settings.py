@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     kdf_wait_seconds: float = Field(
         default=2.0, ge=0, description="How long a request waits for a KDF slot before a 503"
     )
+    # A bulk upload of MAX_BULK (5,000) ballots of a small election is about 35 MB of JSON
+    # (service.elections.ballots); bigger elections send smaller batches.
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Request bodies above this are refused with 413 before authentication reads them",
+    )
     # Run the migrations when the API starts: on by default for the embedded SQLite database only.
     auto_migrate: bool | None = None
 
