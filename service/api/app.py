@@ -122,7 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     # Outermost (added last): an oversized body is refused before any route, dependency or the token
     # check reads it.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        large=(("/ballots/bulk", settings.max_bulk_body_bytes),),
+    )
     return app
 
 

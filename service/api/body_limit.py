@@ -22,18 +22,33 @@ class BodyTooLarge(HTTPException):
 
 
 def _reason(max_bytes: int) -> str:
-    return f"the request body is larger than {max_bytes} bytes (AMARVOTE_MAX_BODY_BYTES)"
+    return (
+        f"the request body is larger than {max_bytes} bytes"
+        " (AMARVOTE_MAX_BODY_BYTES; AMARVOTE_MAX_BULK_BODY_BYTES for a bulk upload)"
+    )
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``max_bytes`` for every request; ``large`` (path suffix, limit) pairs allow more on the routes
+    whose bodies are big by design (a bulk upload of ballots)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, large: tuple[tuple[str, int], ...] = ()) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default = max_bytes
+        self.large = large
+
+    def _limit(self, scope: Scope) -> int:
+        path = scope.get("path", "")
+        for suffix, limit in self.large:
+            if path.endswith(suffix):
+                return limit
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -41,8 +56,8 @@ class BodyLimit:
                 except ValueError:
                     await self._refuse(send, 400, "the Content-Length header is not a number")
                     return
-                if declared > self.max_bytes:
-                    await self._refuse(send, 413, _reason(self.max_bytes))
+                if declared > limit:
+                    await self._refuse(send, 413, _reason(limit))
                     return
 
         seen = 0
@@ -53,8 +68,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -69,7 +84,7 @@ class BodyLimit:
             # Raised inside the body read, so no route has run past it; a response already begun (a
             # route that answered before reading everything) cannot be replaced.
             if not started:
-                await self._refuse(send, 413, _reason(self.max_bytes))
+                await self._refuse(send, 413, _reason(limit))
 
     @staticmethod
     async def _refuse(send: Send, status: int, detail: str) -> None:

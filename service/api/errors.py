@@ -63,7 +63,11 @@ COMMON_ERRORS = errors(
     (403, "The token does not allow this (not an admin, another election or guardian)"),
     (404, "No such election, guardian, ballot or job (or not visible to this caller)"),
     (409, "The election or job is in the wrong state for this, or the object already exists"),
-    (413, "The request body is larger than AMARVOTE_MAX_BODY_BYTES"),
+    (
+        413,
+        "The request body is larger than AMARVOTE_MAX_BODY_BYTES"
+        " (AMARVOTE_MAX_BULK_BODY_BYTES for a bulk upload)",
+    ),
     (422, "The request is malformed, out of bounds, or its content fails validation"),
     (429, "Too many requests: the caller's rate limit, or this process's pending ballots"),
     (503, "The database is unreachable, or every KDF slot is busy; nothing was changed: retry later"),

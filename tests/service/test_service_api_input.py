@@ -34,6 +34,7 @@ def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         job_rate_limit_per_minute=10_000,
         auto_migrate=False,
         max_body_bytes=256 * 1024,
+        max_bulk_body_bytes=1024 * 1024,
     )
 
 
@@ -221,6 +222,10 @@ def test_oversized_body_is_413_before_the_token(
     _refused(client, engine, "POST", "/api/elections", 413, content=chunks(), headers=headers)
     # Under the limit the same unauthenticated request is read and refused for its token.
     _refused(client, engine, "POST", "/api/tally/create", 401, json={"election_id": 1})
+    # A bulk upload has its own, larger limit: the same body passes it, and is refused above it.
+    _refused(client, engine, "POST", "/api/elections/1/ballots/bulk", 401, content=big, headers=headers)
+    bigger = b"[" + b" " * settings.max_bulk_body_bytes + b"]"
+    _refused(client, engine, "POST", "/api/elections/1/ballots/bulk", 413, content=bigger, headers=headers)
 
 
 def test_openapi_declares_the_error_model_everywhere(client: TestClient) -> None:
