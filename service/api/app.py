@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from service.api import errors, routes_elections, routes_jobs
 from service.api.body_limit import BodyLimit
-from service.api.deps import AppContext
+from service.api.deps import AppContext, known_query_only
 from service.api.metrics import RequestMetrics, register_jobs_by_state
 from service.db.session import make_engine
 from service.elections.pending import PendingBallots
@@ -117,8 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     # Every route may refuse in the one error model; routes add their own descriptions on top.
-    app.include_router(routes_elections.router, responses=errors.COMMON_ERRORS)
-    app.include_router(routes_jobs.router, responses=errors.COMMON_ERRORS)
+    strict = [Depends(known_query_only)]
+    app.include_router(routes_elections.router, responses=errors.COMMON_ERRORS, dependencies=strict)
+    app.include_router(routes_jobs.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.add_middleware(RequestMetrics)
     # Outermost (added last): an oversized body is refused before any route, dependency or the token
     # check reads it.
