@@ -242,3 +242,14 @@ def test_openapi_declares_the_error_model_everywhere(client: TestClient) -> None
     assert list(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
     r = client.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_a_value_the_database_refuses_is_422_and_rolled_back(
+    client: TestClient, engine: Engine, settings: Settings
+) -> None:
+    # A token subject longer than created_by (VARCHAR(128)) passes every input check (it is not
+    # input of the request body) and overflows in PostgreSQL: the data-error handler answers.
+    long_admin = {"Authorization": f"Bearer {issue_token(settings, 'a' * 200, Role.ADMIN)}"}
+    body = {"name": "Overflow", "number_of_guardians": 1, "quorum": 1, "candidate_names": ["A", "B"]}
+    detail = _refused(client, engine, "POST", "/api/elections", 422, json=body, headers=long_admin)["detail"]
+    assert detail == "a value is longer than its field allows"
