@@ -225,6 +225,16 @@ class Pipeline:
             time.sleep(0.2)
         raise SystemExit(f"the load's jobs did not finish within {timeout} s")
 
+    def job_states(self, elections: list[int]) -> dict[str, int]:
+        with self.factory() as s:
+            rows = s.execute(
+                text(
+                    "SELECT status, count(*) FROM election_job WHERE election_id = ANY(:ids) GROUP BY status"
+                ),
+                {"ids": elections},
+            ).all()
+        return {str(status): int(n) for status, n in rows}
+
     def done_chunks(self, elections: list[int], *, before: Any) -> int:
         """Chunks of these elections' jobs finished by ``before`` (database time)."""
         with self.factory() as s:
@@ -358,10 +368,11 @@ def main() -> None:
     from service.db import migrate
 
     db_name, url = make_database()
-    vhost, amqp_url = make_vhost()
+    vhost: str | None = None
     api: subprocess.Popen[bytes] | None = None
     pipeline: Pipeline | None = None
     try:
+        vhost, amqp_url = make_vhost()
         migrate.upgrade(url)
         election_id = make_election(url, args.ballots)
         # Bounded, so that the load's own chunks do not pile up into a backlog that the tally would wait
@@ -401,6 +412,10 @@ def main() -> None:
         )
         worker.join()
         result["load_chunks_during"] = pipeline.done_chunks(pools[1], before=result["finished_at"])
+        pipeline.drain(pools[1])
+        load_alone["load_jobs_end_states"] = pipeline.job_states(pools[0])
+        under["load_jobs_end_states"] = pipeline.job_states(pools[1])
+        print("load jobs' end states:", load_alone["load_jobs_end_states"], under["load_jobs_end_states"])
         result["executor_chunks_per_s"] = (result["chunks"] + result["load_chunks_during"]) / result["wall_s"]
         print(
             f"tally under load: {result['chunks']} chunks in {result['wall_s']:.2f} s"
@@ -414,7 +429,8 @@ def main() -> None:
             api.terminate()
             api.wait(timeout=30)
         drop_database(db_name)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+        if vhost is not None:
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
     write_results(args, alone, load_alone, result, under)
 
 
