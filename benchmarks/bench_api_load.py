@@ -393,7 +393,7 @@ def main() -> None:
 
         deadline = time.perf_counter() + max(alone["wall_s"], 10.0)
         load_alone = asyncio.run(
-            Load(base, bearer, args.clients, args.polls, pools[0]).run_until(
+            Load(base, bearer, args.clients, args.polls, list(pools[0])).run_until(
                 lambda: time.perf_counter() > deadline
             )
         )
@@ -408,7 +408,9 @@ def main() -> None:
         worker = threading.Thread(target=lambda: result.update(pipeline.tally(election_id, args.chunk_size)))  # type: ignore[union-attr]
         worker.start()
         under = asyncio.run(
-            Load(base, bearer, args.clients, args.polls, pools[1]).run_until(lambda: not worker.is_alive())
+            Load(base, bearer, args.clients, args.polls, list(pools[1])).run_until(
+                lambda: not worker.is_alive()
+            )
         )
         worker.join()
         result["load_chunks_during"] = pipeline.done_chunks(pools[1], before=result["finished_at"])
