@@ -341,6 +341,17 @@ class Load:
         return out
 
 
+async def warm_up(base: str, bearer: str, clients: int, election_id: int) -> None:
+    """Open every client's connection and the API's database pool before anything is measured."""
+
+    async def one() -> None:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {bearer}"}) as c:
+            for _ in range(5):
+                (await c.get(f"/api/elections/{election_id}")).raise_for_status()
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+
+
 def token() -> str:
     from service.security.auth import Role, issue_token
     from service.settings import Settings
@@ -385,6 +396,7 @@ def main() -> None:
         bearer = token()
         base = f"http://127.0.0.1:{port}"
 
+        asyncio.run(warm_up(base, bearer, args.clients, election_id))
         alone = pipeline.tally(election_id, args.chunk_size)
         print(
             f"tally alone: {alone['chunks']} chunks in {alone['wall_s']:.2f} s"
