@@ -6,6 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+# Kept importable from here for route modules written before service.api.errors held them.
+from service.api.errors import ErrorBody as ErrorBody
+from service.api.errors import ErrorBody as ErrorDetail  # noqa: F401
+from service.api.errors import errors as errors
 from service.api.types import PASSPHRASE_MAX, BallotJson, ElectionName, GuardianId, Id, Label
 
 
