@@ -84,6 +84,19 @@ class Settings(BaseSettings):
     kdf_wait_seconds: float = Field(
         default=2.0, ge=0, description="How long a request waits for a KDF slot before a 503"
     )
+    # Bodies are refused above these before anything reads them (service.api.body_limit). An encrypted
+    # ballot of a 3-candidate contest is about 35 KB of JSON, so a bulk upload of MAX_BULK (5,000,
+    # service.elections.ballots) is about 170 MB: only that route gets the large limit.
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Request bodies above this are refused with 413 before authentication reads them",
+    )
+    max_bulk_body_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="The same limit for POST /api/elections/{id}/ballots/bulk",
+    )
     # Run the migrations when the API starts: on by default for the embedded SQLite database only.
     auto_migrate: bool | None = None
 

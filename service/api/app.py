@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from service.api import routes_elections, routes_jobs
-from service.api.deps import AppContext
-from service.api.metrics import LATENCY, REQUESTS, register_jobs_by_state
+from service.api import errors, routes_elections, routes_jobs
+from service.api.body_limit import BodyLimit
+from service.api.deps import AppContext, known_query_only
+from service.api.metrics import RequestMetrics, register_jobs_by_state
 from service.db.session import make_engine
 from service.elections.pending import PendingBallots
-from service.errors import DomainError, Unavailable
 from service.security.kdf_gate import kdf_gate
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
@@ -31,10 +30,9 @@ from service.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Pydantic echoes the offending input: a passphrase or a credential file must never come back
-    # in a response (or reach a log through one), so keep only where and what.
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+class Health(BaseModel):
+    status: str
+    database: str
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -90,26 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kdf_gate=kdf_gate(settings),
     )
 
-    @app.exception_handler(DomainError)
-    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
-        return JSONResponse({"detail": exc.reason}, status_code=exc.status_code, headers=headers)
+    errors.install(app)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
-
-    @app.middleware("http")
-    async def metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        return response
-
-    @app.get("/health", tags=["ops"], summary="Liveness and database reachability (no auth)")
+    @app.get(
+        "/health",
+        tags=["ops"],
+        summary="Liveness and database reachability (no auth)",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "The database is unreachable"}},
+    )
     def health() -> JSONResponse:
         try:
             with engine.connect() as c:
@@ -119,12 +106,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": engine.dialect.name})
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(routes_elections.router)
-    app.include_router(routes_jobs.router)
+    # Every route may refuse in the one error model; routes add their own descriptions on top.
+    strict = [Depends(known_query_only)]
+    app.include_router(routes_elections.router, responses=errors.COMMON_ERRORS, dependencies=strict)
+    app.include_router(routes_jobs.router, responses=errors.COMMON_ERRORS, dependencies=strict)
+    app.add_middleware(RequestMetrics)
+    # Outermost (added last): an oversized body is refused before any route, dependency or the token
+    # check reads it.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        large=(("/ballots/bulk", settings.max_bulk_body_bytes),),
+    )
     return app
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.db.session import transaction
 from service.elections.pending import PendingBallots
-from service.errors import Unauthorized
+from service.errors import Invalid, Unauthorized
 from service.security.auth import Principal, decode_token
 from service.security.kdf_gate import KdfGate
 from service.security.ratelimit import RateLimiter
@@ -55,3 +55,27 @@ def get_principal(
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {f.alias for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+_known_query: dict[int, frozenset[str]] = {}
+
+
+def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not declare (a misspelt ``election_id`` would
+    otherwise silently list every job)."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known = _known_query.get(id(dependant))
+    if known is None:
+        known = _known_query[id(dependant)] = frozenset(_query_names(dependant))
+    if unknown := sorted(set(request.query_params) - known):
+        shown = ", ".join(repr(name[:64]) for name in unknown[:5])
+        raise Invalid(f"unknown query parameter(s): {shown}")

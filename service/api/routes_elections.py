@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service.api.deps import Caller, Ctx
+from service.api.errors import errors
 from service.api.metrics import BALLOTS_ACCEPTED, BALLOTS_REJECTED
 from service.api.schemas import (
     BulkBallots,
@@ -19,8 +20,8 @@ from service.api.schemas import (
     KeyCeremony,
     ReplaceManifest,
     SubmitBallot,
-    errors,
 )
+from service.api.types import BallotId, Id
 from service.db.models import Ballot, Election
 from service.elections import ballots as ballot_svc
 from service.elections import challenge, crypto, elections, results
@@ -59,14 +60,14 @@ def list_elections(ctx: Ctx, caller: Caller) -> list[dict[str, Any]]:
 
 
 @router.get("/{election_id}")
-def get_election(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def get_election(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         return elections.summary(s, elections.get_election(s, election_id))
 
 
 @router.get("/{election_id}/manifest")
-def get_manifest(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def get_manifest(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         e = elections.get_election(s, election_id)
@@ -78,14 +79,14 @@ def get_manifest(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
 
 
 @router.put("/{election_id}/manifest", summary="Replace the manifest (a new version; only before the keys)")
-def replace_manifest(election_id: int, body: ReplaceManifest, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def replace_manifest(election_id: Id, body: ReplaceManifest, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         return elections.summary(s, elections.replace_manifest(s, election_id, body.manifest))
 
 
 @router.get("/{election_id}/context")
-def get_context(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def get_context(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         e = elections.get_election(s, election_id)
@@ -98,7 +99,7 @@ def get_context(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     "/{election_id}/key-ceremony",
     summary="Run the key ceremony; each guardian's credential file is returned once and never stored",
 )
-def key_ceremony(election_id: int, body: KeyCeremony, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def key_ceremony(election_id: Id, body: KeyCeremony, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     passphrases = {g.guardian_id: g.passphrase.get_secret_value() for g in body.guardians}
     if len(passphrases) != len(body.guardians):
@@ -129,21 +130,21 @@ def key_ceremony(election_id: int, body: KeyCeremony, ctx: Ctx, caller: Caller) 
 
 
 @router.post("/{election_id}/open")
-def open_election(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def open_election(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         return elections.summary(s, elections.open_election(s, election_id))
 
 
 @router.post("/{election_id}/close")
-def close_election(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def close_election(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         return elections.summary(s, elections.close_election(s, election_id))
 
 
 @router.get("/{election_id}/guardians", summary="Public guardian records")
-def guardians(election_id: int, ctx: Ctx, caller: Caller) -> list[dict[str, Any]]:
+def guardians(election_id: Id, ctx: Ctx, caller: Caller) -> list[dict[str, Any]]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         elections.get_election(s, election_id)
@@ -167,22 +168,22 @@ def _store(ctx: Ctx, election_id: int, prepared: list[ballot_svc.PreparedBallot]
 
 
 @router.post("/{election_id}/ballots", status_code=201, summary="Submit one encrypted ballot (cast or spoil)")
-def submit_ballot(election_id: int, body: SubmitBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def submit_ballot(election_id: Id, body: SubmitBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         snap = ballot_svc.snapshot_for_ballots(s, election_id)
     prepared = _counted(
-        ballot_svc.prepare_submitted, snap, body.ballot, body.action
+        ballot_svc.prepare_submitted, snap, body.ballot.as_json(), body.action
     )  # proofs, outside any tx
     return _store(ctx, election_id, [prepared])[0]
 
 
 @router.post("/{election_id}/ballots/bulk", status_code=201, summary="Submit many ballots: all or none")
-def submit_bulk(election_id: int, body: BulkBallots, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def submit_bulk(election_id: Id, body: BulkBallots, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         snap = ballot_svc.snapshot_for_ballots(s, election_id)
-    prepared = _counted(ballot_svc.prepare_bulk, snap, [(b.ballot, b.action) for b in body.ballots])
+    prepared = _counted(ballot_svc.prepare_bulk, snap, [(b.ballot.as_json(), b.action) for b in body.ballots])
     receipts = _store(ctx, election_id, prepared)
     return {"accepted": len(receipts), "ballots": receipts}
 
@@ -207,11 +208,11 @@ _DECISION_ERRORS = (
         (429, "this API process holds as many pending ballots as it may"),
     ),
 )
-def encrypt_ballot(election_id: int, body: EncryptBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def encrypt_ballot(election_id: Id, body: EncryptBallot, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     with ctx.tx() as s:
         snap = ballot_svc.snapshot_for_ballots(s, election_id)
-    encryption = _counted(ballot_svc.prepare_plaintext, snap, body.ballot)
+    encryption = _counted(ballot_svc.prepare_plaintext, snap, body.ballot.as_json())
     if body.action == "pending":
         with ctx.tx() as s:
             return _counted(challenge.hold, s, ctx.pending, election_id, encryption)
@@ -232,7 +233,7 @@ def _decide(ctx: Ctx, election_id: int, ballot_id: str, action: str) -> dict[str
     summary="Cast a pending ballot; its nonce is dropped, never returned or stored",
     responses=errors(*_DECISION_ERRORS),
 )
-def cast_pending(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def cast_pending(election_id: Id, ballot_id: BallotId, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     return _decide(ctx, election_id, ballot_id, "cast")
 
@@ -243,13 +244,13 @@ def cast_pending(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> 
     summary="Challenge a pending ballot: stored as spoiled, then its nonce and plaintext are returned",
     responses=errors(*_DECISION_ERRORS),
 )
-def challenge_pending(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def challenge_pending(election_id: Id, ballot_id: BallotId, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
     return _decide(ctx, election_id, ballot_id, "spoil")
 
 
 @router.get("/{election_id}/ballots/{ballot_id}", summary="A submitted ballot (the reference's JSON)")
-def get_ballot(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def get_ballot(election_id: Id, ballot_id: BallotId, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         payload = s.scalar(
@@ -261,7 +262,7 @@ def get_ballot(election_id: int, ballot_id: str, ctx: Ctx, caller: Caller) -> di
 
 
 @router.get("/{election_id}/results", summary="Counts per contest and selection, spoiled ballots, chunks")
-def election_results(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+def election_results(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         return results.results(s, election_id)
@@ -271,8 +272,9 @@ def election_results(election_id: int, ctx: Ctx, caller: Caller) -> dict[str, An
     "/{election_id}/record",
     summary="The election record (reference layout) as a zip",
     response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
-def election_record(election_id: int, ctx: Ctx, caller: Caller, background: BackgroundTasks) -> FileResponse:
+def election_record(election_id: Id, ctx: Ctx, caller: Caller, background: BackgroundTasks) -> FileResponse:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         path = results.record_zip_file(s, election_id)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from service.api.deps import Caller, Ctx
+from service.api.errors import errors
 from service.api.metrics import JOBS_CREATED
 from service.api.schemas import CreateCombine, CreateDecryption, CreateTally
+from service.api.types import Id
 from service.db.models import ElectionJob
 from service.elections.decryption import start_decryption
 from service.errors import NotFound
@@ -46,22 +48,21 @@ def create_tally(body: CreateTally, ctx: Ctx, caller: Caller) -> dict[str, Any]:
         return _created(job)
 
 
-_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}
-DECRYPTION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"description": "Wrong passphrase or damaged credential file, or not this caller's guardian"},
-    404: {"description": "No such election or guardian"},
-    409: {"description": "No completed tally yet, or the guardian already has a job"},
-    422: {
-        "description": "The credential file is malformed, another guardian's, or asks for KDF parameters"
-        " beyond the server's bounds (refused before any KDF work)"
-    },
-    503: {
-        "description": "Every credential-opening (KDF) slot of this API process is busy; nothing was"
-        " changed: retry after the given seconds",
-        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
-        "content": _ERROR,
-    },
-}
+DECRYPTION_RESPONSES = errors(
+    (403, "Wrong passphrase or damaged credential file, or not this caller's guardian"),
+    (404, "No such election or guardian"),
+    (409, "No completed tally yet, or the guardian already has a job"),
+    (
+        422,
+        "The credential file is malformed, another guardian's, or asks for KDF parameters"
+        " beyond the server's bounds (refused before any KDF work)",
+    ),
+    (
+        503,
+        "Every credential-opening (KDF) slot of this API process is busy, or the database is"
+        " unreachable; nothing was changed: retry after the given seconds",
+    ),
+)
 
 
 @router.post(
@@ -116,7 +117,7 @@ def job_status(job_id: uuid.UUID, ctx: Ctx, caller: Caller) -> dict[str, Any]:
 
 @router.get("/jobs", summary="Jobs (an election's, when given); a non-admin sees its own")
 def list_jobs(
-    ctx: Ctx, caller: Caller, election_id: int | None = Query(default=None)
+    ctx: Ctx, caller: Caller, election_id: Annotated[Id | None, Query()] = None
 ) -> list[dict[str, Any]]:
     with ctx.tx() as s:
         jobs = status.list_jobs(s, election_id, None if caller.is_admin else caller.subject)
@@ -124,7 +125,7 @@ def list_jobs(
 
 
 @router.get("/decryption/status", summary="An election's decryption progress per guardian")
-def decryption_status(ctx: Ctx, caller: Caller, election_id: int = Query()) -> dict[str, Any]:
+def decryption_status(ctx: Ctx, caller: Caller, election_id: Annotated[Id, Query()]) -> dict[str, Any]:
     require_election_access(caller, election_id)
     with ctx.tx() as s:
         return status.decryption_status(s, election_id)

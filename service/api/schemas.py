@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+# Kept importable from here for route modules written before service.api.errors held them.
+from service.api.errors import ErrorBody as ErrorBody
+from service.api.errors import ErrorBody as ErrorDetail  # noqa: F401
+from service.api.errors import errors as errors
+from service.api.types import PASSPHRASE_MAX, BallotJson, ElectionName, GuardianId, Id, Label
 
 
 class _Body(BaseModel):
@@ -12,13 +18,17 @@ class _Body(BaseModel):
 
 
 class CreateElection(_Body):
-    name: str = Field(min_length=1, max_length=256)
+    name: ElectionName
     number_of_guardians: int = Field(ge=1, le=100)
     quorum: int = Field(ge=1, le=100)
     manifest: dict[str, Any] | None = Field(default=None, description="The reference's manifest JSON")
-    candidate_names: list[str] | None = Field(default=None, description="One contest of these candidates")
-    party_names: list[str] | None = Field(default=None, description="Candidate i's party (optional)")
-    max_choices: int = Field(default=1, ge=1)
+    candidate_names: list[Label] | None = Field(
+        default=None, max_length=1000, description="One contest of these candidates"
+    )
+    party_names: list[Label] | None = Field(
+        default=None, max_length=1000, description="Candidate i's party (optional)"
+    )
+    max_choices: int = Field(default=1, ge=1, le=1000)
 
 
 class ReplaceManifest(_Body):
@@ -26,16 +36,20 @@ class ReplaceManifest(_Body):
 
 
 class GuardianPassphrase(_Body):
-    guardian_id: str = Field(min_length=1, max_length=128)
-    passphrase: SecretStr = Field(description="Chosen by the guardian; seals its credential file")
+    guardian_id: GuardianId
+    passphrase: SecretStr = Field(
+        min_length=1,
+        max_length=PASSPHRASE_MAX,
+        description="Chosen by the guardian; seals its credential file",
+    )
 
 
 class KeyCeremony(_Body):
-    guardians: list[GuardianPassphrase]
+    guardians: list[GuardianPassphrase] = Field(max_length=100)
 
 
 class SubmitBallot(_Body):
-    ballot: dict[str, Any] = Field(description="The reference's (Ciphertext or Submitted) ballot JSON")
+    ballot: BallotJson = Field(description="The reference's (Ciphertext or Submitted) ballot JSON")
     action: Literal["cast", "spoil"] = "cast"
 
 
@@ -44,7 +58,7 @@ class BulkBallots(_Body):
 
 
 class EncryptBallot(_Body):
-    ballot: dict[str, Any] = Field(description="The reference's PlaintextBallot JSON")
+    ballot: BallotJson = Field(description="The reference's PlaintextBallot JSON")
     action: Literal["cast", "spoil", "pending"] = Field(
         default="cast",
         description="cast: store it as cast (no nonce returned); spoil: store it as spoiled and return its"
@@ -54,28 +68,19 @@ class EncryptBallot(_Body):
 
 
 class CreateTally(_Body):
-    election_id: int
+    election_id: Id
     chunk_size: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class CreateDecryption(_Body):
-    election_id: int
-    guardian_id: str = Field(min_length=1, max_length=128)
-    credentials: dict[str, Any] | str = Field(description="The credential file from the key ceremony")
-    passphrase: SecretStr
-    missing_guardian_ids: list[str] = Field(default_factory=list)
+    election_id: Id
+    guardian_id: GuardianId
+    credentials: dict[str, Any] | Annotated[str, Field(max_length=1_000_000)] = Field(
+        description="The credential file from the key ceremony"
+    )
+    passphrase: SecretStr = Field(min_length=1, max_length=PASSPHRASE_MAX)
+    missing_guardian_ids: list[GuardianId] = Field(default_factory=list, max_length=100)
 
 
 class CreateCombine(_Body):
-    election_id: int
-
-
-class ErrorDetail(BaseModel):
-    """What every refusal carries: a DomainError's reason, or where and what for a malformed body."""
-
-    detail: str | list[dict[str, Any]]
-
-
-def errors(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for a route's refusals: (status, when)."""
-    return {code: {"model": ErrorDetail, "description": when} for code, when in codes}
+    election_id: Id

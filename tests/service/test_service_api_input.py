@@ -1,0 +1,255 @@
+"""Strict input against the real PostgreSQL: every value a column cannot hold (NUL, too long, beyond
+BIGINT, the wrong type) is refused with 422 and the one error model, and changes nothing; oversized
+bodies are refused with 413 before the token is read; the OpenAPI document declares what is returned."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers_service import row_counts
+from sqlalchemy import Engine
+from test_service_api import _encrypted, _new_election, _ok, _plaintext
+
+from service.api.app import create_app
+from service.api.types import GUARDIAN_ID_MAX
+from service.security.auth import Role, issue_token
+from service.settings import Settings
+
+BIG = 2**63  # one past BIGINT
+
+
+@pytest.fixture(scope="module")
+def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=db_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        server_secret="test-server-secret-0123456789abcdef",
+        jwt_secret="test-jwt-secret-0123456789abcdef",
+        kdf_time_cost=1,
+        kdf_memory_kib=1024,
+        kdf_parallelism=1,
+        job_rate_limit_per_minute=10_000,
+        auto_migrate=False,
+        max_body_bytes=256 * 1024,
+        max_bulk_body_bytes=1024 * 1024,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def admin(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
+
+
+@pytest.fixture(scope="module")
+def election(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
+    e = _new_election(client, admin, name="Input")
+    _ok(client.post(f"/api/elections/{e['election_id']}/open", headers=admin))
+    return e
+
+
+def _refused(
+    client: TestClient, engine: Engine, method: str, url: str, code: int = 422, **kw: Any
+) -> dict[str, Any]:
+    before = row_counts(engine)
+    r = client.request(method, url, **kw)
+    assert r.status_code == code, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert isinstance(body["detail"], str) and body["detail"], body  # the one error model
+    assert set(body) <= {"detail", "errors"}
+    assert row_counts(engine) == before
+    return body
+
+
+def test_ids_beyond_bigint_are_422_in_paths_queries_and_bodies(
+    client: TestClient, engine: Engine, admin: dict[str, str], election: dict[str, Any]
+) -> None:
+    for path in ("", "/manifest", "/context", "/guardians", "/results", "/record"):
+        body = _refused(client, engine, "GET", f"/api/elections/{BIG}{path}", headers=admin)
+        assert body["errors"][0]["loc"] == ["path", "election_id"]
+    _refused(client, engine, "POST", f"/api/elections/{BIG}/open", headers=admin)
+    _refused(client, engine, "GET", "/api/elections/0", headers=admin)
+    _refused(client, engine, "GET", "/api/elections/-1", headers=admin)
+    _refused(client, engine, "GET", f"/api/jobs?election_id={BIG}", headers=admin)
+    _refused(client, engine, "GET", f"/api/decryption/status?election_id={BIG}", headers=admin)
+    for url in ("/api/tally/create", "/api/combine/decryption"):
+        _refused(client, engine, "POST", url, json={"election_id": BIG}, headers=admin)
+    _refused(
+        client,
+        engine,
+        "POST",
+        "/api/decryption/create",
+        json={"election_id": BIG, "guardian_id": "g1", "credentials": "x", "passphrase": "p"},
+        headers=admin,
+    )
+    # The largest BIGINT is a well-formed id: simply no such election.
+    _refused(client, engine, "GET", f"/api/elections/{BIG - 1}", 404, headers=admin)
+
+
+def test_object_id_must_be_a_string(
+    client: TestClient, engine: Engine, admin: dict[str, str], election: dict[str, Any]
+) -> None:
+    url = f"/api/elections/{election['election_id']}/ballots"
+    ballot = _encrypted(election, "typed-0", 0)
+    for bad in (7, None, ["a"], {"a": 1}, "", "x" * 257, "nul\x00id"):
+        _refused(client, engine, "POST", url, json={"ballot": {**ballot, "object_id": bad}}, headers=admin)
+        _refused(
+            client,
+            engine,
+            "POST",
+            url + "/bulk",
+            json={"ballots": [{"ballot": ballot}, {"ballot": {**ballot, "object_id": bad}}]},
+            headers=admin,
+        )
+        plain = {**_plaintext(election, "typed-1", 0), "object_id": bad}
+        _refused(client, engine, "POST", url + "/encrypt", json={"ballot": plain}, headers=admin)
+    # A ballot without an object_id at all is refused the same way.
+    _refused(client, engine, "POST", url, json={"ballot": {"style_id": "s"}}, headers=admin)
+
+
+def test_nul_bytes_are_refused(
+    client: TestClient, engine: Engine, admin: dict[str, str], election: dict[str, Any]
+) -> None:
+    eid = election["election_id"]
+    base = {"name": "N", "number_of_guardians": 1, "quorum": 1, "candidate_names": ["A", "B"]}
+    _refused(client, engine, "POST", "/api/elections", json={**base, "name": "a\x00b"}, headers=admin)
+    _refused(
+        client,
+        engine,
+        "POST",
+        "/api/elections",
+        json={**base, "candidate_names": ["A", "\x00"]},
+        headers=admin,
+    )
+    _refused(
+        client, engine, "POST", "/api/elections", json={**base, "party_names": ["x\x00", "y"]}, headers=admin
+    )
+    _refused(client, engine, "GET", f"/api/elections/{eid}/ballots/a%00b", headers=admin)
+    _refused(client, engine, "POST", f"/api/elections/{eid}/ballots/a%00b/cast", headers=admin)
+    setup = _ok(client.post("/api/elections", json=base, headers=admin), 201)
+    _refused(
+        client,
+        engine,
+        "POST",
+        f"/api/elections/{setup['election_id']}/key-ceremony",
+        json={"guardians": [{"guardian_id": "g\x001", "passphrase": "long enough"}]},
+        headers=admin,
+    )
+    # A NUL deep inside a free-form JSON document reaches PostgreSQL, which refuses it: the data-error
+    # handler answers 422 with a reason, and the transaction has rolled back.
+    manifest = _ok(client.get(f"/api/elections/{setup['election_id']}/manifest", headers=admin))["manifest"]
+    manifest["name"] = {"text": [{"value": "bad\x00name", "language": "en"}]}
+    body = _refused(
+        client,
+        engine,
+        "PUT",
+        f"/api/elections/{setup['election_id']}/manifest",
+        json={"manifest": manifest},
+        headers=admin,
+    )
+    assert "NUL" in body["detail"] or "manifest" in body["detail"], body
+
+
+def test_a_guardian_id_must_fit_its_token_subject(
+    client: TestClient, engine: Engine, admin: dict[str, str], settings: Settings
+) -> None:
+    e = _ok(
+        client.post(
+            "/api/elections",
+            json={"name": "Long", "number_of_guardians": 1, "quorum": 1, "candidate_names": ["A", "B"]},
+            headers=admin,
+        ),
+        201,
+    )
+    url = f"/api/elections/{e['election_id']}/key-ceremony"
+    too_long = "g" * (GUARDIAN_ID_MAX + 1)
+    _refused(
+        client,
+        engine,
+        "POST",
+        url,
+        json={"guardians": [{"guardian_id": too_long, "passphrase": "pw pw pw"}]},
+        headers=admin,
+    )
+    # The longest accepted id still makes a subject that created_by (VARCHAR(128)) holds, with the
+    # largest election id there can be.
+    longest = "g" * GUARDIAN_ID_MAX
+    assert len(f"guardian:{2**63 - 1}:{longest}") <= 128
+    kc = _ok(
+        client.post(
+            url, json={"guardians": [{"guardian_id": longest, "passphrase": "pw pw pw"}]}, headers=admin
+        )
+    )
+    assert kc["guardians"][0]["guardian_id"] == longest
+    _refused(
+        client,
+        engine,
+        "POST",
+        "/api/decryption/create",
+        json={
+            "election_id": e["election_id"],
+            "guardian_id": too_long,
+            "credentials": "x",
+            "passphrase": "p",
+        },
+        headers=admin,
+    )
+
+
+def test_oversized_body_is_413_before_the_token(
+    client: TestClient, engine: Engine, settings: Settings
+) -> None:
+    big = b'{"election_id": 1, "pad": "' + b"x" * (settings.max_body_bytes + 1) + b'"}'
+    headers = {"content-type": "application/json"}
+    # No token at all: 413, not the 401 that reading and parsing the body first would give.
+    body = _refused(client, engine, "POST", "/api/tally/create", 413, content=big, headers=headers)
+    assert "AMARVOTE_MAX_BODY_BYTES" in body["detail"]
+
+    # Without a Content-Length (a streamed, chunked body) the bytes are counted as they arrive.
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    _refused(client, engine, "POST", "/api/elections", 413, content=chunks(), headers=headers)
+    # Under the limit the same unauthenticated request is read and refused for its token.
+    _refused(client, engine, "POST", "/api/tally/create", 401, json={"election_id": 1})
+    # A bulk upload has its own, larger limit: the same body passes it, and is refused above it.
+    _refused(client, engine, "POST", "/api/elections/1/ballots/bulk", 401, content=big, headers=headers)
+    bigger = b"[" + b" " * settings.max_bulk_body_bytes + b"]"
+    _refused(client, engine, "POST", "/api/elections/1/ballots/bulk", 413, content=bigger, headers=headers)
+
+
+def test_openapi_declares_the_error_model_everywhere(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if not path.startswith("/api/"):
+                continue
+            for code in ("401", "403", "404", "409", "413", "422", "429", "503"):
+                schema = op["responses"][code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, code)
+            assert "Retry-After" in op["responses"]["503"]["headers"], (method, path)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    assert list(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    r = client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_a_value_the_database_refuses_is_422_and_rolled_back(
+    client: TestClient, engine: Engine, settings: Settings
+) -> None:
+    # A token subject longer than created_by (VARCHAR(128)) passes every input check (it is not
+    # input of the request body) and overflows in PostgreSQL: the data-error handler answers.
+    long_admin = {"Authorization": f"Bearer {issue_token(settings, 'a' * 200, Role.ADMIN)}"}
+    body = {"name": "Overflow", "number_of_guardians": 1, "quorum": 1, "candidate_names": ["A", "B"]}
+    detail = _refused(client, engine, "POST", "/api/elections", 422, json=body, headers=long_admin)["detail"]
+    assert detail == "a value is longer than its field allows"
