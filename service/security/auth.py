@@ -37,6 +37,9 @@ class Principal:
         return self.role == Role.ADMIN
 
 
+MAX_SUBJECT = 128  # the created_by columns
+
+
 def issue_token(
     settings: Settings,
     subject: str,
@@ -52,6 +55,8 @@ def issue_token(
     role = Role(role)
     if role == Role.GUARDIAN and (election_id is None or guardian_id is None):
         raise ValueError("a guardian token names its election and guardian")
+    if not 0 < len(subject) <= MAX_SUBJECT or "\x00" in subject:
+        raise ValueError(f"a token's subject is 1 to {MAX_SUBJECT} characters without NUL")
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": ISSUER,
@@ -82,7 +87,11 @@ def decode_token(settings: Settings, token: str, *, key: bytes | None = None) ->
     except (jwt.PyJWTError, ValueError) as exc:
         # PyJWT's message says which check failed (expired, bad signature), never the key.
         raise Unauthorized(f"invalid token: {exc}") from exc
-    p = Principal(str(claims["sub"]), role, claims.get("election_id"), claims.get("guardian_id"))
+    subject = str(claims["sub"])
+    if not 0 < len(subject) <= MAX_SUBJECT or "\x00" in subject:
+        # The subject is written as the creator of jobs and elections (VARCHAR(128)).
+        raise Unauthorized(f"invalid token: the subject must be 1 to {MAX_SUBJECT} characters without NUL")
+    p = Principal(subject, role, claims.get("election_id"), claims.get("guardian_id"))
     if role == Role.GUARDIAN and (p.election_id is None or p.guardian_id is None):
         raise Unauthorized("invalid token: a guardian token must name its election and guardian")
     return p

@@ -4,18 +4,21 @@ bodies are refused with 413 before the token is read; the OpenAPI document decla
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 from helpers_service import row_counts
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
 from test_service_api import _encrypted, _new_election, _ok, _plaintext
 
 from service.api.app import create_app
 from service.api.types import GUARDIAN_ID_MAX
-from service.security.auth import Role, issue_token
+from service.security.auth import ISSUER, Role, issue_token
+from service.security.secrets import jwt_key
 from service.settings import Settings
 
 BIG = 2**63  # one past BIGINT
@@ -244,12 +247,36 @@ def test_openapi_declares_the_error_model_everywhere(client: TestClient) -> None
     assert r.headers["content-type"].startswith("text/plain")
 
 
-def test_a_value_the_database_refuses_is_422_and_rolled_back(
+def test_a_token_subject_longer_than_its_column_is_refused(
     client: TestClient, engine: Engine, settings: Settings
 ) -> None:
-    # A token subject longer than created_by (VARCHAR(128)) passes every input check (it is not
-    # input of the request body) and overflows in PostgreSQL: the data-error handler answers.
-    long_admin = {"Authorization": f"Bearer {issue_token(settings, 'a' * 200, Role.ADMIN)}"}
+    # The subject is written as created_by (VARCHAR(128)): minting refuses it, and a token made
+    # elsewhere with the same key is refused at the door, before anything is written.
+    with pytest.raises(ValueError, match="subject"):
+        issue_token(settings, "a" * 200, Role.ADMIN)
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "a" * 200, "role": "admin", "iat": now, "exp": now + 60}
+    long_admin = {"Authorization": f"Bearer {jwt.encode(claims, jwt_key(settings), settings.jwt_algorithm)}"}
     body = {"name": "Overflow", "number_of_guardians": 1, "quorum": 1, "candidate_names": ["A", "B"]}
-    detail = _refused(client, engine, "POST", "/api/elections", 422, json=body, headers=long_admin)["detail"]
-    assert detail == "a value is longer than its field allows"
+    detail = _refused(client, engine, "POST", "/api/elections", 401, json=body, headers=long_admin)["detail"]
+    assert "subject" in detail
+
+
+def test_a_value_the_database_refuses_is_422_and_rolled_back(settings: Settings) -> None:
+    # Whatever input checks miss and PostgreSQL refuses as data (here a cast) answers 422 with a
+    # fixed reason, never the database's message (it can quote the value).
+    app = create_app(settings)
+    probe = create_engine(settings.sqlalchemy_url)
+
+    def refused_by_the_database() -> None:
+        with probe.begin() as conn:
+            conn.execute(text("SELECT CAST('not a number' AS integer)"))
+
+    app.add_api_route("/test/data-error", refused_by_the_database)
+    try:
+        with TestClient(app) as c:
+            r = c.get("/test/data-error")
+    finally:
+        probe.dispose()
+    assert r.status_code == 422, r.text
+    assert "not a number" not in r.text and r.json()["detail"]
