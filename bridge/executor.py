@@ -95,6 +95,10 @@ class _Work:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _Released(Exception):
+    """Shutdown released this work while its task ran: the message is requeued, nothing recorded."""
+
+
 class _Held(Exception):
     """The database is unreachable: keep the delivery unsettled until it answers again."""
 
@@ -338,7 +342,7 @@ class Executor:
                 max_retries=self.max_retries,
                 retry_exceptions=False,
             ).remote(body_path, without_password(self.database_url), claim)
-            outcome = Outcome(ray.get(work.ref))
+            outcome = Outcome(self._result(work))
         except Exception as exc:
             if work.released:
                 return Settlement.REQUEUE  # shut down under it: released already, nothing counted
@@ -354,6 +358,17 @@ class Executor:
         if outcome == Outcome.DONE:
             metrics.chunk_done(claim.operation)
         return Settlement.ACK
+
+    def _result(self, work: _Work) -> Any:
+        """The task's result; a task still running when shutdown released it is left to Ray's cancel,
+        so no thread of this executor outlives it (a pool thread blocked for ever in ``ray.get`` keeps
+        the process from exiting)."""
+        while True:
+            ready, _ = ray.wait([work.ref], timeout=1.0)
+            if ready:
+                return ray.get(work.ref)
+            if work.released:
+                raise _Released
 
     def _record_failure(self, work: _Work, claim: Claim, error: str) -> Settlement:
         try:
