@@ -79,14 +79,14 @@ def make_relay(settings: Settings, factory: SessionFactory) -> Relay:
 
     if not settings.amqp_url:
         raise ValueError("no AMQP URL: in the embedded mode the executor reads the outbox itself")
-    return Relay(factory, RabbitMQPublisher(settings.amqp_url))
+    return Relay(factory, RabbitMQPublisher(settings.amqp_url), window=settings.window)
 
 
 def make_broker(settings: Settings, factory: SessionFactory) -> Broker:
     if settings.embedded:
         from bridge.brokers.outbox import OutboxBroker
 
-        return OutboxBroker(factory)
+        return OutboxBroker(factory, window=settings.window)
     from bridge.brokers.rabbitmq import RabbitMQBroker
 
     assert settings.amqp_url is not None
