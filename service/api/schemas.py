@@ -53,12 +53,31 @@ class EncryptBallot(_Body):
     )
 
 
-class CreateTally(_Body):
+class _JobBody(_Body):
+    """What every job-creating request may add: fair-share priority and a completion callback."""
+
+    priority: int = Field(
+        default=0,
+        ge=0,
+        le=9,
+        description="Higher first: a job of priority p gets p + 1 turns per round of the fair queue and"
+        " p + 1 windows of chunks in flight; priority 0 jobs still progress",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed the job's status JSON when it ends (COMPLETED or FAILED), signed"
+        " (X-Amarvote-Signature: sha256=HMAC-SHA256(callback secret, X-Amarvote-Timestamp + '.' + body));"
+        " must fall under the server's AMARVOTE_CALLBACK_ALLOWED_URLS (422 otherwise)",
+    )
+
+
+class CreateTally(_JobBody):
     election_id: int
     chunk_size: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-class CreateDecryption(_Body):
+class CreateDecryption(_JobBody):
     election_id: int
     guardian_id: str = Field(min_length=1, max_length=128)
     credentials: dict[str, Any] | str = Field(description="The credential file from the key ceremony")
@@ -66,7 +85,7 @@ class CreateDecryption(_Body):
     missing_guardian_ids: list[str] = Field(default_factory=list)
 
 
-class CreateCombine(_Body):
+class CreateCombine(_JobBody):
     election_id: int
 
 
