@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ChunkTask, ElectionJob, Outbox, TaskState
@@ -91,19 +91,15 @@ def _note_stuck(
     ids = [j.job_id for j in jobs]
     now = db_now(session)
     states: dict[uuid.UUID, Counter[str]] = {j: Counter() for j in ids}
-    for job_id, state, expired, n in session.execute(
-        select(
-            ChunkTask.job_id,
-            ChunkTask.state,
-            ChunkTask.lease_expires_at < now,
-            func.count(),
-        )
+    expired_lease = func.sum(case((ChunkTask.lease_expires_at < now, 1), else_=0))
+    for job_id, state, n, expired in session.execute(
+        select(ChunkTask.job_id, ChunkTask.state, func.count(), expired_lease)
         .where(ChunkTask.job_id.in_(ids), ChunkTask.state.in_([TaskState.PENDING, TaskState.RUNNING]))
-        .group_by(ChunkTask.job_id, ChunkTask.state, ChunkTask.lease_expires_at < now)
+        .group_by(ChunkTask.job_id, ChunkTask.state)
     ):
         states[job_id][state] += n
-        if state == TaskState.RUNNING and expired:
-            states[job_id]["expired"] += n
+        if state == TaskState.RUNNING:
+            states[job_id]["expired"] += int(expired or 0)
     unsent = dict(
         session.execute(
             select(Outbox.job_id, func.count())
