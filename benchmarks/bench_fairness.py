@@ -15,6 +15,7 @@ that many chunks of a job in flight); ``off`` = no window (every due message pub
 issue 12). Ratios within the run are the figures to read (the machine is shared and noisy).
 
     python benchmarks/bench_fairness.py [--large 40] [--small 2] [--sleep 0.25] [--in-flight 2] [--reps 2]
+                                        [--head-start 2] [--poll 0.5]
 
 Writes benchmarks/results/bench_fairness.{md,json}. Needs PostgreSQL and RabbitMQ (as the tests) and Ray.
 """
@@ -52,6 +53,7 @@ def run_once(
     small: int,
     sleep: float,
     head_start: int,
+    poll: float,
 ) -> dict[str, Any]:
     from bridge.brokers.rabbitmq import RabbitMQBroker, RabbitMQPublisher
     from bridge.executor import Executor
@@ -59,7 +61,7 @@ def run_once(
     from tests.bridge.fakes import BODY
     from tests.bridge.helpers_bridge import job_row, make_tally_job, queue_depth
 
-    relay = Relay(factory, RabbitMQPublisher(amqp_url), poll_interval=0.05, window=window)
+    relay = Relay(factory, RabbitMQPublisher(amqp_url), poll_interval=poll, window=window)
     bridge = Executor(settings, RabbitMQBroker(amqp_url), bodies={"TALLY": BODY}, shutdown_grace=10)
     threads = [threading.Thread(target=x.run, daemon=True) for x in (relay, bridge)]
     depths: list[int] = []
@@ -109,6 +111,9 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=2, help="the bridge's max_in_flight (= Ray CPUs)")
     ap.add_argument("--head-start", type=int, default=2, help="large chunks done before the small job")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument(
+        "--poll", type=float, default=0.5, help="the relay's poll interval (0.5 s, its production default)"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -154,6 +159,7 @@ def main() -> None:
                     small=args.small,
                     sleep=args.sleep,
                     head_start=args.head_start,
+                    poll=args.poll,
                 )
                 print(f"rep {rep + 1} {mode:>6}: {r}", flush=True)
                 runs[mode].append(r)
@@ -192,7 +198,8 @@ def main() -> None:
         "# Fair share: a small job submitted behind a large one",
         "",
         f"Large job {args.large} chunks, small job {args.small} chunks, {args.sleep} s per chunk"
-        f" (counting body), bridge max_in_flight {args.in_flight} on {args.in_flight} Ray CPUs;"
+        f" (counting body), bridge max_in_flight {args.in_flight} on {args.in_flight} Ray CPUs,"
+        f" relay polling every {args.poll} s;"
         " the small job is created once"
         f" {args.head_start} large chunks are done. Median of {args.reps} runs per mode, alternating,"
         " in one run.",
