@@ -220,10 +220,13 @@ class Reconciler:
 
     def run(self) -> None:
         tick = min(self.interval, self.callback_interval) if self.callbacks else self.interval
-        next_round = time.monotonic() + self.interval
+        # A round every so many ticks, counted rather than timed: a wait that returns a hair early must
+        # not push a round back by a whole interval.
+        every = max(1, round(self.interval / tick))
+        ticks = 0
         while not self._stop.wait(tick):
-            if time.monotonic() >= next_round:
-                next_round = time.monotonic() + self.interval
+            ticks += 1
+            if ticks % every == 0:
                 try:
                     reconcile_once(
                         self.factory,
