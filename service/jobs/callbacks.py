@@ -110,7 +110,9 @@ def enqueue(session: Session, job: ElectionJob) -> None:
     from service.jobs.status import job_document
 
     session.flush()
-    doc = job_document(session, job)
+    # An explicit threshold: this runs in the chunk's transaction (maybe on a Ray worker), which must not
+    # depend on reading the process's settings; an ended job is never stuck anyway.
+    doc = job_document(session, job, stuck_after=timedelta(0))
     doc.pop("callback", None)  # the delivery's own state is not part of what it delivers
     now = db_now(session)
     session.add(
