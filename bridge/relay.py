@@ -1,7 +1,9 @@
 """The outbox relay: due outbox messages -> a publisher (RabbitMQ) with confirms, then marked sent.
 
 Each round, in one transaction: take up to ``batch_size`` due rows (``FOR UPDATE SKIP LOCKED``: several
-relays may run, each row goes to one), publish them, mark the confirmed ones sent and defer the refused
+relays may run, each row goes to one) in fair-share order, at most ``window`` chunks of a job in flight
+(``outbox.take_due``: the rest of a big job waits in the table, so a small job behind it waits for a
+window of its chunks, not all of them), publish them, mark the confirmed ones sent and defer the refused
 ones (queue full, unroutable) by ``refused_delay``. If the broker connection drops mid-batch, what was
 confirmed is marked sent and the rest stays pending; a crash between publish and commit publishes those
 again (at-least-once; the claim in PostgreSQL makes a duplicate harmless).
@@ -33,6 +35,7 @@ class Relay:
         poll_interval: float = 0.5,
         keep_sent: timedelta = timedelta(days=1),
         refused_delay: timedelta = timedelta(seconds=5),
+        window: int | None = None,
     ) -> None:
         self.factory = factory
         self.publisher = publisher
@@ -40,6 +43,9 @@ class Relay:
         self.poll_interval = poll_interval
         self.keep_sent = keep_sent
         self.refused_delay = refused_delay
+        # Fair share: at most this many chunks of a job queued or running (None: publish all due rows).
+        # A chunk that ends frees its slot; the next round (every poll_interval) fills it.
+        self.window = window
         self._stop = threading.Event()
         self._last_prune = 0.0
 
@@ -48,7 +54,7 @@ class Relay:
         return in_transaction(self.factory, self._publish_batch, attempts=3)
 
     def _publish_batch(self, session: Session) -> int:
-        rows = outbox.take_due(session, self.batch_size)
+        rows = outbox.take_due(session, self.batch_size, window=self.window)
         if not rows:
             return 0
         try:

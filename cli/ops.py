@@ -84,24 +84,39 @@ def _job_id(value: str) -> uuid.UUID:
 
 
 @jobs_app.command("list")
-def list_jobs(election_id: int | None = typer.Option(None, "--election-id")) -> None:
+def list_jobs(
+    election_id: int | None = typer.Option(None, "--election-id"),
+    stuck: bool = typer.Option(
+        False, "--stuck", help="Only live jobs with no chunk ending for AMARVOTE_STUCK_AFTER_SECONDS."
+    ),
+) -> None:
     """Jobs, newest first, with their progress."""
+    from service.jobs.clock import db_now
     from service.jobs.status import job_document
     from service.jobs.status import list_jobs as query
 
-    with transaction(_db()) as s:
-        docs = [job_document(s, j, detail=False) for j in query(s, election_id, None)]
-    table = Table("job id", "election", "operation", "status", "done/total", "failed")
+    settings = Settings()
+    after = settings.stuck_after_seconds
+    with transaction(_db(settings)) as s:
+        now = db_now(s)
+        jobs = query(s, election_id, None, stuck_after=after, stuck_only=stuck)
+        docs = [job_document(s, j, detail=False, stuck_after=after, now=now) for j in jobs]
+    columns = ("job id", "election", "operation", "status", "prio", "done/total", "failed", "last progress")
+    table = Table(*columns)
     for d in docs:
         table.add_row(
             str(d["jobId"]),
             str(d["electionId"]),
             d["operationType"],
-            d["status"],
+            d["status"] + (" STUCK" if d["stuck"] else ""),
+            str(d["priority"]),
             f"{d['processedChunks']}/{d['totalChunks']}",
             str(d["failedChunks"]),
+            str(d["lastProgressAt"]),
         )
     console.print(table)
+    if stuck and not docs:
+        console.print(f"no stuck job (none live without a chunk ending for {after:g} s)")
 
 
 @jobs_app.command()

@@ -20,7 +20,7 @@ from typing import Protocol
 from bridge.broker import Broker
 from bridge.executor import Executor
 from bridge.ray_runtime import connect
-from bridge.reconciler import Reconciler
+from bridge.reconciler import CallbackConfig, Reconciler
 from bridge.relay import Relay
 from service.db.session import SessionFactory, session_factory
 from service.settings import Settings
@@ -62,6 +62,19 @@ def reconcile_window(settings: Settings) -> timedelta:
     return timedelta(seconds=2 * settings.lease_seconds)
 
 
+def callback_config(settings: Settings) -> CallbackConfig | None:
+    """What the reconciler needs to deliver completion callbacks; None when no callback secret is set."""
+    if settings.callback_secret is None:
+        return None
+    return CallbackConfig(
+        secret=settings.callback_secret.get_secret_value().encode(),
+        allowed_urls=settings.callback_prefixes,
+        max_attempts=settings.callback_max_attempts,
+        backoff_seconds=settings.callback_backoff_seconds,
+        timeout_seconds=settings.callback_timeout_seconds,
+    )
+
+
 def make_reconciler(settings: Settings, factory: SessionFactory, interval: float = 30.0) -> Reconciler:
     from service.jobs.transitions import Policy
 
@@ -71,6 +84,8 @@ def make_reconciler(settings: Settings, factory: SessionFactory, interval: float
         stale_after=reconcile_window(settings),
         escrow_retention=timedelta(hours=settings.escrow_retention_hours),
         policy=Policy.from_settings(settings),
+        stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+        callbacks=callback_config(settings),
     )
 
 
@@ -79,14 +94,14 @@ def make_relay(settings: Settings, factory: SessionFactory) -> Relay:
 
     if not settings.amqp_url:
         raise ValueError("no AMQP URL: in the embedded mode the executor reads the outbox itself")
-    return Relay(factory, RabbitMQPublisher(settings.amqp_url))
+    return Relay(factory, RabbitMQPublisher(settings.amqp_url), window=settings.window)
 
 
 def make_broker(settings: Settings, factory: SessionFactory) -> Broker:
     if settings.embedded:
         from bridge.brokers.outbox import OutboxBroker
 
-        return OutboxBroker(factory)
+        return OutboxBroker(factory, window=settings.window)
     from bridge.brokers.rabbitmq import RabbitMQBroker
 
     assert settings.amqp_url is not None

@@ -55,6 +55,27 @@ class Settings(BaseSettings):
     # are streamed in batches of at most 4 MiB, so the peak does not grow with the chunk or election.
     task_memory_mb: int = Field(default=256, ge=64, description="Ray memory= per chunk task (admission)")
     max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
+    # Fair share (service.jobs.outbox.take_due): at most this many of one job's chunks queued or running
+    # at once, the rest waiting in the outbox. Unset: 2 x max_in_flight, one bridge's capacity plus one
+    # refill of headroom (the relay cannot see the Ray cluster; with N bridges set 2 x N x max_in_flight).
+    # 0: no window (every due message published at once, the old behaviour).
+    job_window: int | None = Field(
+        default=None, ge=0, description="Chunks of one job queued or running at once (0: no limit)"
+    )
+    stuck_after_seconds: float = Field(
+        default=600.0, gt=0, description="A live job with no chunk ending for this long is stuck"
+    )
+    # Completion callbacks (service.jobs.callbacks): POSTed by the reconciler's thread, never by a worker.
+    callback_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the completion callbacks (32+ bytes)"
+    )
+    callback_allowed_urls: str = Field(
+        default="",
+        description="Comma-separated URL prefixes a job's callback_url must start with (empty: no callbacks)",
+    )
+    callback_max_attempts: int = Field(default=8, ge=1)
+    callback_backoff_seconds: float = Field(default=5.0, ge=0)
+    callback_timeout_seconds: float = Field(default=5.0, gt=0)
 
     jwt_secret: SecretStr | None = Field(
         default=None,
@@ -109,6 +130,24 @@ class Settings(BaseSettings):
         if memory is not None and memory < 8 * value:
             raise ValueError(f"kdf_memory_kib ({memory}) must be at least 8 x kdf_parallelism")
         return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _callback_secret_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("callback_secret must be at least 32 bytes")
+        return value
+
+    @property
+    def window(self) -> int | None:
+        """The fair-share window in chunks per job, None for none."""
+        if self.job_window == 0:
+            return None
+        return self.job_window or 2 * self.max_in_flight
+
+    @property
+    def callback_prefixes(self) -> list[str]:
+        return [u.strip() for u in self.callback_allowed_urls.split(",") if u.strip()]
 
     @property
     def sqlalchemy_url(self) -> str:

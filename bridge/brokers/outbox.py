@@ -21,8 +21,9 @@ from service.jobs import outbox
 
 
 class OutboxBroker:
-    def __init__(self, factory: SessionFactory) -> None:
+    def __init__(self, factory: SessionFactory, window: int | None = None) -> None:
         self.factory = factory
+        self.window = window  # fair share (outbox.take_due): taking in round-robin order is most of it here
         self.operations: list[str] | None = None
 
     def connect(self) -> None:
@@ -36,7 +37,7 @@ class OutboxBroker:
         if limit > 0:
 
             def take(session: Session) -> list[Delivery]:
-                rows = outbox.take_due(session, limit, operations=self.operations)
+                rows = outbox.take_due(session, limit, operations=self.operations, window=self.window)
                 outbox.mark_sent(session, rows)  # delivered: to this executor, in place of a queue
                 return [Delivery(r.task_id, r.operation, r.id, r.job_id) for r in rows]
 

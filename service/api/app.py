@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A generated secret lives in one host's data directory: other API replicas and the bridge's
         # workers could not open the key escrow it seals. Production sets AMARVOTE_SERVER_SECRET.
         log.warning("AMARVOTE_SERVER_SECRET is not set: using a secret generated into the data directory")
-    register_jobs_by_state(engine)
+    register_jobs_by_state(engine, settings.stuck_after_seconds)
     app.state.ctx = AppContext(
         settings=settings,
         engine=engine,

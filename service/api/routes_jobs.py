@@ -15,7 +15,8 @@ from service.api.types import Id
 from service.db.models import ElectionJob
 from service.elections.decryption import start_decryption
 from service.errors import NotFound
-from service.jobs import planning, status
+from service.jobs import callbacks, planning, status
+from service.jobs.clock import db_now
 from service.jobs.redrive import redrive_job
 from service.security.auth import (
     can_see_job,
@@ -25,6 +26,14 @@ from service.security.auth import (
 )
 
 router = APIRouter(prefix="/api", tags=["jobs"])
+
+
+CREATE_RESPONSES = errors((422, "Malformed body, or a callback_url outside the server's allow-list"))
+
+
+def _options(ctx: Ctx, body: CreateTally | CreateDecryption | CreateCombine) -> callbacks.JobOptions:
+    """Checked before anything is written: a refused callback URL changes nothing."""
+    return callbacks.JobOptions(body.priority, callbacks.check_url(ctx.settings, body.callback_url))
 
 
 def _created(job: ElectionJob) -> dict[str, Any]:
@@ -37,14 +46,20 @@ def _created(job: ElectionJob) -> dict[str, Any]:
     }
 
 
-@router.post("/tally/create", summary="Plan the chunks of a closed election and start its tally")
+@router.post(
+    "/tally/create",
+    summary="Plan the chunks of a closed election and start its tally",
+    responses=CREATE_RESPONSES,
+)
 def create_tally(body: CreateTally, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
+    options = _options(ctx, body)
     ctx.limiter.check(caller.subject)
     with ctx.tx() as s:
         job = planning.create_tally_job(
             s, body.election_id, body.chunk_size or ctx.settings.chunk_size, caller.subject
         )
+        options.apply(job)  # in the job's transaction: no row is taken before it commits
         return _created(job)
 
 
@@ -55,7 +70,8 @@ DECRYPTION_RESPONSES = errors(
     (
         422,
         "The credential file is malformed, another guardian's, or asks for KDF parameters"
-        " beyond the server's bounds (refused before any KDF work)",
+        " beyond the server's bounds (refused before any KDF work); or a callback_url outside the"
+        " server's allow-list",
     ),
     (
         503,
@@ -72,6 +88,7 @@ DECRYPTION_RESPONSES = errors(
 )
 def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_acting_guardian(caller, body.election_id, body.guardian_id)
+    options = _options(ctx, body)
     ctx.limiter.check(caller.subject)
     # Not in ctx.tx(): start_decryption opens its own short transactions around the KDF.
     started = start_decryption(
@@ -85,6 +102,7 @@ def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[
         missing_guardian_ids=body.missing_guardian_ids,
         created_by=caller.subject,
         sizes=planning.UnitSizes.from_settings(ctx.settings),
+        options=options,
     )
     out: dict[str, Any] = _created(started.partial_job) if started.partial_job else {"jobId": None}
     out["compensatedJobs"] = [
@@ -93,12 +111,19 @@ def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[
     return out
 
 
-@router.post("/combine/decryption", summary="Combine the shares once a quorum has decrypted")
+@router.post(
+    "/combine/decryption",
+    summary="Combine the shares once a quorum has decrypted",
+    responses=CREATE_RESPONSES,
+)
 def create_combine(body: CreateCombine, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, body.election_id)
+    options = _options(ctx, body)
     ctx.limiter.check(caller.subject)
     with ctx.tx() as s:
-        return _created(planning.create_combine_job(s, body.election_id, caller.subject))
+        job = planning.create_combine_job(s, body.election_id, caller.subject)
+        options.apply(job)
+        return _created(job)
 
 
 def _visible_job(ctx: Ctx, caller: Caller, job_id: uuid.UUID) -> dict[str, Any]:
@@ -107,7 +132,7 @@ def _visible_job(ctx: Ctx, caller: Caller, job_id: uuid.UUID) -> dict[str, Any]:
         if not can_see_job(caller, job.created_by):
             # The same answer as a missing job: a caller learns nothing of others' job ids.
             raise NotFound(f"job {job_id} does not exist")
-        return status.job_document(s, job)
+        return status.job_document(s, job, stuck_after=ctx.settings.stuck_after_seconds)
 
 
 @router.get("/jobs/{job_id}/status", summary="Status, progress, timings and failed chunks of a job")
@@ -121,7 +146,8 @@ def list_jobs(
 ) -> list[dict[str, Any]]:
     with ctx.tx() as s:
         jobs = status.list_jobs(s, election_id, None if caller.is_admin else caller.subject)
-        return [status.job_document(s, j, detail=False) for j in jobs]
+        now, after = db_now(s), ctx.settings.stuck_after_seconds
+        return [status.job_document(s, j, detail=False, stuck_after=after, now=now) for j in jobs]
 
 
 @router.get("/decryption/status", summary="An election's decryption progress per guardian")

@@ -67,12 +67,31 @@ class EncryptBallot(_Body):
     )
 
 
-class CreateTally(_Body):
+class _JobBody(_Body):
+    """What every job-creating request may add: fair-share priority and a completion callback."""
+
+    priority: int = Field(
+        default=0,
+        ge=0,
+        le=9,
+        description="Higher first: a job of priority p gets p + 1 turns per round of the fair queue and"
+        " p + 1 windows of chunks in flight; priority 0 jobs still progress",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed the job's status JSON when it ends (COMPLETED or FAILED), signed"
+        " (X-Amarvote-Signature: sha256=HMAC-SHA256(callback secret, X-Amarvote-Timestamp + '.' + body));"
+        " must fall under the server's AMARVOTE_CALLBACK_ALLOWED_URLS (422 otherwise)",
+    )
+
+
+class CreateTally(_JobBody):
     election_id: Id
     chunk_size: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-class CreateDecryption(_Body):
+class CreateDecryption(_JobBody):
     election_id: Id
     guardian_id: GuardianId
     credentials: dict[str, Any] | Annotated[str, Field(max_length=1_000_000)] = Field(
@@ -82,5 +101,5 @@ class CreateDecryption(_Body):
     missing_guardian_ids: list[GuardianId] = Field(default_factory=list, max_length=100)
 
 
-class CreateCombine(_Body):
+class CreateCombine(_JobBody):
     election_id: Id

@@ -225,9 +225,21 @@ class ElectionJob(Base):
         DateTime(timezone=True), server_default=_now(), onupdate=_now()
     )
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", Json)
+    # Fair share (migration 0005): a job of priority p gets p + 1 turns per round and p + 1 windows of
+    # chunks in flight (service.jobs.outbox.take_due).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The last time a chunk of the job ended (DONE or FAILED), or a re-drive; NULL: none since creation.
+    # A live job with none for stuck_after_seconds is stuck (service.jobs.status).
+    last_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the reconciler last found and did about the job while it was stuck.
+    reconciler_note: Mapped[str | None] = mapped_column(Text)
+    reconciler_noted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where to POST the job's status when it ends (checked against the allow-list at creation).
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
 
     __table_args__ = (
         CheckConstraint("status IN ('QUEUED','IN_PROGRESS','COMPLETED','FAILED')", name="job_status_valid"),
+        CheckConstraint("priority >= 0 AND priority <= 9", name="job_priority_range"),
         CheckConstraint("processed_chunks + failed_chunks <= total_chunks", name="job_progress_bounded"),
     )
 
@@ -331,3 +343,36 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_outbox_unsent", "sent_at", "available_at"),)
+
+
+class CallbackState(enum.StrEnum):
+    PENDING = "PENDING"  # to deliver at next_attempt_at
+    DELIVERED = "DELIVERED"  # the receiver answered 2xx
+    FAILED = "FAILED"  # attempts exhausted
+
+
+class JobCallback(Base):
+    """One notification of a job's end (COMPLETED or FAILED) to its ``callback_url``: written in the
+    transaction that ends the job, so exactly one per end; delivered, signed, with retries and backoff,
+    by the reconciler's thread (``service.jobs.callbacks`` owns every write)."""
+
+    __tablename__ = "job_callback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("election_job.job_id", ondelete="CASCADE"), index=True
+    )
+    job_status: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent (UTF-8 JSON)
+    state: Mapped[str] = mapped_column(String(16), default=CallbackState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_job_callback_due", "state", "next_attempt_at"),
+        CheckConstraint("state IN ('PENDING','DELIVERED','FAILED')", name="job_callback_state_valid"),
+    )

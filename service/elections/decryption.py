@@ -31,6 +31,7 @@ from service.elections import crypto
 from service.elections.escrow import store_escrow
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.jobs import planning, queries
+from service.jobs.callbacks import JobOptions
 from service.security.kdf_gate import KdfGate
 from service.security.sealing import (
     CredentialFile,
@@ -174,6 +175,7 @@ def write_decryption(
     private: crypto.PrivateGuardianRecord,
     created_by: str | None = None,
     sizes: planning.UnitSizes | None = None,
+    options: JobOptions | None = None,
 ) -> DecryptionStart:
     """Phase 3: phase 1's checks again under the election's lock, then the writes."""
     election_id, guardian_id, missing = checked.election_id, checked.guardian_id, checked.missing
@@ -197,6 +199,10 @@ def write_decryption(
     for child in children:
         assert child.missing_guardian_id is not None
         store_escrow(session, secret, child, private.compensation_key(child.missing_guardian_id))
+    if options is not None:
+        for job in [created, *children]:
+            if job is not None:
+                options.apply(job)
     return DecryptionStart(created, children)
 
 
@@ -212,6 +218,7 @@ def start_decryption(
     missing_guardian_ids: Sequence[str] = (),
     created_by: str | None = None,
     sizes: planning.UnitSizes | None = None,
+    options: JobOptions | None = None,
 ) -> DecryptionStart:
     """The three phases; the jobs returned stay readable after their transaction committed."""
     with transaction(db) as s:
@@ -219,6 +226,6 @@ def start_decryption(
     private = check_credentials(request, credentials, passphrase, gate)
     try:
         with transaction(db) as s:
-            return write_decryption(s, secret, request, private, created_by, sizes)
+            return write_decryption(s, secret, request, private, created_by, sizes, options)
     finally:
         del private  # the whole record lives no longer than the request; each job's escrow holds its part

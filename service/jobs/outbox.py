@@ -16,13 +16,30 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, delete, exists, func, insert, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Subquery,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
 
-from service.db.models import ChunkTask, ElectionJob, Outbox
+from service.db.models import ChunkTask, ElectionJob, Outbox, TaskState
 from service.db.session import rowcount
 from service.jobs.clock import db_now
+
+# The key of the advisory lock under which takers take their turns ("amarvote" in ASCII).
+TAKE_DUE_LOCK = 0x616D6172766F7465
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +82,79 @@ def enqueue_job_tasks(session: Session, job: ElectionJob) -> None:
     )
 
 
-def take_due(session: Session, limit: int, *, operations: list[str] | None = None) -> list[Outbox]:
-    """Up to ``limit`` unsent rows whose time has come, oldest first, locked for this transaction."""
-    stmt = select(Outbox).where(Outbox.sent_at.is_(None), Outbox.available_at <= db_now(session))
+def in_flight(job_ids: Any) -> Subquery:
+    """Per job (among ``job_ids``, a select of ids): its tasks whose message has gone out and not come
+    back, i.e. queued in the broker or running: PENDING or RUNNING, a message sent and none unsent.
+
+    A task with an unsent row is not counted: that row is a retry waiting for its backoff, a requeue or
+    the reconciler's republish of a task whose bridge died, and it must get a slot of its own (counting
+    it would let W dead tasks hold their job's window shut for ever)."""
+    sent = aliased(Outbox)
+    unsent = aliased(Outbox)
+    return (
+        select(ChunkTask.job_id, func.count().label("n"))
+        .where(
+            ChunkTask.job_id.in_(job_ids),
+            ChunkTask.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+            exists().where(sent.task_id == ChunkTask.id, sent.sent_at.is_not(None)),
+            ~exists().where(unsent.task_id == ChunkTask.id, unsent.sent_at.is_(None)),
+        )
+        .group_by(ChunkTask.job_id)
+        .subquery("in_flight")
+    )
+
+
+def take_due(
+    session: Session, limit: int, *, operations: list[str] | None = None, window: int | None = None
+) -> list[Outbox]:
+    """Up to ``limit`` unsent rows whose time has come, locked for this transaction, in fair-share order.
+
+    Fair share across jobs: rows are taken round-robin over the jobs that have due rows (a job of
+    priority p gets p + 1 rows per round, and the higher priority goes first within a round; within a
+    job, oldest first), and with a ``window`` a job has at most ``window * (p + 1)`` tasks in flight
+    (:func:`in_flight`): its other rows wait here, unsent, until its chunks end. So a small job
+    submitted behind a million-ballot one waits for at most a window of the big one's chunks, and the
+    broker's queues hold at most the window times the active jobs. The state is the table itself: it
+    survives any process. Concurrent takers (several relays, embedded brokers) take their turns (a
+    transaction-level advisory lock on PostgreSQL, held to the taker's commit), so the window is exact.
+
+    The ranking uses a window function, which ``FOR UPDATE`` does not allow in the same statement:
+    the ranked ids are chosen first, then locked (``SKIP LOCKED`` on PostgreSQL; SQLite ignores it and
+    serialises writers), re-checking that they are still unsent.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        # Takers (relays, embedded brokers) take their turns, until each one's commit: each then counts
+        # what the others took, so the window holds exactly, and none ranks the same rows only to find
+        # them locked (a taker that skipped them would come back empty-handed while rows wait).
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TAKE_DUE_LOCK})
+    now = db_now(session)
+    due = [Outbox.sent_at.is_(None), Outbox.available_at <= now]
     if operations is not None:
-        stmt = stmt.where(Outbox.operation.in_(operations))
-    stmt = stmt.order_by(Outbox.available_at, Outbox.id).limit(limit).with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+        due.append(Outbox.operation.in_(operations))
+    rank = func.row_number().over(partition_by=Outbox.job_id, order_by=(Outbox.available_at, Outbox.id))
+    ranked = select(Outbox.id, Outbox.job_id, rank.label("rn")).where(*due).subquery("ranked")
+    weight = func.coalesce(ElectionJob.priority, 0) + 1
+    stmt = select(ranked.c.id).outerjoin(ElectionJob, ElectionJob.job_id == ranked.c.job_id)
+    if window is not None:
+        flying = in_flight(select(ranked.c.job_id).distinct())
+        stmt = stmt.outerjoin(flying, flying.c.job_id == ranked.c.job_id).where(
+            ranked.c.rn <= window * weight - func.coalesce(flying.c.n, 0)
+        )
+    stmt = stmt.order_by(
+        (ranked.c.rn - 1) // weight,  # the round
+        weight.desc(),
+        ElectionJob.created_at,
+        ranked.c.job_id,
+        ranked.c.rn,
+    ).limit(limit)
+    ids = list(session.scalars(stmt))
+    if not ids:
+        return []
+    order = {row_id: i for i, row_id in enumerate(ids)}
+    rows = session.scalars(
+        select(Outbox).where(Outbox.id.in_(ids), Outbox.sent_at.is_(None)).with_for_update(skip_locked=True)
+    )
+    return sorted(rows, key=lambda r: order[r.id])
 
 
 def message_of(row: Outbox) -> Message:

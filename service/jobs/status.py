@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -19,7 +19,10 @@ from service.db.models import (
     TaskState,
 )
 from service.errors import NotFound
-from service.jobs import queries
+from service.jobs import callbacks, queries
+from service.jobs.clock import aware, db_now
+
+LIVE = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
 
 # Job metadata keys a client may see (escrow ids are internal).
 PUBLIC_METADATA = (
@@ -72,7 +75,44 @@ def failed_chunks(session: Session, job_id: uuid.UUID, limit: int = 100) -> list
     ]
 
 
-def job_document(session: Session, job: ElectionJob, *, detail: bool = True) -> dict[str, Any]:
+def _stuck_after(stuck_after: timedelta | float | None) -> timedelta:
+    if stuck_after is None:
+        from service.settings import get_settings
+
+        stuck_after = get_settings().stuck_after_seconds
+    return stuck_after if isinstance(stuck_after, timedelta) else timedelta(seconds=stuck_after)
+
+
+def last_progress(job: ElectionJob) -> datetime | None:
+    """When a chunk of the job last ended (or it was created or re-driven)."""
+    return aware(job.last_progress_at or job.created_at)
+
+
+def is_stuck(job: ElectionJob, now: datetime, stuck_after: timedelta) -> bool:
+    """A live job with no chunk ending for ``stuck_after``: its chunks wait with no consumer, or keep
+    dying, or sit behind a window that never frees. Computed from the rows on every read, so it needs no
+    process running to be raised, and drops as soon as a chunk ends."""
+    since = last_progress(job)
+    return job.status in LIVE and since is not None and now - since > stuck_after
+
+
+def stuck_jobs(session: Session, stuck_after: timedelta | float | None = None) -> list[ElectionJob]:
+    """Live jobs that are stuck, oldest progress first (compared in Python: SQLite keeps timestamps as
+    text in more than one form)."""
+    threshold, now = _stuck_after(stuck_after), db_now(session)
+    live = session.scalars(select(ElectionJob).where(ElectionJob.status.in_(LIVE)))
+    stuck = [j for j in live if is_stuck(j, now, threshold)]
+    return sorted(stuck, key=lambda j: last_progress(j) or now)
+
+
+def job_document(
+    session: Session,
+    job: ElectionJob,
+    *,
+    detail: bool = True,
+    stuck_after: timedelta | float | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     total = job.total_chunks or 0
     done = job.processed_chunks or 0
     end = job.completed_at
@@ -98,14 +138,37 @@ def job_document(session: Session, job: ElectionJob, *, detail: bool = True) -> 
         "errorMessage": job.error_message,
         "metadata": {k: v for k, v in (job.metadata_ or {}).items() if k in PUBLIC_METADATA},
         "pollUrl": poll_url(job.job_id),
+        "priority": job.priority or 0,
+        "stuck": is_stuck(job, now or db_now(session), _stuck_after(stuck_after)),
+        "lastProgressAt": _iso(last_progress(job)),
+        "reconcilerNote": job.reconciler_note,
+        "reconcilerNotedAt": _iso(job.reconciler_noted_at),
+        "callbackUrl": job.callback_url,
     }
     if detail:
         doc["failedChunkErrors"] = failed_chunks(session, job.job_id) if job.failed_chunks else []
+        doc["callback"] = callbacks.latest(session, job.job_id) if job.callback_url else None
     return doc
 
 
-def list_jobs(session: Session, election_id: int | None, created_by: str | None) -> list[ElectionJob]:
-    """Jobs, newest first; ``created_by`` restricts to one owner (non-admin callers)."""
+def list_jobs(
+    session: Session,
+    election_id: int | None,
+    created_by: str | None,
+    *,
+    stuck_after: timedelta | float | None = None,
+    stuck_only: bool = False,
+) -> list[ElectionJob]:
+    """Jobs, newest first; ``created_by`` restricts to one owner (non-admin callers); ``stuck_only``
+    to the stuck ones."""
+    if stuck_only:
+        jobs = stuck_jobs(session, stuck_after)
+        return [
+            j
+            for j in sorted(jobs, key=lambda j: aware(j.created_at) or db_now(session), reverse=True)
+            if (election_id is None or j.election_id == election_id)
+            and (created_by is None or j.created_by == created_by)
+        ]
     stmt = select(ElectionJob).order_by(ElectionJob.created_at.desc()).limit(1000)
     if election_id is not None:
         stmt = stmt.where(ElectionJob.election_id == election_id)

@@ -9,7 +9,11 @@ delivery have an exactly-once effect:
   a task already DONE is never written again: a repeated delivery changes nothing;
 - progress counters move only together with a state change of a task;
 - the job's last state change (COMPLETED or FAILED) happens under the job's row lock, once, and
-  the finalizer (``service.jobs.finalize``) runs in that same transaction.
+  the finalizer (``service.jobs.finalize``) runs in that same transaction, as does the writing of its
+  completion callback (``service.jobs.callbacks``).
+
+Every chunk that ends (DONE or FAILED) and every re-drive sets the job's ``last_progress_at``: the
+clock of stuck-job detection (``service.jobs.status.is_stuck``).
 
 Attempts are counted here, at claim time, not by the broker or by Ray: a worker that dies mid-chunk
 has still used an attempt, which is what stops a chunk that kills its worker from looping forever.
@@ -28,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ChunkTask, ElectionCenter, ElectionJob, JobStatus, TaskState
 from service.db.session import rowcount
-from service.jobs import outbox
+from service.jobs import callbacks, outbox
 from service.jobs.clock import aware, db_now
 from service.settings import Settings
 
@@ -168,6 +172,7 @@ def _fail_abandoned(session: Session, task: ChunkTask, now: datetime) -> Outcome
     task.lease_expires_at = None
     task.finished_at = now
     job.failed_chunks += 1
+    job.last_progress_at = now
     _settle_job(session, job, None, now)
     session.flush()
     return Outcome.FAILED
@@ -230,6 +235,7 @@ def complete(
     task.lease_expires_at = None
     task.not_before = None
     job.processed_chunks += 1
+    job.last_progress_at = now
     if job.status == JobStatus.QUEUED:
         job.status = JobStatus.IN_PROGRESS
         job.started_at = job.started_at or now
@@ -268,6 +274,7 @@ def fail(
     task.state = TaskState.FAILED
     task.finished_at = now
     job.failed_chunks += 1
+    job.last_progress_at = now
     _settle_job(session, job, None, now)
     session.flush()
     return Outcome.FAILED
@@ -313,6 +320,7 @@ def redrive_failed(session: Session, job_id: uuid.UUID) -> int:
     job.status = JobStatus.IN_PROGRESS
     job.error_message = None
     job.completed_at = None
+    job.last_progress_at = db_now(session)  # the stuck clock starts again from the operator's act
     session.flush()
     return len(tasks)
 
@@ -387,3 +395,12 @@ def _settle_job(session: Session, job: ElectionJob, finalize: Finalizer | None, 
         job.status = JobStatus.FAILED
         job.completed_at = now
         job.error_message = failure_summary(session, job.job_id)
+    # Under the job's lock, in the transaction that ends it: one notification per end, or none.
+    callbacks.enqueue(session, job)
+
+
+def note_stuck(session: Session, job_id: uuid.UUID, note: str) -> None:
+    """Record what the reconciler found and did about a stuck job (shown in its status)."""
+    job = _lock_job(session, job_id)
+    job.reconciler_note = note[:MAX_ERROR_CHARS]
+    job.reconciler_noted_at = db_now(session)

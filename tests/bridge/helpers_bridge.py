@@ -24,6 +24,7 @@ def make_tally_job(
     ballots: int,
     chunk_size: int,
     metadata: dict[str, Any] | None = None,
+    priority: int = 0,
 ) -> tuple[int, uuid.UUID]:
     """A closed election with dummy ballots and its planned tally job (job, tasks, outbox rows)."""
     with factory.begin() as s:
@@ -40,6 +41,7 @@ def make_tally_job(
         job = planning.create_tally_job(s, e.id, chunk_size)
         if metadata:
             job.metadata_ = {**(job.metadata_ or {}), **metadata}
+        job.priority = priority
         return e.id, job.job_id
 
 

@@ -1,0 +1,210 @@
+"""Completion callbacks: every write to the ``job_callback`` table, the allow-list and the signature.
+
+When a job with a ``callback_url`` ends (COMPLETED or FAILED), :func:`enqueue` writes one row in the
+transaction that ends it (``service.jobs.transitions._settle_job``), so there is exactly one notification
+per end (a re-drive that ends the job again makes another). The row holds the exact bytes to send: the
+job's status document as it was when it ended. The reconciler's thread (``bridge.reconciler``) delivers
+due rows, never a chunk worker: :func:`take_due` leases a row for an attempt, the POST happens outside
+any transaction, :func:`record` writes the outcome (a retry with exponential backoff, or FAILED once
+``max_attempts`` are spent). A crash between the POST and :func:`record` sends it again after the lease:
+receivers dedupe on ``X-Amarvote-Delivery``.
+
+The signature (``X-Amarvote-Signature: sha256=<hex>``) is HMAC-SHA256 under the callback secret over
+``<X-Amarvote-Timestamp>.<raw body>``: covering the timestamp lets a receiver refuse a replayed old
+notification, which a signature over the body alone would not.
+
+Callback URLs are checked against ``callback_allowed_urls`` at job creation (422 otherwise) and again
+before each delivery: the server never sends a request to a host an operator did not list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import CallbackState, ElectionJob, JobCallback
+from service.errors import Invalid
+from service.jobs.clock import db_now
+from service.settings import Settings
+
+SIGNATURE_HEADER = "X-Amarvote-Signature"
+TIMESTAMP_HEADER = "X-Amarvote-Timestamp"
+DELIVERY_HEADER = "X-Amarvote-Delivery"
+ATTEMPT_LEASE = timedelta(seconds=60)  # a delivery attempt not recorded by then is tried again
+MAX_ERROR_CHARS = 500
+
+
+def _origin(url: str) -> tuple[str, str, int, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port, parts.path or "/"
+
+
+def allowed(url: str, prefixes: list[str]) -> bool:
+    """Whether ``url`` falls under one of ``prefixes``: the same scheme, host and port, and a path under
+    the prefix's (so ``http://a:80`` never admits ``http://a:8080`` or ``http://a.evil``)."""
+    try:
+        scheme, host, port, path = _origin(url)
+        if urlsplit(url).username is not None or urlsplit(url).password is not None:
+            return False
+    except ValueError:
+        return False
+    for prefix in prefixes:
+        try:
+            p_scheme, p_host, p_port, p_path = _origin(prefix)
+        except ValueError:
+            continue
+        if (scheme, host, port) == (p_scheme, p_host, p_port) and path.startswith(p_path):
+            return True
+    return False
+
+
+def check_url(settings: Settings, url: str | None) -> str | None:
+    """The callback URL a job may carry, or ``Invalid`` (422) naming why not; None stays None."""
+    if url is None:
+        return None
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise Invalid("callback_url must be an http or https URL")
+    if settings.callback_secret is None:
+        raise Invalid("callbacks are not configured on this server (no AMARVOTE_CALLBACK_SECRET)")
+    if not allowed(url, settings.callback_prefixes):
+        raise Invalid("callback_url is outside the server's allow-list (AMARVOTE_CALLBACK_ALLOWED_URLS)")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What a client may choose for a job it creates, beyond the operation's own fields."""
+
+    priority: int = 0
+    callback_url: str | None = None
+
+    def apply(self, job: ElectionJob) -> None:
+        job.priority = self.priority
+        job.callback_url = self.callback_url
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
+    """For receivers (and the tests): the signature is this body's, at this timestamp."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def enqueue(session: Session, job: ElectionJob) -> None:
+    """The notification of ``job``'s end, if it has a callback URL (in the transaction that ends it)."""
+    if not job.callback_url:
+        return
+    from service.jobs.status import job_document
+
+    session.flush()
+    # An explicit threshold: this runs in the chunk's transaction (maybe on a Ray worker), which must not
+    # depend on reading the process's settings; an ended job is never stuck anyway.
+    doc = job_document(session, job, stuck_after=timedelta(0))
+    doc.pop("callback", None)  # the delivery's own state is not part of what it delivers
+    now = db_now(session)
+    session.add(
+        JobCallback(
+            job_id=job.job_id,
+            job_status=job.status,
+            url=job.callback_url,
+            payload=json.dumps(doc, sort_keys=True, default=str),
+            state=CallbackState.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One attempt to make: ids, the URL and the bytes (never the secret)."""
+
+    id: int
+    job_id: uuid.UUID
+    url: str
+    body: bytes
+    attempt: int
+
+
+def take_due(session: Session, limit: int = 20) -> list[Delivery]:
+    """Lease up to ``limit`` due notifications for one attempt each (``SKIP LOCKED``: several reconcilers
+    may run); the attempt is counted now, so one that never reports back still moves toward the limit."""
+    now = db_now(session)
+    rows = list(
+        session.scalars(
+            select(JobCallback)
+            .where(JobCallback.state == CallbackState.PENDING.value, JobCallback.next_attempt_at <= now)
+            .order_by(JobCallback.next_attempt_at, JobCallback.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for row in rows:
+        row.attempts += 1
+        row.next_attempt_at = now + ATTEMPT_LEASE
+    return [Delivery(r.id, r.job_id, r.url, r.payload.encode(), r.attempts) for r in rows]
+
+
+def backoff(base_seconds: float, attempts: int) -> timedelta:
+    return timedelta(seconds=min(base_seconds * 2 ** max(attempts - 1, 0), 3600.0))
+
+
+def record(
+    session: Session,
+    delivery_id: int,
+    error: str | None,
+    *,
+    max_attempts: int,
+    backoff_seconds: float,
+) -> str | None:
+    """The outcome of one attempt (``error`` None: the receiver answered 2xx); the row's new state."""
+    row = session.get(JobCallback, delivery_id, with_for_update=True)
+    if row is None or row.state != CallbackState.PENDING.value:
+        return None
+    now = db_now(session)
+    if error is None:
+        row.state = CallbackState.DELIVERED.value
+        row.delivered_at = now
+        row.last_error = None
+    else:
+        row.last_error = error[:MAX_ERROR_CHARS]
+        if row.attempts >= max_attempts:
+            row.state = CallbackState.FAILED.value
+        else:
+            row.next_attempt_at = now + backoff(backoff_seconds, row.attempts)
+    return row.state
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def latest(session: Session, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The delivery state of the job's last notification, for its status document."""
+    row = session.scalars(
+        select(JobCallback).where(JobCallback.job_id == job_id).order_by(JobCallback.id.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {
+        "jobStatus": row.job_status,
+        "state": row.state,
+        "attempts": row.attempts,
+        "lastError": row.last_error,
+        "createdAt": _iso(row.created_at),
+        "deliveredAt": _iso(row.delivered_at),
+    }
