@@ -29,7 +29,9 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +166,30 @@ class PeakSampler:
         self._thread.join(timeout=5)
 
 
-def run(data: dict[str, Any], chunk_size: int, nodes: int) -> dict[str, Any]:
+def run(
+    data: dict[str, Any],
+    chunk_size: int,
+    nodes: int,
+    dashboard: Path | None = None,
+    dashboard_interval: float = 5.0,
+) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from cli.pipeline import Pipeline, Timings
+
+    class _Marked(Timings):
+        """The pipeline's phase timings, each phase's start marked on the dashboard too."""
+
+        def __init__(self, scraper: Any) -> None:
+            super().__init__()
+            self.scraper = scraper
+
+        @contextmanager
+        def phase(self, name: str) -> Iterator[None]:
+            self.scraper.mark(name)
+            with super().phase(name):
+                yield
+
     from compute.ballot import decode_submitted_ballot
     from service.db.migrate import upgrade
     from service.db.models import ChunkTask, ElectionJob
@@ -197,7 +219,10 @@ def run(data: dict[str, Any], chunk_size: int, nodes: int) -> dict[str, Any]:
             upgrade(db_url)
             pipe = Pipeline(settings, created_by="bench")
             pipe.connect()
-            timings = Timings()
+            from benchmarks.dashboard import Scraper
+
+            scraper = Scraper(cluster.metrics_ports, amqp_url.rsplit("/", 1)[1], interval=dashboard_interval)
+            timings = _Marked(scraper)
             with transaction(pipe.factory) as s:
                 e = import_election(
                     s,
@@ -223,10 +248,21 @@ def run(data: dict[str, Any], chunk_size: int, nodes: int) -> dict[str, Any]:
                     del payloads, rows
                 with transaction(pipe.factory) as s:
                     election_service.close_election(s, eid)
-            with PeakSampler() as sampler, pipe.running():
+            with PeakSampler() as sampler, scraper, pipe.running():
                 pipe.run_jobs(eid, chunk_size, credentials, missing, timings)
                 time.sleep(2)
                 idle = sampler.workers_rss()
+            if dashboard is not None:
+                dashboard.with_suffix(".json").write_text(json.dumps(scraper.dump()))
+                try:
+                    from benchmarks.dashboard import render
+
+                    title = f"{data['ballots']} ballots, chunk size {chunk_size}, {nodes} node(s)"
+                    render(scraper, dashboard, title)
+                except ImportError:
+                    print(
+                        "matplotlib not installed: no dashboard (pip install -e '.[bench]')", file=sys.stderr
+                    )  # noqa: E501
             import ray
 
             ray.shutdown()  # before the cluster stops: a driver whose GCS is gone terminates its process
@@ -287,12 +323,13 @@ def run(data: dict[str, Any], chunk_size: int, nodes: int) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------- reports
 
 
-def run_apart(ballots: int, chunk_size: int, nodes: int) -> dict[str, Any]:
+def run_apart(ballots: int, chunk_size: int, nodes: int, dashboard: Path | None = None) -> dict[str, Any]:
     """One run in a process of its own: a Ray driver is tied to one cluster (and its auth token) for life."""
     import subprocess
 
+    extra = ["--dashboard", str(dashboard)] if dashboard else []
     out = subprocess.run(
-        [sys.executable, __file__, "one", str(ballots), str(chunk_size), str(nodes)],
+        [sys.executable, __file__, "one", str(ballots), str(chunk_size), str(nodes), *extra],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
@@ -354,7 +391,7 @@ def chunk_sizes(args: argparse.Namespace) -> None:
 
 def large(args: argparse.Namespace) -> None:
     data = election(args.ballots)
-    r = run_apart(args.ballots, args.chunk_size, args.nodes)
+    r = run_apart(args.ballots, args.chunk_size, args.nodes, dashboard=RESULTS / "bench_large_dashboard.png")
     r["encrypt_s"] = data["encrypt_s"]
     n = args.ballots
     reference = {
@@ -389,6 +426,7 @@ def large(args: argparse.Namespace) -> None:
         f"The reference package, from its measured per-ballot costs on this machine: encryption"
         f" {reference['encrypt_s'] / 3600:.1f} h, tally {reference['tally_s'] / 3600:.1f} h (one core).",
     ]
+    lines += ["", "![the dashboard's panels during the run](bench_large_dashboard.png)"]
     (RESULTS / "bench_large.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -409,9 +447,18 @@ def main() -> None:
     one.add_argument("ballots", type=int)
     one.add_argument("chunk_size", type=int)
     one.add_argument("nodes", type=int)
+    one.add_argument("--dashboard", type=Path, default=None)
     args = ap.parse_args()
     if args.what == "one":
-        print(json.dumps(run(election(args.ballots), args.chunk_size, args.nodes)))
+        try:
+            print(json.dumps(run(election(args.ballots), args.chunk_size, args.nodes, args.dashboard)))
+        except BaseException:
+            # Said now: at exit a Ray driver whose cluster is gone waits a minute for its GCS, then aborts.
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
     elif args.what == "chunk-sizes":
         if args.quick:
             args.ballots, args.sizes, args.nodes = 400, "50,200", "1"

@@ -38,6 +38,7 @@ class RayCluster:
     address: str
     port: int
     token_path: str
+    metrics_ports: tuple[int, ...] = ()  # each node's Prometheus endpoint (http://127.0.0.1:<port>/metrics)
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -103,6 +104,7 @@ def ray_cluster(
     token_path = str(Path(cwd) / "auth_token")
     Path(token_path).write_text(secrets.token_hex(32))
     env = {**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+    metrics_ports = [free_port() for _ in range(workers + 1)]
     try:
         _ray_start(
             [
@@ -110,24 +112,24 @@ def ray_cluster(
                 f"--port={port}",
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}",
-                f"--metrics-export-port={free_port()}",
+                f"--metrics-export-port={metrics_ports[0]}",
             ],
             env,
             cwd,
         )
-        for _ in range(workers):
+        for i in range(workers):
             _ray_start(
                 [
                     f"--address={address}",
                     "--node-ip-address=127.0.0.1",
                     f"--num-cpus={cpus}",
-                    f"--metrics-export-port={free_port()}",
+                    f"--metrics-export-port={metrics_ports[i + 1]}",
                 ],
                 env,
                 cwd,
             )
         time.sleep(1.0)
-        yield RayCluster(address, port, token_path)
+        yield RayCluster(address, port, token_path, tuple(metrics_ports))
     finally:
         stop_cluster(port)
         shutil.rmtree(cwd, ignore_errors=True)
