@@ -205,29 +205,46 @@ def ballot_id_of(name: str, prefix: str) -> str:
     return PurePosixPath(name).stem.removeprefix(prefix)
 
 
-def read_header(source: RecordSource) -> ElectionRecord:
-    """Everything but the ballots and the spoiled ballots' decryptions: what a verifier keeps whole."""
+def header_files(source: RecordSource) -> dict[str, Any]:
+    """The JSON of every file but the ballots and the spoiled ballots' decryptions: small, public, and
+    what a verifier keeps whole (and hands to each Ray task)."""
 
     def optional(name: str) -> Any:
         return source.read_json(name) if source.exists(name) else None
 
-    guardians = sorted(
-        (GuardianRecord.from_json(source.read_json(n)) for n in source.names(GUARDIANS_DIR, GUARDIAN_PREFIX)),
-        key=lambda g: g.sequence_order,
-    )
-    coefficients = (optional("coefficients.json") or {}).get("coefficients", {})
-    encrypted = optional("encrypted_tally.json")
-    tally = optional("tally.json")
+    return {
+        "manifest": source.read_json("manifest.json"),
+        "context": source.read_json("context.json"),
+        "constants": optional("constants.json"),
+        "coefficients": optional("coefficients.json"),
+        "encrypted_tally": optional("encrypted_tally.json"),
+        "tally": optional("tally.json"),
+        "guardians": [source.read_json(n) for n in source.names(GUARDIANS_DIR, GUARDIAN_PREFIX)],
+        "devices": [source.read_json(n) for n in source.names(DEVICES_DIR, DEVICE_PREFIX)],
+    }
+
+
+def header_from_files(files: dict[str, Any]) -> ElectionRecord:
+    """``header_files`` parsed: a record without ballots."""
+    coefficients = (files["coefficients"] or {}).get("coefficients", {})
+    encrypted, tally = files["encrypted_tally"], files["tally"]
     return ElectionRecord(
-        manifest=Manifest.from_json(source.read_json("manifest.json")),
-        context=ElectionContext.from_json(source.read_json("context.json")),
-        guardians=guardians,
-        constants=optional("constants.json") or standard_constants(),
+        manifest=Manifest.from_json(files["manifest"]),
+        context=ElectionContext.from_json(files["context"]),
+        guardians=sorted(
+            (GuardianRecord.from_json(g) for g in files["guardians"]), key=lambda g: g.sequence_order
+        ),
+        constants=files["constants"] or standard_constants(),
         lagrange_coefficients={k: from_hex(v) for k, v in coefficients.items()},
         encrypted_tally=CiphertextTally.from_json(encrypted) if encrypted is not None else None,
         tally=PlaintextTally.from_json(tally) if tally is not None else None,
-        devices=[source.read_json(n) for n in source.names(DEVICES_DIR, DEVICE_PREFIX)],
+        devices=files["devices"],
     )
+
+
+def read_header(source: RecordSource) -> ElectionRecord:
+    """Everything but the ballots and the spoiled ballots' decryptions."""
+    return header_from_files(header_files(source))
 
 
 def read_record(directory: str | Path) -> ElectionRecord:

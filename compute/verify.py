@@ -521,8 +521,10 @@ class Outcome:
     cast: int
     spoiled: int
     guardians: int
+    chunks: int
     problems: list[str]
     chunks_with_problems: list[str]  # Chunk.describe() of each chunk that reported a problem
+    failed_chunks: list[Any] = field(default_factory=list)  # chunks not checked (bridge.verify.FailedChunk)
 
 
 def verify_source(
@@ -547,4 +549,12 @@ def verify_source(
     problems = totals.problems + check.finish(
         totals, plan.stray_decryptions, lambda: ballots_again(source, plan)
     )
-    return Outcome(plan.ballots, totals.cast, totals.spoiled, len(check.header.guardians), problems, named)
+    return Outcome(
+        plan.ballots,
+        totals.cast,
+        totals.spoiled,
+        len(check.header.guardians),
+        len(plan.chunks),
+        problems,
+        named,
+    )
