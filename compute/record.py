@@ -116,9 +116,13 @@ class RecordSource:
     def read_bytes(self, name: str) -> bytes:
         raise NotImplementedError
 
-    def names(self, folder: str, prefix: str) -> list[str]:
-        """The ``folder/prefix*.json`` members, sorted (the order a verifier meets them in)."""
+    def ids(self, folder: str, prefix: str) -> list[str]:
+        """The ``<id>`` of every ``folder/prefix<id>.json`` member, sorted (the order a verifier meets
+        them in): one short string per file is all that is kept."""
         raise NotImplementedError
+
+    def names(self, folder: str, prefix: str) -> list[str]:
+        return [member(folder, prefix, i) for i in self.ids(folder, prefix)]
 
     def close(self) -> None:
         pass
@@ -148,15 +152,16 @@ class DirectorySource(RecordSource):
     def read_bytes(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
 
-    def names(self, folder: str, prefix: str) -> list[str]:
+    def ids(self, folder: str, prefix: str) -> list[str]:
         d = self.root / folder
         if not d.is_dir():
             return []
-        # scandir, not glob + Path objects: one short string per file is all that is kept.
         with os.scandir(d) as it:
-            found = [e.name for e in it if e.name.startswith(prefix) and e.name.endswith(".json")]
+            found = [
+                e.name[len(prefix) : -5] for e in it if e.name.startswith(prefix) and e.name.endswith(".json")
+            ]
         found.sort()
-        return [f"{folder}/{n}" for n in found]
+        return found
 
 
 class ZipSource(RecordSource):
@@ -178,10 +183,10 @@ class ZipSource(RecordSource):
     def read_bytes(self, name: str) -> bytes:
         return self.zf.read(self.root + name)
 
-    def names(self, folder: str, prefix: str) -> list[str]:
+    def ids(self, folder: str, prefix: str) -> list[str]:
         start = f"{self.root}{folder}/{prefix}"
         found = {
-            n[len(self.root) :]
+            n[len(start) : -5]
             for n in self.zf.namelist()
             if n.startswith(start) and n.endswith(".json") and "/" not in n[len(start) :]
         }
@@ -198,6 +203,11 @@ def open_record(path: str | Path) -> RecordSource:
         return ZipSource(p)
     nested = p / ELECTION_RECORD_DIR
     return DirectorySource(nested if nested.is_dir() else p)
+
+
+def member(folder: str, prefix: str, object_id: str) -> str:
+    """The name of an object's file in the record (``submitted_ballots/submitted_ballot_<id>.json``)."""
+    return f"{folder}/{prefix}{object_id}.json"
 
 
 def ballot_id_of(name: str, prefix: str) -> str:

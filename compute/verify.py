@@ -49,6 +49,7 @@ from compute.record import (
     ElectionRecord,
     RecordSource,
     ballot_id_of,
+    member,
     read_header,
     standard_constants,
 )
@@ -418,15 +419,15 @@ def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Some ballot files of a record, numbered from 1, with the spoiled_ballots/ file of each that has one."""
+    """Some ballots of a record, by id, numbered from 1, with the ids of those that have a file in
+    spoiled_ballots/."""
 
     number: int
-    names: list[str]
-    decryptions: dict[str, str]  # submitted ballot member -> its spoiled_ballots/ member
+    ids: list[str]
+    decrypted: frozenset[str]
 
     def describe(self) -> str:
-        first, last = (ballot_id_of(n, SUBMITTED_BALLOT_PREFIX) for n in (self.names[0], self.names[-1]))
-        return f"chunk {self.number} (ballots {first} .. {last}, {len(self.names)} ballots)"
+        return f"chunk {self.number} (ballots {self.ids[0]} .. {self.ids[-1]}, {len(self.ids)} ballots)"
 
 
 @dataclass(frozen=True)
@@ -437,32 +438,32 @@ class Plan:
 
 
 def plan_chunks(source: RecordSource, size: int) -> Plan:
-    """The record's ballot files cut in ``size``-ballot chunks, in name order (member names only)."""
-    names = source.names(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX)
-    spoiled = {
-        ballot_id_of(n, SPOILED_BALLOT_PREFIX): n
-        for n in source.names(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX)
-    }
-    ids = set()
+    """The record's ballots cut in ``size``-ballot chunks, in id order (ids only, no file is read)."""
+    ids = source.ids(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX)
+    decrypted = source.ids(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX)
+    stray = [
+        i for i in decrypted if not source.exists(member(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, i))
+    ]
     chunks: list[Chunk] = []
-    for i in range(0, len(names), size):
-        part = names[i : i + size]
-        decryptions = {}
-        for n in part:
-            bid = ballot_id_of(n, SUBMITTED_BALLOT_PREFIX)
-            ids.add(bid)
-            if bid in spoiled:
-                decryptions[n] = spoiled[bid]
-        chunks.append(Chunk(len(chunks) + 1, part, decryptions))
-    return Plan(chunks, len(names), sorted(set(spoiled) - ids))
+    todo = set(decrypted)  # spoiled ballots are few: their ids are kept
+    for i in range(0, len(ids), size):
+        part = ids[i : i + size]
+        chunks.append(Chunk(len(chunks) + 1, part, frozenset(x for x in part if x in todo)))
+    return Plan(chunks, len(ids), stray)
 
 
 def load_chunk(source: RecordSource, chunk: Chunk) -> list[tuple[str, bytes, bytes | None]]:
-    """The chunk's files: (ballot member, its bytes, the bytes of its decryption or None)."""
-    return [
-        (n, source.read_bytes(n), source.read_bytes(chunk.decryptions[n]) if n in chunk.decryptions else None)
-        for n in chunk.names
-    ]
+    """The chunk's files: (ballot file name, its bytes, the bytes of its decryption or None)."""
+    items = []
+    for i in chunk.ids:
+        name = member(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, i)
+        decryption = (
+            source.read_bytes(member(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX, i))
+            if i in chunk.decrypted
+            else None
+        )
+        items.append((name, source.read_bytes(name), decryption))
+    return items
 
 
 def parse_ballots(
@@ -508,8 +509,8 @@ def check_chunk(
 def ballots_again(source: RecordSource, plan: Plan) -> Iterator[SubmittedBallot]:
     """Every ballot of the record again, a chunk at a time (only when a fingerprint prefix repeats)."""
     for chunk in plan.chunks:
-        for batch in source.batches(chunk.names, len(chunk.names)):
-            yield from parse_ballots((n, raw, None) for n, raw in batch)[0]
+        names = [member(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, i) for i in chunk.ids]
+        yield from parse_ballots((n, source.read_bytes(n), None) for n in names)[0]
 
 
 Progress = Callable[[int, int], None]  # (ballots checked, ballots in all)
@@ -542,7 +543,7 @@ def verify_source(
         if report.problems:
             named.append(chunk.describe())
         totals.add(report)
-        done += len(chunk.names)
+        done += len(chunk.ids)
         if progress is not None:
             progress(done, plan.ballots)
     totals.add(check.check_tally())
