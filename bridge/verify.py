@@ -109,41 +109,40 @@ def verify_on_ray(
         key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         header_ref = ray.put(files)
         totals = Totals()
-        totals.problems += check.header_problems()
-        failed: list[FailedChunk] = []
-        named: list[str] = []
-        pending: dict[Any, str] = {_verify_tally.remote(key, header_ref): "the tally's shares"}
+        # Chunks land in any order: their problems and failures are put back in chunk order.
+        by_chunk: dict[int, list[str]] = {}
+        failed: dict[int, FailedChunk] = {}
+        named: dict[int, str] = {}
+        pending: dict[Any, tuple[int, str, int]] = {
+            _verify_tally.remote(key, header_ref): (0, "the tally's shares", 0)
+        }
         chunks = iter(plan.chunks)
         done = 0
-        tally_report = None
         while True:
             while len(pending) < limit + 1 and (chunk := next(chunks, None)) is not None:
                 ref = _verify_chunk.remote(key, header_ref, load_chunk(source, chunk))
-                pending[ref] = chunk.describe()
+                pending[ref] = (chunk.number, chunk.describe(), len(chunk.ids))
             if not pending:
                 break
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            what = pending.pop(ready)
+            number, what, size = pending.pop(ready)
+            done += size
             try:
                 report = ray.get(ready)
-            except (ray.exceptions.RayError, Exception) as exc:
+            except Exception as exc:  # the task's exception, or its worker lost after every retry
                 log.warning("record verify: %s failed: %s", what, describe_error(exc))
-                failed.append(FailedChunk(what, describe_error(exc)))
-                continue
-            if what == "the tally's shares":
-                tally_report = report
-                continue
-            if report.problems:
-                named.append(what)
-            totals.add(report)
-            done += report.ballots
-            if progress is not None:
+                failed[number] = FailedChunk(what, describe_error(exc))
+            else:
+                by_chunk[number], report.problems = report.problems, []
+                if by_chunk[number] and number:
+                    named[number] = what
+                totals.add(report)
+            if progress is not None and number:
                 progress(done, plan.ballots)
-        if tally_report is not None:
-            totals.add(tally_report)
-        problems = totals.problems + check.finish(
-            totals, plan.stray_decryptions, lambda: ballots_again(source, plan)
-        )
+        problems = check.header_problems()
+        for number in sorted(by_chunk, key=lambda n: (n == 0, n)):  # the ballots, then the tally
+            problems += by_chunk[number]
+        problems += check.finish(totals, plan.stray_decryptions, lambda: ballots_again(source, plan))
     return Outcome(
         plan.ballots,
         totals.cast,
@@ -151,6 +150,6 @@ def verify_on_ray(
         len(check.header.guardians),
         len(plan.chunks),
         problems,
-        named,
-        failed,
+        [named[n] for n in sorted(named)],
+        [failed[n] for n in sorted(failed, key=lambda n: (n == 0, n))],
     )
