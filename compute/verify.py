@@ -280,7 +280,9 @@ class RecordCheck:
         decryption (``decryptions``: the batch's files in spoiled_ballots/, by ballot id)."""
         report = ChunkReport(ballots=len(ballots))
         if self.context.manifest_hash == self.internal.manifest_hash:
-            failures = validate_ballots(ballots, self.internal, self.context, workers=workers)
+            # One proof batch per thread: a whole batch of ballots in one group would use one core.
+            group = max(1, min(256, -(-len(ballots) // max(1, workers))))
+            failures = validate_ballots(ballots, self.internal, self.context, group, workers)
             report.problems += [f.message for f in failures]
             report.failed_ballots += [f.ballot_id for f in failures]
         report.prefixes = b"".join(fp[:PREFIX_BYTES] for b in ballots for fp in selection_fingerprints(b))
