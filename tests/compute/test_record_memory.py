@@ -2,9 +2,9 @@
 peaks (tracemalloc, within this one run) less than 1.5 times as high as a record of N.
 
 What still grows with the ballots is small beside a batch: one id string per ballot and 8 bytes per
-selection ciphertext (the clone check). A verifier that loads every ballot (``read_record`` +
-``verify_record``) peaked twice as high at 4N (12.5 MiB at 500 ballots, 26.9 MiB at 2,000) and fails
-this test; the streaming one, 1.77 and 2.01 MiB.
+selection ciphertext (the clone check). With this test's record, a verifier that loads every ballot
+(``read_record`` + ``verify_record``) peaked 2.5 times as high at 4N (9.9 MiB at 400 ballots, 24.8 MiB
+at 1,600) and fails it; the streaming one about 1.1 times (1.7 and 1.9 MiB).
 """
 
 from __future__ import annotations
