@@ -152,4 +152,5 @@ def verify_on_ray(
         problems,
         [named[n] for n in sorted(named)],
         [failed[n] for n in sorted(failed, key=lambda n: (n == 0, n))],
+        sorted(set(totals.failed_ballots)),
     )

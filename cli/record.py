@@ -50,6 +50,9 @@ def verify(
         for p in outcome.problems:
             console.print(f"[red]FAIL[/red] {p}")
         console.print(f"[red]{len(outcome.problems)} problem(s) in {record_path}[/red]")
+        if bad := outcome.failed_ballots:
+            tail = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            console.print(f"{len(bad)} ballot(s) fail: {', '.join(bad[:10])}{tail}")
         if outcome.chunks_with_problems:
             shown = ", ".join(outcome.chunks_with_problems[:5])
             more = len(outcome.chunks_with_problems) - 5

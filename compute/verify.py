@@ -225,6 +225,7 @@ class Totals:
         self.problems: list[str] = []
         self.products: dict[tuple[str, str], tuple[mpz, mpz]] = {}
         self.available_sets: set[frozenset[str]] = set()
+        self.failed_ballots: list[str] = []
         self.buckets = [array("Q") for _ in range(256)]
 
     def add(self, r: ChunkReport) -> None:
@@ -232,6 +233,7 @@ class Totals:
         self.cast += r.cast
         self.spoiled += r.spoiled
         self.problems += r.problems
+        self.failed_ballots += r.failed_ballots
         self.available_sets |= r.available_sets
         for key, (pad, data) in r.products.items():
             if key in self.products:
@@ -528,6 +530,7 @@ class Outcome:
     problems: list[str]
     chunks_with_problems: list[str]  # Chunk.describe() of each chunk that reported a problem
     failed_chunks: list[Any] = field(default_factory=list)  # chunks not checked (bridge.verify.FailedChunk)
+    failed_ballots: list[str] = field(default_factory=list)  # ballots (or files) a problem names, sorted
 
 
 def verify_source(
@@ -560,4 +563,5 @@ def verify_source(
         len(plan.chunks),
         problems,
         named,
+        failed_ballots=sorted(set(totals.failed_ballots)),
     )

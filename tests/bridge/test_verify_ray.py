@@ -54,6 +54,7 @@ def test_problems_found_on_ray_are_those_found_in_process(record: Path, election
     assert any(victim.object_id in p for p in outcome.problems)
     assert f"spoiled ballot {spoiled}: no decryption in spoiled_ballots/" in outcome.problems
     assert "chunk 3 (ballots ballot-000008 .. ballot-000009, 2 ballots)" in outcome.chunks_with_problems
+    assert outcome.failed_ballots == sorted({victim.object_id, spoiled})
     assert outcome.failed_chunks == []
 
 

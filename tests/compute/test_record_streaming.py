@@ -62,6 +62,7 @@ def test_problems_are_named_whichever_batch_they_are_in(record: Path, election) 
         outcome = verify_source(source, batch=4)
     assert any(victim.object_id in p and doc["contests"][0]["object_id"] in p for p in outcome.problems)
     assert outcome.chunks_with_problems == ["chunk 3 (ballots ballot-000008 .. ballot-000011, 4 ballots)"]
+    assert outcome.failed_ballots == [victim.object_id]
 
 
 def test_a_clone_in_another_batch_is_named_with_its_original(record: Path, election) -> None:
