@@ -142,7 +142,9 @@ def verify_on_ray(
         problems = check.header_problems()
         for number in sorted(by_chunk, key=lambda n: (n == 0, n)):  # the ballots, then the tally
             problems += by_chunk[number]
-        problems += check.finish(totals, plan.stray_decryptions, lambda: ballots_again(source, plan))
+        problems += check.finish(
+            totals, plan.stray_decryptions, lambda: ballots_again(source, plan), complete=not failed
+        )
     return Outcome(
         plan.ballots,
         totals.cast,
