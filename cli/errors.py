@@ -29,6 +29,7 @@ def explain(exc: BaseException) -> str:
     from sqlalchemy.exc import OperationalError
 
     from bridge.probe import ClusterMismatch
+    from bridge.verify import VerifyFailed
     from cli.pipeline import JobFailed
     from service.errors import DomainError
 
@@ -42,6 +43,11 @@ def explain(exc: BaseException) -> str:
                 f" `amarvote jobs redrive {j.job_id}`"
             )
         return "\n".join(lines)
+    if isinstance(exc, VerifyFailed):
+        return (
+            f"{exc}\nthe record was not fully checked: once the cause is fixed, run"
+            f" `amarvote record verify {exc.record}` again (`--local` checks it in this process)"
+        )
     if isinstance(exc, ClusterMismatch):
         return str(exc)
     if isinstance(exc, DomainError):

@@ -8,12 +8,10 @@ Ray. This module only waits and reports; it does no cryptography of its own.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -283,12 +281,7 @@ class Pipeline:
 
     def export_record(self, election_id: int, out_dir: Path) -> Path:
         """The election record in the reference's layout under ``out_dir/election_record``."""
-        from service.elections.results import write_record_zip
+        from service.elections.results import write_record_dir
 
-        buf = io.BytesIO()
         with transaction(self.factory) as s:
-            write_record_zip(s, election_id, buf)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(buf) as zf:
-            zf.extractall(out_dir)
-        return out_dir / "election_record"
+            return write_record_dir(s, election_id, out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +21,92 @@ def _record_dir(directory: Path) -> Path:
 
 @app.command()
 def verify(
-    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="election_record/ dir"),
+    path: Path = typer.Argument(
+        ..., exists=True, help="election_record/ (or the folder holding it), or a zip of it"
+    ),
+    local: bool = typer.Option(
+        False, "--local", help="Check in this process on all its cores, not on Ray (small records)."
+    ),
+    chunk_size: int | None = typer.Option(
+        None,
+        "--chunk-size",
+        min=1,
+        help="Ballots per Ray task (default 500), or per batch with --local (default 200).",
+    ),
 ) -> None:
-    """Verify every ballot, the encrypted tally, every share and the plaintext tally of a record."""
-    record_dir = _record_dir(directory)
-    with console.status(f"verifying the record in {record_dir}"):
-        try:
-            record, problems = check_record(record_dir)
-        except (OSError, KeyError, ValueError) as e:
-            console.print(f"[red]cannot read the record in {record_dir}: {e}[/red]")
-            raise typer.Exit(2) from None
-    if problems:
-        for p in problems:
+    """Verify every ballot, the encrypted tally, every share and the plaintext tally of a record, reading
+    it a chunk of ballots at a time; the chunks are checked on the configured Ray unless --local."""
+    from compute.record import header_files, open_record
+
+    record_path = _record_dir(path) if path.is_dir() else path
+    try:
+        with open_record(record_path) as source:
+            header_files(source)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        console.print(f"[red]cannot read the record in {record_path}: {e}[/red]")
+        raise typer.Exit(2) from None
+    outcome = check_record(record_path, None if local else _settings(), chunk_size, show_progress=True)
+    if outcome.problems:
+        for p in outcome.problems:
             console.print(f"[red]FAIL[/red] {p}")
-        console.print(f"[red]{len(problems)} problem(s) in {record_dir}[/red]")
+        console.print(f"[red]{len(outcome.problems)} problem(s) in {record_path}[/red]")
+        if bad := outcome.failed_ballots:
+            tail = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            console.print(f"{len(bad)} ballot(s) fail: {', '.join(bad[:10])}{tail}")
+        if outcome.chunks_with_problems:
+            shown = ", ".join(outcome.chunks_with_problems[:5])
+            more = len(outcome.chunks_with_problems) - 5
+            console.print(f"problems found in {shown}" + (f" and {more} more chunk(s)" if more > 0 else ""))
+    if outcome.failed_chunks:
+        from bridge.verify import VerifyFailed
+
+        raise VerifyFailed(record_path, outcome.failed_chunks, outcome.chunks)
+    if outcome.problems:
         raise typer.Exit(1)
     console.print(
-        f"[green]OK[/green] {record_dir}: {len(record.submitted_ballots)} ballots, "
-        f"{len(record.guardians)} guardians, {len(record.spoiled_ballots)} spoiled ballots, tally verified"
+        f"[green]OK[/green] {record_path}: {outcome.ballots} ballots ({outcome.spoiled} spoiled), "
+        f"{outcome.guardians} guardians, tally verified"
+        + ("" if local else f"; {outcome.chunks} chunk(s) on Ray")
     )
 
 
-def check_record(record_dir: Path) -> tuple[Any, list[str]]:
-    """The record read from ``record_dir`` and every problem a verifier finds in it (on all cores)."""
-    from compute.parallel import default_workers
-    from compute.record import read_record
-    from compute.verify import verify_record
+def _settings() -> Any:
+    from service.settings import Settings
 
-    record = read_record(record_dir)
-    return record, verify_record(record, workers=default_workers())
+    return Settings()
+
+
+def check_record(
+    record_path: Path,
+    on_ray: Any = None,
+    chunk_size: int | None = None,
+    show_progress: bool = False,
+) -> Any:
+    """Verify the record at ``record_path`` (directory or zip): in this process on every core, or over
+    Ray when ``on_ray`` is the settings to connect with. The outcome has ``problems`` (empty when the
+    record verifies) and ``failed_chunks`` (chunks whose task failed, so that were not checked)."""
+    from contextlib import nullcontext
+
+    from cli.ui import progress_bars
+
+    bars = progress_bars() if show_progress else nullcontext()
+    with bars as bar:
+        task = None if bar is None else bar.add_task("verify ballots", total=None)
+
+        def report(done: int, total: int) -> None:
+            if bar is not None and task is not None:
+                bar.update(task, completed=done, total=total or None)
+
+        if on_ray is not None:
+            from bridge.verify import CHUNK_BALLOTS, verify_on_ray
+
+            return verify_on_ray(on_ray, record_path, chunk_size or CHUNK_BALLOTS, report)
+        from compute.parallel import default_workers
+        from compute.record import open_record
+        from compute.verify import BATCH, verify_source
+
+        with open_record(record_path) as source:
+            return verify_source(source, chunk_size or BATCH, default_workers(), report)
 
 
 IMPORT_BATCH = 200

@@ -5,13 +5,20 @@ tally.json, guardians/guardian_<id>.json, submitted_ballots/submitted_ballot_<id
 spoiled_ballots/spoiled_ballot_<id>.json, encryption_devices/device_<id>.json.
 election_private_data/private_guardians/private_guardian_<id>.json.
 This is the only module of compute/ that touches files.
+
+A record is read through a ``RecordSource`` (a directory, or a zip of one, as the API serves it): the small
+files whole (``read_header``), the ballots by member name, a batch at a time, so a verifier holds one
+batch of ballots, never the election. ``read_record`` loads everything, for small records and tests.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gmpy2 import mpz
@@ -100,34 +107,168 @@ def write_record(record: ElectionRecord, directory: str | Path) -> Path:
     return d
 
 
-def read_record(directory: str | Path) -> ElectionRecord:
-    """Read an election_record/ directory (ours or the reference's)."""
-    d = Path(directory)
-    guardians = sorted(
-        (GuardianRecord.from_json(x) for x in _read_dir(d / GUARDIANS_DIR, GUARDIAN_PREFIX)),
-        key=lambda g: g.sequence_order,
-    )
-    coefficients = (
-        _read(d / "coefficients.json")["coefficients"] if (d / "coefficients.json").exists() else {}
-    )
-    spoiled = [PlaintextTally.from_json(x) for x in _read_dir(d / SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX)]
+class RecordSource:
+    """The files of one election_record/, named by their path inside it (``submitted_ballots/x.json``)."""
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def read_bytes(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def ids(self, folder: str, prefix: str) -> list[str]:
+        """The ``<id>`` of every ``folder/prefix<id>.json`` member, sorted (the order a verifier meets
+        them in): one short string per file is all that is kept."""
+        raise NotImplementedError
+
+    def names(self, folder: str, prefix: str) -> list[str]:
+        return [member(folder, prefix, i) for i in self.ids(folder, prefix)]
+
+    def close(self) -> None:
+        pass
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.read_bytes(name))
+
+    def batches(self, names: Sequence[str], size: int) -> Iterator[list[tuple[str, bytes]]]:
+        """(name, bytes) of ``names``, ``size`` at a time."""
+        for i in range(0, len(names), size):
+            yield [(n, self.read_bytes(n)) for n in names[i : i + size]]
+
+    def __enter__(self) -> RecordSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DirectorySource(RecordSource):
+    def __init__(self, directory: str | Path) -> None:
+        self.root = Path(directory)
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name).is_file()
+
+    def read_bytes(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+    def ids(self, folder: str, prefix: str) -> list[str]:
+        d = self.root / folder
+        if not d.is_dir():
+            return []
+        with os.scandir(d) as it:
+            found = [
+                e.name[len(prefix) : -5] for e in it if e.name.startswith(prefix) and e.name.endswith(".json")
+            ]
+        found.sort()
+        return found
+
+
+class ZipSource(RecordSource):
+    """A zip holding ``election_record/...`` (as ``GET /api/elections/{id}/record`` serves it) or the
+    record's files at its top level."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.zf = zipfile.ZipFile(path)
+        members = set(self.zf.namelist())
+        self.root = f"{ELECTION_RECORD_DIR}/" if f"{ELECTION_RECORD_DIR}/manifest.json" in members else ""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.zf.getinfo(self.root + name)
+        except KeyError:
+            return False
+        return True
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.zf.read(self.root + name)
+
+    def ids(self, folder: str, prefix: str) -> list[str]:
+        start = f"{self.root}{folder}/{prefix}"
+        found = {
+            n[len(start) : -5]
+            for n in self.zf.namelist()
+            if n.startswith(start) and n.endswith(".json") and "/" not in n[len(start) :]
+        }
+        return sorted(found)
+
+    def close(self) -> None:
+        self.zf.close()
+
+
+def open_record(path: str | Path) -> RecordSource:
+    """A directory (election_record/ itself, or the folder holding it) or a zip file of one."""
+    p = Path(path)
+    if p.is_file():
+        return ZipSource(p)
+    nested = p / ELECTION_RECORD_DIR
+    return DirectorySource(nested if nested.is_dir() else p)
+
+
+def member(folder: str, prefix: str, object_id: str) -> str:
+    """The name of an object's file in the record (``submitted_ballots/submitted_ballot_<id>.json``)."""
+    return f"{folder}/{prefix}{object_id}.json"
+
+
+def ballot_id_of(name: str, prefix: str) -> str:
+    """The ballot id a member's name gives (``submitted_ballots/submitted_ballot_<id>.json``)."""
+    return PurePosixPath(name).stem.removeprefix(prefix)
+
+
+def header_files(source: RecordSource) -> dict[str, Any]:
+    """The JSON of every file but the ballots and the spoiled ballots' decryptions: small, public, and
+    what a verifier keeps whole (and hands to each Ray task)."""
+
+    def optional(name: str) -> Any:
+        return source.read_json(name) if source.exists(name) else None
+
+    return {
+        "manifest": source.read_json("manifest.json"),
+        "context": source.read_json("context.json"),
+        "constants": optional("constants.json"),
+        "coefficients": optional("coefficients.json"),
+        "encrypted_tally": optional("encrypted_tally.json"),
+        "tally": optional("tally.json"),
+        "guardians": [source.read_json(n) for n in source.names(GUARDIANS_DIR, GUARDIAN_PREFIX)],
+        "devices": [source.read_json(n) for n in source.names(DEVICES_DIR, DEVICE_PREFIX)],
+    }
+
+
+def header_from_files(files: dict[str, Any]) -> ElectionRecord:
+    """``header_files`` parsed: a record without ballots."""
+    coefficients = (files["coefficients"] or {}).get("coefficients", {})
+    encrypted, tally = files["encrypted_tally"], files["tally"]
     return ElectionRecord(
-        manifest=Manifest.from_json(_read(d / "manifest.json")),
-        context=ElectionContext.from_json(_read(d / "context.json")),
-        guardians=guardians,
-        constants=_read(d / "constants.json") if (d / "constants.json").exists() else standard_constants(),
+        manifest=Manifest.from_json(files["manifest"]),
+        context=ElectionContext.from_json(files["context"]),
+        guardians=sorted(
+            (GuardianRecord.from_json(g) for g in files["guardians"]), key=lambda g: g.sequence_order
+        ),
+        constants=files["constants"] or standard_constants(),
         lagrange_coefficients={k: from_hex(v) for k, v in coefficients.items()},
-        submitted_ballots=[
-            SubmittedBallot.from_json(x)
-            for x in _read_dir(d / SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX)
-        ],
-        spoiled_ballots={s.object_id: s for s in spoiled},
-        encrypted_tally=CiphertextTally.from_json(_read(d / "encrypted_tally.json"))
-        if (d / "encrypted_tally.json").exists()
-        else None,
-        tally=PlaintextTally.from_json(_read(d / "tally.json")) if (d / "tally.json").exists() else None,
-        devices=_read_dir(d / DEVICES_DIR, DEVICE_PREFIX),
+        encrypted_tally=CiphertextTally.from_json(encrypted) if encrypted is not None else None,
+        tally=PlaintextTally.from_json(tally) if tally is not None else None,
+        devices=files["devices"],
     )
+
+
+def read_header(source: RecordSource) -> ElectionRecord:
+    """Everything but the ballots and the spoiled ballots' decryptions."""
+    return header_from_files(header_files(source))
+
+
+def read_record(directory: str | Path) -> ElectionRecord:
+    """Read a whole record (ours or the reference's) into memory: for small records and tests; a
+    verifier streams it instead (``open_record``, ``compute.verify.verify_source``)."""
+    with open_record(directory) as source:
+        record = read_header(source)
+        for batch in source.batches(source.names(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX), 500):
+            record.submitted_ballots += [SubmittedBallot.from_json(json.loads(b)) for _, b in batch]
+        for batch in source.batches(source.names(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX), 500):
+            for _, b in batch:
+                s = PlaintextTally.from_json(json.loads(b))
+                record.spoiled_ballots[s.object_id] = s
+    return record
 
 
 def write_private_guardians(records: list[PrivateGuardianRecord], private_directory: str | Path) -> Path:

@@ -4,13 +4,27 @@ Checks: the constants; the guardians' Schnorr proofs, joint key, commitment hash
 hashes; every submitted ballot's proofs (compute.validate), and that no ballot repeats a selection
 ciphertext of another (compute.fingerprints: a clone under a new id passes every proof); the encrypted
 tally against the product of the cast ballots; for the tally and every spoiled ballot: one share per
-guardian, every Chaum-Pedersen proof (all of them in one batch, bisected only if the batch fails), the
-recovery keys (recomputed from the missing guardian's commitments) and the Lagrange reconstruction of
-missing guardians' shares (also batched), and g^t = B / prod M_i for each selection.
+guardian, every Chaum-Pedersen proof (batched, bisected only if the batch fails), the recovery keys
+(recomputed from the missing guardian's commitments) and the Lagrange reconstruction of missing
+guardians' shares (also batched), and g^t = B / prod M_i for each selection.
+
+The ballots are checked a batch at a time (``RecordCheck.check_ballots``, or ``check_chunk`` on the raw
+files): each batch gives a ``ChunkReport`` of its problems, the product of its cast ballots and 8-byte
+prefixes of its selection fingerprints, which ``Totals`` adds up and ``RecordCheck.finish`` compares with
+the encrypted tally. So the batches can run anywhere (``bridge/verify.py`` spreads them over Ray) and a
+verifier holds one batch, the running products and 8 bytes per selection ciphertext, never the election.
+Only when two prefixes agree are the ballots read again to name the repeating pair exactly
+(``RecordCheck.repeats``).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gmpy2 import mpz
@@ -21,16 +35,30 @@ from compute.constants import ONE, P
 from compute.context import make_context
 from compute.decryption import compute_lagrange_coefficients, compute_recovery_public_key
 from compute.elgamal import Ciphertext
-from compute.fingerprints import find_repeats, repeat_message
+from compute.fingerprints import repeat_message, repeats_among, selection_fingerprints
 from compute.group import g_pow_p
 from compute.guardian import GuardianRecord
 from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
 from compute.manifest import InternalManifest
 from compute.plaintext_tally import PlaintextTally
-from compute.record import ElectionRecord, standard_constants
+from compute.record import (
+    SPOILED_BALLOT_PREFIX,
+    SPOILED_BALLOTS_DIR,
+    SUBMITTED_BALLOT_PREFIX,
+    SUBMITTED_BALLOTS_DIR,
+    ElectionRecord,
+    RecordSource,
+    ballot_id_of,
+    member,
+    read_header,
+    standard_constants,
+)
 from compute.share_checks import Reconstruction, reconstruction_problems
 from compute.tally import TallyError, accumulate, new_tally
 from compute.validate import validate_ballots
+
+PREFIX_BYTES = 8  # of each selection fingerprint kept for the clone check: 8 bytes per ciphertext
+BATCH = 200  # ballots checked together in one process (a few MB of decoded ballots)
 
 
 class _ShareChecker:
@@ -45,6 +73,13 @@ class _ShareChecker:
         self._recovery: dict[tuple[str, str], mpz] = {}
         self._lagrange: dict[frozenset[str], dict[str, mpz]] = {}
         self.available_sets: set[frozenset[str]] = set()
+
+    def drain(self, extended_base_hash: mpz) -> list[str]:
+        """The problems of everything collected since the last drain (proofs checked in one batch)."""
+        problems = self.problems + reconstruction_problems(self.reconstructions)
+        problems += verify_shares(self.statements, extended_base_hash)
+        self.problems, self.reconstructions, self.statements = [], [], []
+        return problems
 
     def recovery_key(self, present: str, missing: str) -> mpz:
         key = (present, missing)
@@ -166,68 +201,369 @@ def verify_guardians(record: ElectionRecord) -> list[str]:
     return problems
 
 
-def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
-    """All problems found in the record (empty when it verifies)."""
-    problems = verify_guardians(record)
-    ctx = record.context
-    internal = InternalManifest.from_manifest(record.manifest)
-    if ctx.manifest_hash == internal.manifest_hash:
-        problems += [
-            f.message for f in validate_ballots(record.submitted_ballots, internal, ctx, workers=workers)
-        ]
-    problems += [repeat_message(b, original) for b, original in find_repeats(record.submitted_ballots)]
-    cast: list[SubmittedBallot] = []
-    spoiled: list[SubmittedBallot] = []
-    for b in record.submitted_ballots:
-        state = getattr(b.state, "name", str(b.state))
-        (cast if state == "CAST" else spoiled if state == "SPOILED" else []).append(b)
+@dataclass
+class ChunkReport:
+    """What one batch of ballots (or the tally's shares) gave; public data only."""
 
-    shares = _ShareChecker(record.guardians)
-    if record.encrypted_tally is None:
-        problems.append("encrypted_tally.json: missing")
-    else:
-        expected = new_tally(internal, record.encrypted_tally.object_id)
-        try:
-            accumulate(expected, cast)
-        except TallyError as e:
-            problems.append(f"encrypted tally: {e}")
-        for cid, contest in expected.contests.items():
-            got = record.encrypted_tally.contests.get(cid)
-            for sid, sel in contest.selections.items():
-                g = None if got is None else got.selections.get(sid)
-                if g is None or g.ciphertext != sel.ciphertext or g.description_hash != sel.description_hash:
-                    problems.append(
-                        f"encrypted tally/{cid}/{sid}: not the product of the {len(cast)} cast ballots"
-                    )
-        if set(record.encrypted_tally.contests) != set(expected.contests):
-            problems.append("encrypted tally: contests differ from the manifest's")
-        if record.tally is None:
-            problems.append("tally.json: missing")
-        else:
-            cts = {(cid, s.object_id): s.ciphertext for cid, s in record.encrypted_tally.selections()}
-            shares.plaintext(f"tally {record.tally.object_id}", record.tally, cts)
+    ballots: int = 0
+    cast: int = 0
+    spoiled: int = 0
+    problems: list[str] = field(default_factory=list)
+    # (contest, selection) -> (pad, data) products of the batch's cast ballots
+    products: dict[tuple[str, str], tuple[mpz, mpz]] = field(default_factory=dict)
+    prefixes: bytes = b""  # PREFIX_BYTES of every selection fingerprint, in ballot order
+    available_sets: set[frozenset[str]] = field(default_factory=set)
+    failed_ballots: list[str] = field(default_factory=list)  # ids (or file names) named by a problem
 
-    described = {(c.object_id, s.object_id) for c in internal.contests for s in c.ballot_selections}
-    for b in spoiled:
-        plain = record.spoiled_ballots.get(b.object_id)
-        if plain is None:
-            problems.append(f"spoiled ballot {b.object_id}: no decryption in spoiled_ballots/")
-            continue
-        cts = {
-            (c.object_id, s.object_id): s.ciphertext
-            for c in b.contests
-            for s in c.ballot_selections
-            if (c.object_id, s.object_id) in described
+
+class Totals:
+    """The reports added up: counts, problems, the cast products, and the fingerprint prefixes in 256
+    buckets by first byte (so finding a repeat sorts one bucket at a time, not every prefix at once)."""
+
+    def __init__(self) -> None:
+        self.ballots = self.cast = self.spoiled = 0
+        self.problems: list[str] = []
+        self.products: dict[tuple[str, str], tuple[mpz, mpz]] = {}
+        self.available_sets: set[frozenset[str]] = set()
+        self.failed_ballots: list[str] = []
+        self.buckets = [array("Q") for _ in range(256)]
+
+    def add(self, r: ChunkReport) -> None:
+        self.ballots += r.ballots
+        self.cast += r.cast
+        self.spoiled += r.spoiled
+        self.problems += r.problems
+        self.failed_ballots += r.failed_ballots
+        self.available_sets |= r.available_sets
+        for key, (pad, data) in r.products.items():
+            if key in self.products:
+                a, b = self.products[key]
+                self.products[key] = (a * pad % P, b * data % P)
+            else:
+                self.products[key] = (pad, data)
+        prefixes = array("Q")
+        prefixes.frombytes(r.prefixes)
+        for x in prefixes:
+            self.buckets[x & 0xFF].append(x)
+
+    def repeated_prefixes(self) -> set[bytes]:
+        found: set[bytes] = set()
+        for bucket in self.buckets:
+            ordered = sorted(bucket)
+            found.update(
+                a.to_bytes(PREFIX_BYTES, sys.byteorder) for a, b in itertools.pairwise(ordered) if a == b
+            )
+        return found
+
+
+class RecordCheck:
+    """The checks of one record, built from its header (``read_header``): the parts that need the
+    whole record (guardians, tally, the final comparisons) and one batch of ballots at a time."""
+
+    def __init__(self, header: ElectionRecord) -> None:
+        self.header = header
+        self.context = header.context
+        self.internal = InternalManifest.from_manifest(header.manifest)
+        self.described = {
+            (c.object_id, s.object_id) for c in self.internal.contests for s in c.ballot_selections
         }
-        shares.plaintext(f"spoiled ballot {b.object_id}", plain, cts)
-    for ballot_id in set(record.spoiled_ballots) - {b.object_id for b in spoiled}:
-        problems.append(f"spoiled ballot {ballot_id}: decrypted but not a spoiled submitted ballot")
+        self.shares = _ShareChecker(header.guardians)
 
-    if record.lagrange_coefficients and len(shares.available_sets) == 1:
-        (ids,) = shares.available_sets
-        if shares.lagrange(ids) != record.lagrange_coefficients:
-            problems.append("coefficients.json: not the Lagrange coefficients of the available guardians")
-    problems += shares.problems
-    problems += reconstruction_problems(shares.reconstructions)
-    problems += verify_shares(shares.statements, ctx.crypto_extended_base_hash)
-    return problems
+    def header_problems(self) -> list[str]:
+        return verify_guardians(self.header)
+
+    def check_ballots(
+        self,
+        ballots: Sequence[SubmittedBallot],
+        decryptions: Mapping[str, PlaintextTally],
+        workers: int = 1,
+    ) -> ChunkReport:
+        """One batch: every proof, the fingerprint prefixes, the cast product, and each spoiled ballot's
+        decryption (``decryptions``: the batch's files in spoiled_ballots/, by ballot id)."""
+        report = ChunkReport(ballots=len(ballots))
+        if self.context.manifest_hash == self.internal.manifest_hash:
+            # One proof batch per thread: a whole batch of ballots in one group would use one core.
+            group = max(1, min(256, -(-len(ballots) // max(1, workers))))
+            failures = validate_ballots(ballots, self.internal, self.context, group, workers)
+            report.problems += [f.message for f in failures]
+            report.failed_ballots += [f.ballot_id for f in failures]
+        report.prefixes = b"".join(fp[:PREFIX_BYTES] for b in ballots for fp in selection_fingerprints(b))
+        cast: list[SubmittedBallot] = []
+        spoiled: list[SubmittedBallot] = []
+        for b in ballots:
+            state = getattr(b.state, "name", str(b.state))
+            (cast if state == "CAST" else spoiled if state == "SPOILED" else []).append(b)
+        report.cast, report.spoiled = len(cast), len(spoiled)
+        products = new_tally(self.internal)
+        try:
+            accumulate(products, cast)
+        except TallyError as e:
+            report.problems.append(f"encrypted tally: {e}")
+        report.products = {
+            (cid, sid): (sel.ciphertext.pad, sel.ciphertext.data)
+            for cid, c in products.contests.items()
+            for sid, sel in c.selections.items()
+        }
+        for b in spoiled:
+            plain = decryptions.get(b.object_id)
+            if plain is None:
+                report.problems.append(f"spoiled ballot {b.object_id}: no decryption in spoiled_ballots/")
+                report.failed_ballots.append(b.object_id)
+                continue
+            cts = {
+                (c.object_id, s.object_id): s.ciphertext
+                for c in b.contests
+                for s in c.ballot_selections
+                if (c.object_id, s.object_id) in self.described
+            }
+            self.shares.plaintext(f"spoiled ballot {b.object_id}", plain, cts)
+        for ballot_id in sorted(set(decryptions) - {b.object_id for b in spoiled}):
+            report.problems.append(
+                f"spoiled ballot {ballot_id}: decrypted but not a spoiled submitted ballot"
+            )
+        share_problems = self.shares.drain(self.context.crypto_extended_base_hash)
+        report.problems += share_problems
+        if share_problems:
+            report.failed_ballots += sorted(
+                {
+                    b.object_id
+                    for b in spoiled
+                    if any(f"spoiled ballot {b.object_id}/" in p for p in share_problems)
+                }
+            )
+        report.available_sets, self.shares.available_sets = self.shares.available_sets, set()
+        return report
+
+    def check_tally(self) -> ChunkReport:
+        """The decrypted tally's shares (against the encrypted tally's ciphertexts)."""
+        report = ChunkReport()
+        enc, tally = self.header.encrypted_tally, self.header.tally
+        if enc is None or tally is None:
+            return report
+        cts = {(cid, s.object_id): s.ciphertext for cid, s in enc.selections()}
+        self.shares.plaintext(f"tally {tally.object_id}", tally, cts)
+        report.problems = self.shares.drain(self.context.crypto_extended_base_hash)
+        report.available_sets, self.shares.available_sets = self.shares.available_sets, set()
+        return report
+
+    def repeats(self, prefixes: set[bytes], ballots: Iterable[SubmittedBallot]) -> list[str]:
+        """The exact repeat messages, from the ballots whose fingerprints start with ``prefixes``."""
+        suspects = []
+        for b in ballots:
+            fps = selection_fingerprints(b)
+            if any(fp[:PREFIX_BYTES] in prefixes for fp in fps):
+                suspects.append((b.object_id, fps))
+        return [repeat_message(b, original) for b, original in repeats_among(suspects)]
+
+    def finish(
+        self,
+        totals: Totals,
+        stray_decryptions: Iterable[str],
+        ballots_again: Callable[[], Iterable[SubmittedBallot]],
+        complete: bool = True,
+    ) -> list[str]:
+        """What needs every batch: the clone check, the encrypted tally against the cast products, the
+        coefficients; ``stray_decryptions``: ids in spoiled_ballots/ of no submitted ballot; ``complete``:
+        whether every chunk was checked."""
+        problems = []
+        if repeated := totals.repeated_prefixes():
+            problems += self.repeats(repeated, ballots_again())
+        enc = self.header.encrypted_tally
+        if enc is None:
+            problems.append("encrypted_tally.json: missing")
+        elif complete:  # with chunks unchecked, the cast products are partial: no comparison to make
+            expected = new_tally(self.internal, enc.object_id)
+            for cid, contest in expected.contests.items():
+                got = enc.contests.get(cid)
+                for sid, sel in contest.selections.items():
+                    if (cid, sid) in totals.products:
+                        sel.ciphertext = Ciphertext(*totals.products[(cid, sid)])
+                    g = None if got is None else got.selections.get(sid)
+                    if (
+                        g is None
+                        or g.ciphertext != sel.ciphertext
+                        or g.description_hash != sel.description_hash
+                    ):
+                        problems.append(
+                            f"encrypted tally/{cid}/{sid}: not the product of the {totals.cast} cast ballots"
+                        )
+            if set(enc.contests) != set(expected.contests):
+                problems.append("encrypted tally: contests differ from the manifest's")
+        if enc is not None and self.header.tally is None:
+            problems.append("tally.json: missing")
+        for ballot_id in sorted(stray_decryptions):
+            problems.append(f"spoiled ballot {ballot_id}: decrypted but not a spoiled submitted ballot")
+        coefficients = self.header.lagrange_coefficients
+        if coefficients and len(totals.available_sets) == 1:
+            (ids,) = totals.available_sets
+            if self.shares.lagrange(ids) != coefficients:
+                problems.append("coefficients.json: not the Lagrange coefficients of the available guardians")
+        return problems
+
+
+def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
+    """All problems found in a record held in memory (empty when it verifies)."""
+    check = RecordCheck(record)
+    totals = Totals()
+    totals.problems += check.header_problems()
+    ballots = record.submitted_ballots
+    for i in range(0, len(ballots), BATCH):
+        part = ballots[i : i + BATCH]
+        decryptions = {
+            b.object_id: record.spoiled_ballots[b.object_id]
+            for b in part
+            if b.object_id in record.spoiled_ballots
+        }
+        totals.add(check.check_ballots(part, decryptions, workers))
+    totals.add(check.check_tally())
+    stray = set(record.spoiled_ballots) - {b.object_id for b in ballots}
+    return totals.problems + check.finish(totals, stray, lambda: ballots)
+
+
+# --- a record read from its files, a chunk at a time ---
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Some ballots of a record, by id, numbered from 1, with the ids of those that have a file in
+    spoiled_ballots/."""
+
+    number: int
+    ids: list[str]
+    decrypted: frozenset[str]
+
+    def describe(self) -> str:
+        return f"chunk {self.number} (ballots {self.ids[0]} .. {self.ids[-1]}, {len(self.ids)} ballots)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    chunks: list[Chunk]
+    ballots: int
+    stray_decryptions: list[str]  # ballot ids in spoiled_ballots/ with no file in submitted_ballots/
+
+
+def plan_chunks(source: RecordSource, size: int) -> Plan:
+    """The record's ballots cut in ``size``-ballot chunks, in id order (ids only, no file is read)."""
+    ids = source.ids(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX)
+    decrypted = source.ids(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX)
+    stray = [
+        i for i in decrypted if not source.exists(member(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, i))
+    ]
+    chunks: list[Chunk] = []
+    todo = set(decrypted)  # spoiled ballots are few: their ids are kept
+    for i in range(0, len(ids), size):
+        part = ids[i : i + size]
+        chunks.append(Chunk(len(chunks) + 1, part, frozenset(x for x in part if x in todo)))
+    return Plan(chunks, len(ids), stray)
+
+
+def load_chunk(source: RecordSource, chunk: Chunk) -> list[tuple[str, bytes, bytes | None]]:
+    """The chunk's files: (ballot file name, its bytes, the bytes of its decryption or None)."""
+    items = []
+    for i in chunk.ids:
+        name = member(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, i)
+        decryption = (
+            source.read_bytes(member(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX, i))
+            if i in chunk.decrypted
+            else None
+        )
+        items.append((name, source.read_bytes(name), decryption))
+    return items
+
+
+def parse_ballots(
+    items: Iterable[tuple[str, bytes, bytes | None]],
+) -> tuple[list[SubmittedBallot], dict[str, PlaintextTally], list[str]]:
+    """The ballots and decryptions of raw files, and a problem for each file that does not parse."""
+    ballots: list[SubmittedBallot] = []
+    decryptions: dict[str, PlaintextTally] = {}
+    problems: list[str] = []
+    for name, raw, raw_decryption in items:
+        try:
+            b = SubmittedBallot.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"{name}: not a submitted ballot: {type(e).__name__}: {e}")
+            continue
+        if b.object_id != ballot_id_of(name, SUBMITTED_BALLOT_PREFIX):
+            problems.append(f"{name}: holds ballot {b.object_id}, not the one its name gives")
+        ballots.append(b)
+        if raw_decryption is not None:
+            try:
+                d = PlaintextTally.from_json(json.loads(raw_decryption))
+            except (ValueError, KeyError, TypeError) as e:
+                problems.append(
+                    f"spoiled ballot {b.object_id}: decryption unreadable: {type(e).__name__}: {e}"
+                )
+                continue
+            decryptions[d.object_id] = d
+    return ballots, decryptions, problems
+
+
+def check_chunk(
+    check: RecordCheck, items: Sequence[tuple[str, bytes, bytes | None]], workers: int = 1
+) -> ChunkReport:
+    """``RecordCheck.check_ballots`` on raw files (``load_chunk``): what one Ray task runs."""
+    ballots, decryptions, problems = parse_ballots(items)
+    report = check.check_ballots(ballots, decryptions, workers)
+    report.ballots = len(items)
+    report.problems[:0] = problems
+    report.failed_ballots[:0] = [p.split(":", 1)[0] for p in problems]
+    return report
+
+
+def ballots_again(source: RecordSource, plan: Plan) -> Iterator[SubmittedBallot]:
+    """Every ballot of the record again, a chunk at a time (only when a fingerprint prefix repeats)."""
+    for chunk in plan.chunks:
+        names = [member(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, i) for i in chunk.ids]
+        yield from parse_ballots((n, source.read_bytes(n), None) for n in names)[0]
+
+
+Progress = Callable[[int, int], None]  # (ballots checked, ballots in all)
+
+
+@dataclass
+class Outcome:
+    ballots: int
+    cast: int
+    spoiled: int
+    guardians: int
+    chunks: int
+    problems: list[str]
+    chunks_with_problems: list[str]  # Chunk.describe() of each chunk that reported a problem
+    failed_chunks: list[Any] = field(default_factory=list)  # chunks not checked (bridge.verify.FailedChunk)
+    failed_ballots: list[str] = field(default_factory=list)  # ballots (or files) a problem names, sorted
+
+
+def verify_source(
+    source: RecordSource, batch: int = BATCH, workers: int = 1, progress: Progress | None = None
+) -> Outcome:
+    """Verify a record from its files in this process, one batch of ``batch`` ballots at a time."""
+    check = RecordCheck(read_header(source))
+    plan = plan_chunks(source, batch)
+    totals = Totals()
+    totals.problems += check.header_problems()
+    named = []
+    done = 0
+    for chunk in plan.chunks:
+        report = check_chunk(check, load_chunk(source, chunk), workers)
+        if report.problems:
+            named.append(chunk.describe())
+        totals.add(report)
+        done += len(chunk.ids)
+        if progress is not None:
+            progress(done, plan.ballots)
+    totals.add(check.check_tally())
+    problems = totals.problems + check.finish(
+        totals, plan.stray_decryptions, lambda: ballots_again(source, plan)
+    )
+    return Outcome(
+        plan.ballots,
+        totals.cast,
+        totals.spoiled,
+        len(check.header.guardians),
+        len(plan.chunks),
+        problems,
+        named,
+        failed_ballots=sorted(set(totals.failed_ballots)),
+    )

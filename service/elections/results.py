@@ -1,10 +1,12 @@
-"""Results of a decrypted election, and its election record in the reference's layout (a zip)."""
+"""Results of a decrypted election, and its election record in the reference's layout (a zip or a
+directory), written a file at a time."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +18,8 @@ from service.elections import crypto
 from service.elections.elections import get_election, guardians_of
 from service.errors import Conflict
 from service.jobs import queries
+
+RECORD_BATCH = 500  # ballot rows fetched per round trip while a record is written
 
 
 def _counts(tally: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -87,42 +91,59 @@ def _lagrange(session: Session, e: Election) -> dict[str, str]:
     return {gid: to_hex(w) for gid, w in compute_lagrange_coefficients(pairs).items()}
 
 
-def write_record_zip(session: Session, election_id: int, out: IO[bytes]) -> None:
-    """The election record (``election_record/...`` as the reference's export_record writes it) into
-    ``out`` as a zip. Ballots are decoded one at a time from the database (streamed, not loaded)."""
+def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]]:
+    """(name under ``election_record/``, JSON document) of every file of the election's record, in the
+    layout of the reference's export_record. Ballots are read in batches (``yield_per``) and decoded one
+    at a time: the caller writes each file before the next is made, so nothing holds the election."""
     from compute.record import standard_constants
 
     e = get_election(session, election_id)
     if e.context is None:
         raise Conflict(f"election {election_id} has no keys yet: nothing to export")
-    root = "election_record"
+    yield "manifest.json", e.manifest
+    yield "context.json", e.context
+    yield "constants.json", standard_constants()
+    yield "coefficients.json", {"coefficients": _lagrange(session, e)}
+    for g in guardians_of(session, e.id):
+        yield f"guardians/guardian_{g.guardian_id}.json", g.public_record
+    stream = session.execute(
+        select(Ballot.payload)
+        .where(Ballot.election_id == e.id)
+        .order_by(Ballot.seq)
+        .execution_options(yield_per=RECORD_BATCH)
+    ).scalars()
+    for payload in stream:
+        b = crypto.decode(payload)
+        yield f"submitted_ballots/submitted_ballot_{b.object_id}.json", b.to_json()
+    if e.encrypted_tally is not None:
+        yield "encrypted_tally.json", e.encrypted_tally
+    if e.result is not None:
+        result = dict(e.result)
+        for bid, t in (result.pop("spoiled_ballots", None) or {}).items():
+            yield f"spoiled_ballots/spoiled_ballot_{bid}.json", t
+        yield "tally.json", result
 
-    def put(zf: zipfile.ZipFile, name: str, doc: Any) -> None:
-        zf.writestr(f"{root}/{name}", json.dumps(doc, indent=2))
 
+def write_record_zip(session: Session, election_id: int, out: IO[bytes]) -> None:
+    """The election record (``election_record/...``) into ``out`` as a zip, a file at a time."""
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        put(zf, "manifest.json", e.manifest)
-        put(zf, "context.json", e.context)
-        put(zf, "constants.json", standard_constants())
-        put(zf, "coefficients.json", {"coefficients": _lagrange(session, e)})
-        for g in guardians_of(session, e.id):
-            put(zf, f"guardians/guardian_{g.guardian_id}.json", g.public_record)
-        stream = session.execute(
-            select(Ballot.payload)
-            .where(Ballot.election_id == e.id)
-            .order_by(Ballot.seq)
-            .execution_options(yield_per=500)
-        ).scalars()
-        for payload in stream:
-            b = crypto.decode(payload)
-            put(zf, f"submitted_ballots/submitted_ballot_{b.object_id}.json", b.to_json())
-        if e.encrypted_tally is not None:
-            put(zf, "encrypted_tally.json", e.encrypted_tally)
-        if e.result is not None:
-            result = dict(e.result)
-            for bid, t in (result.pop("spoiled_ballots", None) or {}).items():
-                put(zf, f"spoiled_ballots/spoiled_ballot_{bid}.json", t)
-            put(zf, "tally.json", result)
+        for name, doc in record_files(session, election_id):
+            zf.writestr(f"election_record/{name}", json.dumps(doc, indent=2))
+
+
+def write_record_dir(session: Session, election_id: int, out_dir: Path) -> Path:
+    """The election record as files under ``out_dir/election_record``, a file at a time; returns that
+    directory."""
+    root = out_dir / "election_record"
+    made: set[Path] = set()
+    for name, doc in record_files(session, election_id):
+        path = root / name
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        with path.open("w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+    return root
 
 
 def record_zip_file(session: Session, election_id: int) -> Path:
