@@ -262,7 +262,7 @@ def run(
                 except ImportError:
                     print(
                         "matplotlib not installed: no dashboard (pip install -e '.[bench]')", file=sys.stderr
-                    )  # noqa: E501
+                    )
             import ray
 
             ray.shutdown()  # before the cluster stops: a driver whose GCS is gone terminates its process
