@@ -129,7 +129,8 @@ KINDS = (
 class PeakSampler:
     """Peak RSS of Ray chunk tasks, of every other kind of process and of this one, sampled in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: str = "ray::chunk:") -> None:
+        self.marker = marker
         self.task_peak = 0
         self.peaks: dict[str, int] = {}
         self.idle_after: list[int] = []
@@ -142,7 +143,7 @@ class PeakSampler:
                 title = " ".join(p.info.get("cmdline") or []) or (p.info.get("name") or "")
                 # A chunk task's process title is its task name (bridge.executor: "chunk:<operation>:<id>").
                 rss = p.info["memory_info"].rss if p.info.get("memory_info") else 0
-                if "ray::chunk:" in title:
+                if self.marker in title:
                     self.task_peak = max(self.task_peak, rss)
                 for marker, kind in KINDS:
                     if marker in title:
@@ -172,6 +173,7 @@ def run(
     nodes: int,
     dashboard: Path | None = None,
     dashboard_interval: float = 5.0,
+    verify: bool = False,
 ) -> dict[str, Any]:
     from sqlalchemy import func, select
 
@@ -266,6 +268,9 @@ def run(
             import ray
 
             ray.shutdown()  # before the cluster stops: a driver whose GCS is gone terminates its process
+            verified = None
+            if verify:
+                verified = _export_and_verify(pipe, eid, cluster, timings)
             with transaction(pipe.factory) as s:
                 result = results(s, eid)
                 jobs = []
@@ -313,6 +318,7 @@ def run(
         "nodes": nodes,
         "phases_s": phases,
         "jobs": by_op,
+        "verify": verified,
         "task_peak_rss_mib": sampler.task_peak / 2**20,
         "peak_rss_mib_by_process": {k: v / 2**20 for k, v in sampler.peaks.items()},
         "idle_worker_rss_mib": [r / 2**20 for r in idle],
@@ -320,14 +326,59 @@ def run(
     }
 
 
+def _export_and_verify(pipe: Any, eid: int, cluster: Any, timings: Any) -> dict[str, Any]:
+    """Export the record (a file at a time) and run ``amarvote record verify`` on the cluster in a process
+    of its own: its peak RSS (``/usr/bin/time``) and that of the Ray workers checking the chunks."""
+    import subprocess
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="amarvote-bench-record-"))
+    try:
+        with timings.phase("export record"):
+            record = pipe.export_record(eid, out)
+        size = sum(f.stat().st_size for f in record.rglob("*") if f.is_file())
+        env = {
+            **os.environ,
+            **cluster.client_env,
+            "AMARVOTE_RAY_ADDRESS": cluster.address,
+            "AMARVOTE_SERVER_SECRET": SECRET,
+        }
+        with PeakSampler(marker="ray::") as workers, timings.phase("verify record (Ray)"):
+            done = subprocess.run(
+                ["/usr/bin/time", "-v", sys.executable, "-m", "cli", "record", "verify", str(record)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"record verify failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        peak_kib = next(
+            int(line.split(":")[1])
+            for line in done.stderr.splitlines()
+            if "Maximum resident set size" in line
+        )
+        return {
+            "record_mib": size / 2**20,
+            "verify_peak_rss_mib": peak_kib / 1024,
+            "verify_worker_peak_rss_mib": workers.task_peak / 2**20,
+            "verify_said": [line for line in done.stdout.splitlines() if "OK" in line][-1:],
+        }
+    finally:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+
+
 # -------------------------------------------------------------------------------------------- reports
 
 
-def run_apart(ballots: int, chunk_size: int, nodes: int, dashboard: Path | None = None) -> dict[str, Any]:
+def run_apart(
+    ballots: int, chunk_size: int, nodes: int, dashboard: Path | None = None, verify: bool = False
+) -> dict[str, Any]:
     """One run in a process of its own: a Ray driver is tied to one cluster (and its auth token) for life."""
     import subprocess
 
-    extra = ["--dashboard", str(dashboard)] if dashboard else []
+    extra = (["--dashboard", str(dashboard)] if dashboard else []) + (["--verify"] if verify else [])
     out = subprocess.run(
         [sys.executable, __file__, "one", str(ballots), str(chunk_size), str(nodes), *extra],
         stdout=subprocess.PIPE,
@@ -391,7 +442,13 @@ def chunk_sizes(args: argparse.Namespace) -> None:
 
 def large(args: argparse.Namespace) -> None:
     data = election(args.ballots)
-    r = run_apart(args.ballots, args.chunk_size, args.nodes, dashboard=RESULTS / "bench_large_dashboard.png")
+    r = run_apart(
+        args.ballots,
+        args.chunk_size,
+        args.nodes,
+        dashboard=RESULTS / "bench_large_dashboard.png",
+        verify=True,
+    )
     r["encrypt_s"] = data["encrypt_s"]
     n = args.ballots
     reference = {
@@ -423,6 +480,15 @@ def large(args: argparse.Namespace) -> None:
         "Peak RSS by process (MiB): "
         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.get("peak_rss_mib_by_process", {}).items()))
         + ".",
+        *(
+            [
+                f"Record: {r['verify']['record_mib']:.0f} MiB on disk; `amarvote record verify` on the"
+                " cluster: peak RSS {r['verify']['verify_peak_rss_mib']:.0f} MiB (driver),"
+                f" {r['verify']['verify_worker_peak_rss_mib']:.0f} MiB (largest Ray worker)."
+            ]
+            if r.get("verify")
+            else []
+        ),
         f"The reference package, from its measured per-ballot costs on this machine: encryption"
         f" {reference['encrypt_s'] / 3600:.1f} h, tally {reference['tally_s'] / 3600:.1f} h (one core).",
     ]
@@ -448,10 +514,21 @@ def main() -> None:
     one.add_argument("chunk_size", type=int)
     one.add_argument("nodes", type=int)
     one.add_argument("--dashboard", type=Path, default=None)
+    one.add_argument("--verify", action="store_true")
     args = ap.parse_args()
     if args.what == "one":
         try:
-            print(json.dumps(run(election(args.ballots), args.chunk_size, args.nodes, args.dashboard)))
+            print(
+                json.dumps(
+                    run(
+                        election(args.ballots),
+                        args.chunk_size,
+                        args.nodes,
+                        args.dashboard,
+                        verify=args.verify,
+                    )
+                )
+            )
         except BaseException:
             # Said now: at exit a Ray driver whose cluster is gone waits a minute for its GCS, then aborts.
             import traceback
