@@ -320,6 +320,7 @@ class Harness:
 
     def start(self) -> None:
         subprocess.run([AMARVOTE, "db", "upgrade"], env=self.env, check=True, capture_output=True)
+        log("database migrated")
         for name in ("api", "relay", "reconcile", "bridge"):
             self.stack.start(name)
         self.wait_healthy()
@@ -499,17 +500,35 @@ class Harness:
         finally:
             line.injected.set()
 
+    def running(self, run: Run) -> int:
+        """Chunk tasks of the election RUNNING now: what a kill catches in flight."""
+        from sqlalchemy import func, select
+
+        from service.db.models import ChunkTask, ElectionJob
+
+        with self.engine.connect() as c:
+            return int(
+                c.execute(
+                    select(func.count())
+                    .select_from(ChunkTask)
+                    .join(ElectionJob, ElectionJob.job_id == ChunkTask.job_id)
+                    .where(ElectionJob.election_id == run.election_id, ChunkTask.state == "RUNNING")
+                ).scalar_one()
+            )
+
     def fault_kill_bridge(self, run: Run, settled: threading.Event) -> str:
+        in_flight = self.running(run)
         pid = self.stack.kill9("bridge")
         time.sleep(1)
         self.stack.restart("bridge")
-        return f"bridge pid {pid} killed (-9), restarted"
+        return f"bridge pid {pid} killed (-9) with {in_flight} chunk(s) running, restarted"
 
     def fault_kill_api(self, run: Run, settled: threading.Event) -> str:
+        in_flight = self.running(run)
         pid = self.stack.kill9("api")
         time.sleep(1)
         self.stack.restart("api")
-        return f"API pid {pid} killed (-9), restarted"
+        return f"API pid {pid} killed (-9) with {in_flight} chunk(s) running, restarted"
 
     def fault_kill_worker(self, run: Run, settled: threading.Event) -> str:
         from tests.raycluster import _processes_of
@@ -837,6 +856,53 @@ def one_run(h: Harness, index: int, fault: str, rng: random.Random) -> Run:
     return run
 
 
+def sabotaged_run(h: Harness, index: int, rng: random.Random) -> dict[str, Any]:
+    """The checker must be able to fail: one more election without a fault, then a DONE chunk put back
+    to PENDING (a loss), a job's counter bumped (a duplicate), a finished job put back IN_PROGRESS (a stuck
+    job) and a healthy chunk's message dropped into a dead-letter queue. Every one must be reported."""
+    from sqlalchemy import text
+
+    from bridge.brokers.rabbitmq import message_body, queue_for
+
+    run = Run(index, "self-check", "-", 0.0)
+    h.election(run, rng, Timeline("none"))
+    with h.engine.begin() as c:
+        jobs = c.execute(
+            text(
+                "SELECT job_id, operation_type FROM election_job WHERE election_id = :e ORDER BY created_at"
+            ),
+            {"e": run.election_id},
+        ).all()
+        by_op = {op: jid for jid, op in jobs}
+        task = c.execute(
+            text("SELECT id FROM chunk_task WHERE job_id = :j AND state = 'DONE' LIMIT 1"),
+            {"j": by_op["TALLY"]},
+        ).scalar_one()
+        c.execute(text("UPDATE chunk_task SET state = 'PENDING' WHERE id = :t"), {"t": task})
+        # A chunk counted twice (the job's counters are bounded by a CHECK; a sub-tally's count is not).
+        c.execute(
+            text(
+                "UPDATE election_center SET cast_count = cast_count + 1 WHERE id ="
+                " (SELECT chunk_id FROM chunk_task WHERE job_id = :j AND id <> :t LIMIT 1)"
+            ),
+            {"j": by_op["TALLY"], "t": task},
+        )
+        c.execute(
+            text("UPDATE election_job SET status = 'IN_PROGRESS' WHERE job_id = :j"),
+            {"j": by_op["COMBINE_DECRYPTION"]},
+        )
+    body = json.dumps(message_body(by_op["TALLY"], task, "TALLY"), separators=(",", ":")).encode()
+    h._publish("", queue_for("TALLY").dead_letter_queue, body)  # the default exchange: straight in
+    h.check(run, False)
+    return {
+        "lost": run.lost,
+        "duplicated": run.duplicated,
+        "stuck_jobs": run.stuck_jobs,
+        "dead_letters_flagged": not run.dlq_ok,
+        "detected": bool(run.lost and run.duplicated and run.stuck_jobs and not run.dlq_ok),
+    }
+
+
 def schedule(faults: list[str], runs: int, rng: random.Random) -> list[str]:
     """Every fault as evenly as the runs allow, in a random order."""
     out: list[str] = []
@@ -930,7 +996,9 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> tuple[str,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20, help="elections (K)")
-    ap.add_argument("--budget", type=float, default=900, help="no new election after this many seconds")
+    ap.add_argument(
+        "--budget", type=float, default=900, help="no new election after this many seconds of elections"
+    )
     ap.add_argument("--quick", action="store_true", help="CI: 3 runs of 4 ballots, 2 guardians, local faults")
     ap.add_argument("--faults", help=f"comma-separated, from {', '.join(LOCAL_FAULTS + GLOBAL_FAULTS)}")
     ap.add_argument("--global-faults", action="store_true", help="add rabbit_restart and pg_restart")
@@ -940,6 +1008,12 @@ def main() -> int:
     ap.add_argument("--max-delay", type=float, default=3.0, help="seconds into the chosen phase, at most")
     ap.add_argument("--job-wait", type=float, default=150.0, help="seconds before a phase's jobs are stuck")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument(
+        "--no-self-check",
+        dest="self_check",
+        action="store_false",
+        help="skip the last election whose rows are doctored to show the checks catch a loss",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="where chaos.{json,md} go")
     args = ap.parse_args()
     if args.quick:
@@ -962,36 +1036,51 @@ def main() -> int:
 
     runs: list[Run] = []
     t0 = time.monotonic()
+    self_check: dict[str, Any] = {}
+    self_check: dict[str, Any] = {}
     with ExitStack() as stack:
         db_url = stack.enter_context(new_database())
         amqp_url = stack.enter_context(new_vhost())
+        log(f"database and vhost made in {time.monotonic() - t0:.0f} s")
         node_env = {"AMARVOTE_SERVER_SECRET": args.server_secret, "AMARVOTE_DATABASE_URL": db_url}
         cluster = stack.enter_context(ray_cluster(node_env, workers=1, cpus=1))
+        log(f"Ray head and worker up at {time.monotonic() - t0:.0f} s")
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amarvote-chaos-")))
         h = Harness(args, db_url, amqp_url, cluster, tmp)
         stack.callback(h.engine.dispose)
         stack.callback(h.stack.stop)
         h.start()
         log(f"stack up in {time.monotonic() - t0:.0f} s (logs in {tmp / 'logs'})")
+        t_runs = time.monotonic()
         for i, fault in enumerate(plan, 1):
-            if time.monotonic() - t0 > args.budget:
+            if runs and time.monotonic() - t_runs > args.budget:
                 log(f"budget of {args.budget:.0f} s spent: {len(runs)} runs")
                 break
             run = one_run(h, i, fault, rng)
             runs.append(run)
             verdict = "ok" if run.passed else "FAILED " + "; ".join(run.problems)
             log(f"run {i} {fault}: {verdict} ({run.seconds} s)")
+        if args.self_check:
+            self_check = sabotaged_run(h, len(runs) + 1, rng)
+            log(f"self-check: {self_check}")
         if any(not r.passed for r in runs) and os.environ.get("CHAOS_KEEP_LOGS"):
             keep = Path(tempfile.mkdtemp(prefix="amarvote-chaos-logs-"))
             subprocess.run(["cp", "-r", str(tmp / "logs"), str(keep)], check=False)
             log(f"logs kept in {keep}")
     md, doc = report(runs, args, time.monotonic() - t0)
     args.out.mkdir(parents=True, exist_ok=True)
+    if self_check:
+        md += (
+            "\nChecker self-check (one more election, then its rows and a dead-letter queue doctored):"
+            f" {'every sabotage detected' if self_check['detected'] else 'NOT DETECTED'} ({self_check}).\n"
+        )
     (args.out / "chaos.md").write_text(md)
-    (args.out / "chaos.json").write_text(json.dumps({"seed": args.seed, **doc}, indent=1, default=str))
+    (args.out / "chaos.json").write_text(
+        json.dumps({"seed": args.seed, **doc, "self_check": self_check}, indent=1, default=str)
+    )
     print(md)
-    bad = doc["totals"]
-    return 1 if (not runs or bad["failed_runs"]) else 0
+    bad = doc["totals"]["failed_runs"] or (self_check and not self_check["detected"])
+    return 1 if (not runs or bad) else 0
 
 
 if __name__ == "__main__":
