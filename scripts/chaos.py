@@ -46,9 +46,10 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -152,6 +153,39 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database, as ``tests/conftest.py`` ``new_database`` makes one, but dropped over a
+    new connection (with retries): a PostgreSQL restart during the runs breaks any connection made
+    before it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"amarvote_chaos_{uuid.uuid4().hex[:10]}"
+
+    def admin(sql: str) -> None:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as c:
+                c.execute(text(sql))
+        finally:
+            engine.dispose()
+
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        for attempt in range(10):
+            try:
+                admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except Exception as exc:  # the server may still be coming back from a restart fault
+                log(f"dropping {name}: {type(exc).__name__}; retrying")
+                time.sleep(1 + attempt)
 
 
 def free_port() -> int:
@@ -516,8 +550,17 @@ class Harness:
                 ).scalar_one()
             )
 
+    def await_in_flight(self, run: Run, settled: threading.Event, seconds: float = 30) -> int:
+        """A chunk running, if one comes before the phase settles: the kill that matters catches one."""
+        end = time.monotonic() + seconds
+        while True:
+            n = self.running(run)
+            if n or settled.is_set() or time.monotonic() > end:
+                return n
+            time.sleep(0.05)
+
     def fault_kill_bridge(self, run: Run, settled: threading.Event) -> str:
-        in_flight = self.running(run)
+        in_flight = self.await_in_flight(run, settled)
         pid = self.stack.kill9("bridge")
         time.sleep(1)
         self.stack.restart("bridge")
@@ -551,6 +594,8 @@ class Harness:
     def fault_pg_terminate(self, run: Run, settled: threading.Event) -> str:
         from sqlalchemy import text
 
+        in_flight = self.await_in_flight(run, settled)
+
         with self.engine.connect() as c:
             n = c.execute(
                 text(
@@ -560,7 +605,7 @@ class Harness:
                 {"db": self.db_name, "me": HARNESS_APP},
             ).scalar()
             c.commit()
-        return f"{n} session(s) of database {self.db_name} terminated"
+        return f"{n} session(s) of database {self.db_name} terminated, {in_flight} chunk(s) running"
 
     def fault_amqp_close(self, run: Run, settled: threading.Event) -> str:
         out = subprocess.run(
@@ -1031,55 +1076,61 @@ def main() -> int:
     plan = schedule(faults, args.runs, rng)
     log(f"seed {args.seed}: {plan}")
 
-    from tests.conftest import new_database, new_vhost
+    from tests.conftest import new_vhost
     from tests.raycluster import ray_cluster
 
     runs: list[Run] = []
     t0 = time.monotonic()
     self_check: dict[str, Any] = {}
-    self_check: dict[str, Any] = {}
-    with ExitStack() as stack:
-        db_url = stack.enter_context(new_database())
-        amqp_url = stack.enter_context(new_vhost())
-        log(f"database and vhost made in {time.monotonic() - t0:.0f} s")
-        node_env = {"AMARVOTE_SERVER_SECRET": args.server_secret, "AMARVOTE_DATABASE_URL": db_url}
-        cluster = stack.enter_context(ray_cluster(node_env, workers=1, cpus=1))
-        log(f"Ray head and worker up at {time.monotonic() - t0:.0f} s")
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amarvote-chaos-")))
-        h = Harness(args, db_url, amqp_url, cluster, tmp)
-        stack.callback(h.engine.dispose)
-        stack.callback(h.stack.stop)
-        h.start()
-        log(f"stack up in {time.monotonic() - t0:.0f} s (logs in {tmp / 'logs'})")
-        t_runs = time.monotonic()
-        for i, fault in enumerate(plan, 1):
-            if runs and time.monotonic() - t_runs > args.budget:
-                log(f"budget of {args.budget:.0f} s spent: {len(runs)} runs")
-                break
-            run = one_run(h, i, fault, rng)
-            runs.append(run)
-            verdict = "ok" if run.passed else "FAILED " + "; ".join(run.problems)
-            log(f"run {i} {fault}: {verdict} ({run.seconds} s)")
-        if args.self_check:
-            self_check = sabotaged_run(h, len(runs) + 1, rng)
-            log(f"self-check: {self_check}")
-        if any(not r.passed for r in runs) and os.environ.get("CHAOS_KEEP_LOGS"):
-            keep = Path(tempfile.mkdtemp(prefix="amarvote-chaos-logs-"))
-            subprocess.run(["cp", "-r", str(tmp / "logs"), str(keep)], check=False)
-            log(f"logs kept in {keep}")
-    md, doc = report(runs, args, time.monotonic() - t0)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if self_check:
-        md += (
-            "\nChecker self-check (one more election, then its rows and a dead-letter queue doctored):"
-            f" {'every sabotage detected' if self_check['detected'] else 'NOT DETECTED'} ({self_check}).\n"
+    try:
+        with ExitStack() as stack:
+            db_url = stack.enter_context(fresh_database())
+            amqp_url = stack.enter_context(new_vhost())
+            log(f"database and vhost made in {time.monotonic() - t0:.0f} s")
+            node_env = {"AMARVOTE_SERVER_SECRET": args.server_secret, "AMARVOTE_DATABASE_URL": db_url}
+            cluster = stack.enter_context(ray_cluster(node_env, workers=1, cpus=1))
+            log(f"Ray head and worker up at {time.monotonic() - t0:.0f} s")
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amarvote-chaos-")))
+            h = Harness(args, db_url, amqp_url, cluster, tmp)
+            stack.callback(h.engine.dispose)
+            stack.callback(h.stack.stop)
+            h.start()
+            log(f"stack up in {time.monotonic() - t0:.0f} s (logs in {tmp / 'logs'})")
+            t_runs = time.monotonic()
+            for i, fault in enumerate(plan, 1):
+                if runs and time.monotonic() - t_runs > args.budget:
+                    log(f"budget of {args.budget:.0f} s spent: {len(runs)} runs")
+                    break
+                run = one_run(h, i, fault, rng)
+                runs.append(run)
+                verdict = "ok" if run.passed else "FAILED " + "; ".join(run.problems)
+                log(f"run {i} {fault}: {verdict} ({run.seconds} s)")
+            if args.self_check:
+                try:
+                    self_check = sabotaged_run(h, len(runs) + 1, rng)
+                except Exception as exc:
+                    self_check = {"detected": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                log(f"self-check: {self_check}")
+            if any(not r.passed for r in runs) and os.environ.get("CHAOS_KEEP_LOGS"):
+                keep = Path(tempfile.mkdtemp(prefix="amarvote-chaos-logs-"))
+                subprocess.run(["cp", "-r", str(tmp / "logs"), str(keep)], check=False)
+                log(f"logs kept in {keep}")
+    finally:
+        # Written whatever happened: a harness that dies half-way still reports the runs it made.
+        md, doc = report(runs, args, time.monotonic() - t0)
+        if self_check:
+            md += (
+                "\nChecker self-check (one more election, then its rows and a dead-letter queue doctored):"
+                f" {'every sabotage detected' if self_check['detected'] else 'NOT DETECTED'}"
+                f" ({self_check}).\n"
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "chaos.md").write_text(md)
+        (args.out / "chaos.json").write_text(
+            json.dumps({"seed": args.seed, **doc, "self_check": self_check}, indent=1, default=str)
         )
-    (args.out / "chaos.md").write_text(md)
-    (args.out / "chaos.json").write_text(
-        json.dumps({"seed": args.seed, **doc, "self_check": self_check}, indent=1, default=str)
-    )
-    print(md)
-    bad = doc["totals"]["failed_runs"] or (self_check and not self_check["detected"])
+        print(md)
+    bad = doc["totals"]["failed_runs"] or (args.self_check and not self_check.get("detected"))
     return 1 if (not runs or bad) else 0
 
 
