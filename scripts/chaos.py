@@ -300,6 +300,7 @@ class Run:
 
 class Harness:
     def __init__(self, args: argparse.Namespace, db_url: str, amqp_url: str, cluster: Any, tmp: Path):
+        from pydantic import SecretStr
         from sqlalchemy import create_engine
 
         from service.security.auth import Role, issue_token
@@ -335,7 +336,7 @@ class Harness:
             "AMARVOTE_DECRYPTION_SLICE_SELECTIONS": "2",
             "AMARVOTE_SPOILED_CHUNK_SIZE": "1",
         }
-        self.settings = Settings(database_url=db_url, jwt_secret=self.jwt_secret)
+        self.settings = Settings(database_url=db_url, jwt_secret=SecretStr(self.jwt_secret))
         self.admin = issue_token(self.settings, "chaos", Role.ADMIN, ttl_seconds=6 * 3600)
         self.engine = create_engine(
             self.sqlalchemy_url,
@@ -400,8 +401,9 @@ class Harness:
         for i in range(a.ballots):
             vote = rng.choice([*CANDIDATES, None])  # None: an undervote
             action = "spoil" if i % 4 == 3 else "cast"
+            ballot_id = f"r{run.index}-v{i}"
             ballot = {
-                "object_id": f"r{run.index}-v{i}",
+                "object_id": ballot_id,
                 "style_id": "ballot-style-1",
                 "contests": [
                     {
@@ -419,7 +421,7 @@ class Harness:
             if action == "cast" and vote is not None:
                 expected[vote] += 1
             elif action == "spoil":
-                spoiled[ballot["object_id"]] = vote
+                spoiled[ballot_id] = vote
         bad_ballot = self.store_bad_ballot(eid, run) if run.fault == "bad_chunk" else None
         api.json("POST", f"/api/elections/{eid}/close", token=admin)
 
