@@ -251,12 +251,16 @@ class Timeline:
         self.settled = {p: threading.Event() for p in PHASES}
         self.injected = threading.Event()
         self.aborted = threading.Event()
+        self.started: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # how long each phase's jobs took to settle
 
     def begin(self, phase: str) -> None:
+        self.started[phase] = time.monotonic()
         self.began[phase].set()
 
     def end(self, phase: str, settled: bool) -> bool:
         """After the phase's jobs settled: the fault of this phase must have happened before the next."""
+        self.seconds[phase] = round(time.monotonic() - self.started[phase], 1)
         self.settled[phase].set()
         if phase == self.fault_phase and not self.injected.wait(timeout=180):
             raise TimeoutError("the fault was not injected within 180 s")
@@ -284,6 +288,7 @@ class Run:
     dlq_ok: bool = True
     api_500s: int = 0
     seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -899,6 +904,7 @@ def one_run(h: Harness, index: int, fault: str, rng: random.Random) -> Run:
     h.wait_healthy()
     h.check(run, fault == "bad_chunk")
     run.api_500s = h.api.server_errors - before_500s
+    run.phase_seconds = dict(line.seconds)
     run.seconds = round(time.monotonic() - t0, 1)
     return run
 
@@ -988,7 +994,11 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> tuple[str,
         row = [
             str(r.index),
             r.fault,
-            r.phase,
+            (
+                f"{r.phase} +{r.delay_s:.1f} of {r.phase_seconds[r.phase]:.0f} s"
+                if r.phase in r.phase_seconds
+                else r.phase
+            ),
             str(r.chunks),
             str(r.ok),
             str(r.lost),
@@ -1023,8 +1033,9 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> tuple[str,
     md = [
         f"`{' '.join(['python scripts/chaos.py', *sys.argv[1:]])}`: {len(runs)} elections ({args.ballots}"
         f" ballots, chunks of 2, {args.guardians} guardians, quorum {args.quorum}, {args.missing} missing),"
-        f" one fault each, seed {args.seed}, {wall:.0f} s. failed* = chunks that failed as they must (the"
-        " bad ballot's); retries = attempts beyond one per chunk; dlq = what the dead-letter queues held.",
+        f" one fault each, seed {args.seed}, {wall:.0f} s. phase: when the fault came (seconds into that"
+        " phase, of how long its jobs took to settle); failed* = chunks that failed as they must (the bad"
+        " ballot's); retries = attempts beyond one per chunk; dlq = what the dead-letter queues held.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
