@@ -10,7 +10,7 @@ subprocesses: ``amarvote serve`` (the API), ``amarvote bridge --no-relay --no-re
 ``amarvote relay`` and ``amarvote reconcile``. Then K elections, each driven through the HTTP API as a
 client would (create, key ceremony, ballots encrypted by the service, close, tally, decryption by the
 available guardians with one missing, combine, results), with one fault injected at a random moment (a
-random phase, a random delay into it):
+random phase, once a random share of that phase's chunks is done):
 
 - ``kill_bridge``, ``kill_api``: kill -9 of that process, restarted a second later;
 - ``kill_worker``: kill -9 of a Ray worker process running a chunk of this cluster;
@@ -64,6 +64,11 @@ AMARVOTE = str(Path(sys.executable).parent / "amarvote")
 RESULTS = ROOT / "benchmarks" / "results"
 CANDIDATES = ["Ann", "Ben", "Cy"]
 PHASES = ("tally", "decryption", "combine")
+PHASE_OPERATIONS = {
+    "tally": ("TALLY",),
+    "decryption": ("PARTIAL_DECRYPTION", "COMPENSATED_DECRYPTION"),
+    "combine": ("COMBINE_DECRYPTION",),
+}
 LOCAL_FAULTS = (
     "kill_bridge",
     "kill_worker",
@@ -272,7 +277,8 @@ class Run:
     index: int
     fault: str
     phase: str
-    delay_s: float
+    at: float  # the share of the phase's chunks DONE when the fault comes
+    delay_s: float = 0.0  # seconds into the phase when it came
     election_id: int | None = None
     applied: str = ""  # what the injector did, or why it did nothing
     chunks: int = 0
@@ -524,22 +530,44 @@ class Harness:
     # ---------------------------------------------------------------- faults
 
     def inject(self, run: Run, line: Timeline) -> None:
-        """The fault, ``delay_s`` after its phase began: while its jobs run, or after they settled but
-        before the next phase (the driver waits for it)."""
+        """The fault, once the share ``run.at`` of its phase's chunks is done (a moment measured in work,
+        not seconds: phases take 1 to 30 s with the machine's load), or when the phase's jobs settled
+        first; always before the next phase (the driver waits for it)."""
         try:
             if run.fault == "bad_chunk":
                 return  # applied by the driver itself, before the close
             if not line.began[run.phase].wait(timeout=3600) or line.aborted.is_set():
                 run.applied = "not applied: the election stopped before its phase"
                 return
-            time.sleep(run.delay_s)
+            self.await_progress(run, line.settled[run.phase])
+            run.delay_s = round(time.monotonic() - line.started[run.phase], 1)
             try:
                 run.applied = getattr(self, f"fault_{run.fault}")(run, line.settled[run.phase])
             except Exception as exc:  # the harness must report, not die, if a fault cannot be applied
                 run.applied = f"not applied: {type(exc).__name__}: {exc}"
-            log(f"run {run.index}: {run.fault} ({run.phase} +{run.delay_s} s): {run.applied}")
+            log(
+                f"run {run.index}: {run.fault} ({run.phase} at {run.at:.0%}, +{run.delay_s} s): {run.applied}"
+            )
         finally:
             line.injected.set()
+
+    def await_progress(self, run: Run, settled: threading.Event) -> None:
+        from sqlalchemy import func, select
+
+        from service.db.models import ChunkTask, ElectionJob
+
+        ops = PHASE_OPERATIONS[run.phase]
+        while not settled.is_set():
+            with self.engine.connect() as c:
+                total, done = c.execute(
+                    select(func.count(), func.count().filter(ChunkTask.state == "DONE"))
+                    .select_from(ChunkTask)
+                    .join(ElectionJob, ElectionJob.job_id == ChunkTask.job_id)
+                    .where(ElectionJob.election_id == run.election_id, ElectionJob.operation_type.in_(ops))
+                ).one()
+            if total and done >= run.at * total:
+                return
+            time.sleep(0.02)
 
     def running(self, run: Run) -> int:
         """Chunk tasks of the election RUNNING now: what a kill catches in flight."""
@@ -882,8 +910,7 @@ class Harness:
 def one_run(h: Harness, index: int, fault: str, rng: random.Random) -> Run:
     phase = rng.choice(PHASES)
     # A worker can only be killed while a chunk runs: early in the phase, then the injector waits for one.
-    delay = rng.uniform(0, min(1.0, h.args.max_delay) if fault == "kill_worker" else h.args.max_delay)
-    run = Run(index, fault, "ballots" if fault == "bad_chunk" else phase, round(delay, 2))
+    run = Run(index, fault, "ballots" if fault == "bad_chunk" else phase, round(rng.uniform(0, 0.9), 2))
     line = Timeline(run.phase)
     injector = threading.Thread(target=h.inject, args=(run, line), daemon=True)
     injector.start()
@@ -997,7 +1024,7 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> tuple[str,
             str(r.index),
             r.fault,
             (
-                f"{r.phase} +{r.delay_s:.1f} of {r.phase_seconds[r.phase]:.0f} s"
+                f"{r.phase} at {r.at:.0%} (+{r.delay_s:.0f} of {r.phase_seconds[r.phase]:.0f} s)"
                 if r.phase in r.phase_seconds
                 else r.phase
             ),
@@ -1035,9 +1062,10 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> tuple[str,
     md = [
         f"`{' '.join(['python scripts/chaos.py', *sys.argv[1:]])}`: {len(runs)} elections ({args.ballots}"
         f" ballots, chunks of 2, {args.guardians} guardians, quorum {args.quorum}, {args.missing} missing),"
-        f" one fault each, seed {args.seed}, {wall:.0f} s. phase: when the fault came (seconds into that"
-        " phase, of how long its jobs took to settle); failed* = chunks that failed as they must (the bad"
-        " ballot's); retries = attempts beyond one per chunk; dlq = what the dead-letter queues held.",
+        f" one fault each, seed {args.seed}, {wall:.0f} s. phase: when the fault came (once that share of the"
+        " phase's chunks was done; seconds into the phase, of how long its jobs took to settle); failed* ="
+        " chunks that failed as they must (the bad ballot's); retries = attempts beyond one per chunk;"
+        " dlq = what the dead-letter queues held.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
@@ -1065,7 +1093,6 @@ def main() -> int:
     ap.add_argument("--ballots", type=int, default=8)
     ap.add_argument("--guardians", type=int, default=3)
     ap.add_argument("--quorum", type=int, default=2)
-    ap.add_argument("--max-delay", type=float, default=3.0, help="seconds into the chosen phase, at most")
     ap.add_argument("--job-wait", type=float, default=150.0, help="seconds before a phase's jobs are stuck")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument(
