@@ -209,6 +209,7 @@ class Api:
     def __init__(self, base: str) -> None:
         self.client = httpx.Client(base_url=base, timeout=30)
         self.server_errors = 0  # 500s seen (a bug: bad input or an outage must never give one)
+        self.server_error_log: list[str] = []
         self.retries = 0
 
     def call(
@@ -231,6 +232,7 @@ class Api:
                 if r.status_code >= 500:
                     if r.status_code == 500:
                         self.server_errors += 1
+                        self.server_error_log.append(f"{method} {path}: {r.text[:160]}")
                 elif r.status_code != 429:
                     raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:300]}")
             except httpx.TransportError:
@@ -293,6 +295,7 @@ class Run:
     dlq: dict[str, int] = field(default_factory=dict)
     dlq_ok: bool = True
     api_500s: int = 0
+    api_500_detail: list[str] = field(default_factory=list)
     seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -933,6 +936,7 @@ def one_run(h: Harness, index: int, fault: str, rng: random.Random) -> Run:
     h.wait_healthy()
     h.check(run, fault == "bad_chunk")
     run.api_500s = h.api.server_errors - before_500s
+    run.api_500_detail = h.api.server_error_log[before_500s:]
     run.phase_seconds = dict(line.seconds)
     run.seconds = round(time.monotonic() - t0, 1)
     return run
@@ -1077,7 +1081,26 @@ def report(runs: list[Run], args: argparse.Namespace, wall: float) -> tuple[str,
         f" {totals['unexpected_dead_letters']} runs with unexpected dead letters,"
         f" {totals['api_500s']} API 500s;"
         f" faults applied in {totals['applied']} of {len(runs)} runs.",
+        "",
+        "Per fault:",
+        "",
+        "| fault | runs | applied | chunks | ok | lost | duplicated | failed as expected | stuck jobs"
+        " | retries | wrong counts | unexpected dead letters | API 500s |",
+        "|---|" + "---:|" * 12,
     ]
+    for fault in sorted({r.fault for r in runs}):
+        rs = [r for r in runs if r.fault == fault]
+        md.append(
+            f"| {fault} | {len(rs)} | {sum(not r.applied.startswith('not applied') for r in rs)}"
+            f" | {sum(r.chunks for r in rs)} | {sum(r.ok for r in rs)} | {sum(r.lost for r in rs)}"
+            f" | {sum(r.duplicated for r in rs)} | {sum(r.failed_as_expected for r in rs)}"
+            f" | {sum(r.stuck_jobs for r in rs)} | {sum(r.extra_attempts for r in rs)}"
+            f" | {sum(r.counts_ok is False for r in rs)} | {sum(not r.dlq_ok for r in rs)}"
+            f" | {sum(r.api_500s for r in rs)} |"
+        )
+    if any(r.api_500_detail for r in runs):
+        md += ["", "API 500s (retried by the client; an outage should give 503):", ""]
+        md += [f"- run {r.index} ({r.fault}): {d}" for r in runs for d in r.api_500_detail]
     return "\n".join(md) + "\n", {"totals": totals, "runs": [asdict(r) for r in runs]}
 
 
@@ -1101,7 +1124,8 @@ def main() -> int:
         action="store_false",
         help="skip the last election whose rows are doctored to show the checks catch a loss",
     )
-    ap.add_argument("--out", type=Path, default=RESULTS, help="where chaos.{json,md} go")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where NAME.{json,md} go")
+    ap.add_argument("--name", default="chaos", help="file name of the results (default chaos)")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.ballots, args.guardians, args.quorum, args.budget = 3, 4, 2, 2, 150
@@ -1167,8 +1191,8 @@ def main() -> int:
                 f" ({self_check}).\n"
             )
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "chaos.md").write_text(md)
-        (args.out / "chaos.json").write_text(
+        (args.out / f"{args.name}.md").write_text(md)
+        (args.out / f"{args.name}.json").write_text(
             json.dumps({"seed": args.seed, **doc, "self_check": self_check}, indent=1, default=str)
         )
         print(md)
