@@ -3,9 +3,9 @@
     python scripts/chaos.py [--runs 20] [--budget 900] [--seed N] [--faults a,b] [--global-faults]
     python scripts/chaos.py --quick          # CI: 3 runs, 4 ballots, faults local to the harness
 
-Each harness run makes a fresh PostgreSQL database and RabbitMQ vhost (as ``tests/conftest.py`` does), a
-Ray cluster of two nodes started with ``ray start`` on 127.0.0.1 (``tests/raycluster.py``: token
-authentication, a token and a working directory of its own), and runs the service's processes as
+Each harness run makes a fresh PostgreSQL database and RabbitMQ vhost (as ``tests/conftest.py`` does), a Ray
+cluster of two nodes started with ``ray start`` on 127.0.0.1 (``tests/raycluster.py``: token authentication,
+a token, a working directory and a Ray ``--temp-dir`` of its own), and runs the service's processes as
 subprocesses: ``amarvote serve`` (the API), ``amarvote bridge --no-relay --no-reconcile`` (the executor),
 ``amarvote relay`` and ``amarvote reconcile``. Then K elections, each driven through the HTTP API as a
 client would (create, key ceremony, ballots encrypted by the service, close, tally, decryption by the
@@ -1155,7 +1155,7 @@ def main() -> int:
             amqp_url = stack.enter_context(new_vhost())
             log(f"database and vhost made in {time.monotonic() - t0:.0f} s")
             node_env = {"AMARVOTE_SERVER_SECRET": args.server_secret, "AMARVOTE_DATABASE_URL": db_url}
-            cluster = stack.enter_context(ray_cluster(node_env, workers=1, cpus=1))
+            cluster = stack.enter_context(ray_cluster(node_env, workers=1, cpus=1, own_temp_dir=True))
             log(f"Ray head and worker up at {time.monotonic() - t0:.0f} s")
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amarvote-chaos-")))
             h = Harness(args, db_url, amqp_url, cluster, tmp)
