@@ -93,13 +93,18 @@ def stop_cluster(port: int) -> None:
 
 @contextmanager
 def ray_cluster(
-    env: Mapping[str, str] | None = None, *, workers: int = 0, cpus: int = 1
+    env: Mapping[str, str] | None = None, *, workers: int = 0, cpus: int = 1, own_temp_dir: bool = False
 ) -> Iterator[RayCluster]:
-    """A head node (plus ``workers`` worker nodes) on 127.0.0.1, each with ``cpus`` CPUs and ``env``."""
+    """A head node (plus ``workers`` worker nodes) on 127.0.0.1, each with ``cpus`` CPUs and ``env``.
+
+    ``own_temp_dir``: Ray's session files (logs, sockets) in a directory of the cluster's own instead of
+    the machine's ``/tmp/ray``; short, because a socket path may not exceed 107 bytes."""
     saved = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.exists() else None
     port = free_port()
     address = f"127.0.0.1:{port}"
     cwd = tempfile.mkdtemp(prefix="amarvote-raynode-")
+    temp_dir = tempfile.mkdtemp(prefix="ray-") if own_temp_dir else None
+    temp_args = [f"--temp-dir={temp_dir}"] if temp_dir else []
     # Token authentication as Ray 2.60 sets it up, with a token of the cluster's own (not ~/.ray's).
     token_path = str(Path(cwd) / "auth_token")
     Path(token_path).write_text(secrets.token_hex(32))
@@ -113,6 +118,7 @@ def ray_cluster(
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}",
                 f"--metrics-export-port={metrics_ports[0]}",
+                *temp_args,
             ],
             env,
             cwd,
@@ -124,6 +130,7 @@ def ray_cluster(
                     "--node-ip-address=127.0.0.1",
                     f"--num-cpus={cpus}",
                     f"--metrics-export-port={metrics_ports[i + 1]}",
+                    *temp_args,
                 ],
                 env,
                 cwd,
@@ -133,6 +140,8 @@ def ray_cluster(
     finally:
         stop_cluster(port)
         shutil.rmtree(cwd, ignore_errors=True)
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
         if saved is None:
             CURRENT_CLUSTER.unlink(missing_ok=True)
         else:
