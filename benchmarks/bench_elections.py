@@ -483,7 +483,7 @@ def large(args: argparse.Namespace) -> None:
         *(
             [
                 f"Record: {r['verify']['record_mib']:.0f} MiB on disk; `amarvote record verify` on the"
-                " cluster: peak RSS {r['verify']['verify_peak_rss_mib']:.0f} MiB (driver),"
+                f" cluster: peak RSS {r['verify']['verify_peak_rss_mib']:.0f} MiB (driver),"
                 f" {r['verify']['verify_worker_peak_rss_mib']:.0f} MiB (largest Ray worker)."
             ]
             if r.get("verify")

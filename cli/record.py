@@ -126,7 +126,7 @@ def run(
     ),
     missing: list[str] = typer.Option([], "--missing", help="A guardian to treat as absent (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Where to write the resulting election record."),
-    chunk_size: int = typer.Option(5000, "--chunk-size", min=1),
+    chunk_size: int = typer.Option(2500, "--chunk-size", min=1),
     resume: int | None = typer.Option(
         None,
         "--resume",
