@@ -447,5 +447,11 @@ class Executor:
         deadline = time.monotonic() + 5.0
         while self._pending() and time.monotonic() < deadline:
             self._drain(0.2)
+        for w in leftovers:
+            # Released and requeued: a task that did not stop when asked (blocked in a call) must not
+            # keep a CPU of the cluster for ever, so its worker process is killed (its transaction, if
+            # any, rolls back).
+            if w.ref is not None and not ray.wait([w.ref], timeout=0)[0]:
+                ray.cancel(w.ref, force=True)
         self._drain(0.2)
         log.info("executor %s stopped (%d chunks released)", self.worker_id, len(leftovers))

@@ -17,4 +17,4 @@ bash scripts/services.sh
 .venv/bin/lint-imports
 .venv/bin/mypy
 # Ray workers must import the project: the editable install gives them the same paths.
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -176,7 +176,10 @@ def test_a_database_outage_behind_rabbitmq_leaves_the_dead_letter_queue_empty(
             proxy.cut()
             time.sleep(12)
             proxy.restore()
-            wait_for(lambda: job_row(factory, job_id).status in ("COMPLETED", "FAILED"), timeout=180)
+            try:
+                wait_for(lambda: job_row(factory, job_id).status in ("COMPLETED", "FAILED"), timeout=180)
+            except AssertionError:
+                raise AssertionError(_timeline(factory, job_id, ex)) from None
     job = job_row(factory, job_id)
     assert (job.status, job.processed_chunks) == ("COMPLETED", 15)
     assert all(t.attempts == 1 for t in tasks_of(factory, job_id))
@@ -185,3 +188,15 @@ def test_a_database_outage_behind_rabbitmq_leaves_the_dead_letter_queue_empty(
         assert not s.scalars(
             select(ChunkTask).where(ChunkTask.job_id == job_id, ChunkTask.state != "DONE")
         ).all()
+
+
+def _timeline(factory, job_id, ex) -> str:  # type: ignore[no-untyped-def]
+    """What each task and the executor held when a job did not settle (for a failure's message)."""
+    tasks = [
+        (t.id, t.state, t.attempts, t.lease_owner == ex.worker_id, (t.last_error or "")[:80])
+        for t in tasks_of(factory, job_id)
+    ]
+    with factory() as s:
+        rows = [(o.task_id, o.sent_at is not None) for o in s.scalars(select(Outbox).order_by(Outbox.id))]
+    held = f"executor in flight {ex._pending()}, held {len(ex._held)}"
+    return f"job did not settle; tasks {tasks}; outbox {rows}; {held}"
