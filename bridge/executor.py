@@ -35,7 +35,8 @@ task forever unless ``max_retries`` is 0 (``docs/field-notes.md#ray``): with 0, 
 node ends FAILED with "OutOfMemoryError" instead of looping.
 
 Stop (SIGTERM, :meth:`Executor.stop`): cancel consumption, give in-flight chunks ``shutdown_grace``
-seconds, release the rest (PENDING again, the attempt not counted, the message requeued) and return.
+seconds, release the rest (PENDING again, the attempt not counted, the message requeued), cancel their
+Ray tasks (killing, 5 s later, the worker of one that did not stop) and return.
 """
 
 from __future__ import annotations
