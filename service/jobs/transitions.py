@@ -167,6 +167,11 @@ def _fail_abandoned(session: Session, task: ChunkTask, now: datetime) -> Outcome
         f"its worker died {task.attempts} time(s) (the lease expired each time with no result)"
         + (f"; earlier: {previous}" if previous else "")
     )[:MAX_ERROR_CHARS]
+    return _mark_failed(session, task, job, now)
+
+
+def _mark_failed(session: Session, task: ChunkTask, job: ElectionJob, now: datetime) -> Outcome:
+    """A task out of attempts: FAILED, counted, its job settled if that was its last open task."""
     task.state = TaskState.FAILED
     task.lease_owner = None
     task.lease_expires_at = None
@@ -271,13 +276,7 @@ def fail(
         enqueue(session, task, job, available_at=task.not_before)
         session.flush()
         return Outcome.RETRY
-    task.state = TaskState.FAILED
-    task.finished_at = now
-    job.failed_chunks += 1
-    job.last_progress_at = now
-    _settle_job(session, job, None, now)
-    session.flush()
-    return Outcome.FAILED
+    return _mark_failed(session, task, job, now)
 
 
 def release(session: Session, task_id: int, worker: str) -> bool:

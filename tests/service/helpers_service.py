@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from service.db.models import Base, Election
 from service.db.session import session_factory
+from service.security.auth import Role, issue_token
+from service.settings import Settings
+
+
+def api_settings(db_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of an API under test: fixed secrets, a cheap KDF (production's is 64 MiB), a rate limit
+    no test reaches, the schema migrated by the session's fixture."""
+    base: dict[str, Any] = {
+        "database_url": db_url,
+        "data_dir": data_dir,
+        "server_secret": "test-server-secret-0123456789abcdef",
+        "jwt_secret": "test-jwt-secret-0123456789abcdef",
+        "kdf_time_cost": 1,
+        "kdf_memory_kib": 1024,
+        "kdf_parallelism": 1,
+        "job_rate_limit_per_minute": 10_000,
+        "auto_migrate": False,
+    }
+    return Settings(**{**base, **overrides})
+
+
+def admin_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
 
 
 def row_counts(engine: Engine) -> dict[str, int]:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import complete_tally, row_counts
+from helpers_service import api_settings, complete_tally, row_counts
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, update
 
@@ -32,7 +31,7 @@ from service.db.models import (
 )
 from service.db.session import session_factory, transaction
 from service.elections import crypto
-from service.security.auth import Role, issue_token
+from service.security.auth import issue_token
 from service.settings import Settings
 
 PASS = {"g1": "correct horse battery", "g2": "staple gun purple", "g3": "tuesday morning tea"}
@@ -40,28 +39,7 @@ PASS = {"g1": "correct horse battery", "g2": "staple gun purple", "g3": "tuesday
 
 @pytest.fixture(scope="module")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=db_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        server_secret="test-server-secret-0123456789abcdef",
-        jwt_secret="test-jwt-secret-0123456789abcdef",
-        kdf_time_cost=1,
-        kdf_memory_kib=1024,  # fast for tests; production default is 64 MiB
-        kdf_parallelism=1,
-        job_rate_limit_per_minute=10_000,
-        auto_migrate=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
+    return api_settings(db_url, tmp_path_factory.mktemp("data"))
 
 
 def _ok(r, code: int = 200) -> Any:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import row_counts
+from helpers_service import api_settings, row_counts
 from sqlalchemy import Engine, create_engine, text
 from test_service_api import _encrypted, _new_election, _ok, _plaintext
 
@@ -26,30 +26,12 @@ BIG = 2**63  # one past BIGINT
 
 @pytest.fixture(scope="module")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=db_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        server_secret="test-server-secret-0123456789abcdef",
-        jwt_secret="test-jwt-secret-0123456789abcdef",
-        kdf_time_cost=1,
-        kdf_memory_kib=1024,
-        kdf_parallelism=1,
-        job_rate_limit_per_minute=10_000,
-        auto_migrate=False,
+    return api_settings(
+        db_url,
+        tmp_path_factory.mktemp("data"),
         max_body_bytes=256 * 1024,
         max_bulk_body_bytes=1024 * 1024,
     )
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
 
 
 @pytest.fixture(scope="module")

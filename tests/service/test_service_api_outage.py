@@ -8,14 +8,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fastapi.testclient import TestClient
-from helpers_service import row_counts
+from helpers_service import admin_headers, api_settings, row_counts
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from service.api.app import create_app
 from service.api.errors import DATABASE_RETRY_AFTER
-from service.security.auth import Role, issue_token
-from service.settings import Settings
 from tests.netproxy import Proxy
 
 
@@ -32,18 +30,8 @@ def _unavailable(r: Any) -> None:
 def test_database_outage_is_503_with_retry_after(db_url: str, engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
     u = urlparse(db_url)
     with Proxy(u.hostname or "127.0.0.1", u.port or 5432) as proxy:
-        settings = Settings(
-            database_url=_via(proxy, db_url),
-            data_dir=tmp_path,
-            server_secret="test-server-secret-0123456789abcdef",
-            jwt_secret="test-jwt-secret-0123456789abcdef",
-            kdf_time_cost=1,
-            kdf_memory_kib=1024,
-            kdf_parallelism=1,
-            job_rate_limit_per_minute=10_000,
-            auto_migrate=False,
-        )
-        admin = {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
+        settings = api_settings(_via(proxy, db_url), tmp_path)
+        admin = admin_headers(settings)
         body = {"name": "Outage", "number_of_guardians": 1, "quorum": 1, "candidate_names": ["A", "B"]}
         with TestClient(create_app(settings)) as client:
             created = client.post("/api/elections", json=body, headers=admin)

@@ -5,24 +5,21 @@ through every way a ballot gets in, and nothing is stored. Against the real Post
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import row_counts
+from helpers_service import api_settings, row_counts
 from sqlalchemy import Engine, func, select
 
 from compute.ballot import BallotBoxState, SubmittedBallot
 from compute.encrypt import encrypt_ballot, submit
 from compute.group import from_hex
-from service.api.app import create_app
 from service.db.models import Ballot, BallotCiphertext
 from service.db.session import transaction
 from service.elections import ballots as ballot_svc
 from service.elections import crypto
 from service.errors import Conflict
-from service.security.auth import Role, issue_token
 from service.settings import Settings
 from tests.compute.ballot_helpers import clone, plaintext, two_contest_manifest
 
@@ -36,28 +33,7 @@ CHOICES = [
 
 @pytest.fixture(scope="module")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=db_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        server_secret="test-server-secret-0123456789abcdef",
-        jwt_secret="test-jwt-secret-0123456789abcdef",
-        kdf_time_cost=1,
-        kdf_memory_kib=1024,
-        kdf_parallelism=1,
-        job_rate_limit_per_minute=10_000,
-        auto_migrate=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
+    return api_settings(db_url, tmp_path_factory.mktemp("data"))
 
 
 def _ok(r: Any, code: int = 200) -> Any:

@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import make_election, row_counts
+from helpers_service import api_settings, make_election, row_counts
 from sqlalchemy import Engine, func, update
 
-from service.api.app import create_app
 from service.db.models import ElectionJob
 from service.db.session import session_factory
 from service.jobs import callbacks
-from service.security.auth import Role, issue_token
 from service.settings import Settings
 
 ALLOWED = "http://127.0.0.1:8099/hooks/"
@@ -23,28 +20,13 @@ ALLOWED = "http://127.0.0.1:8099/hooks/"
 
 @pytest.fixture(scope="module")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=db_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        server_secret="test-server-secret-0123456789abcdef",
-        jwt_secret="test-jwt-secret-0123456789abcdef",
+    return api_settings(
+        db_url,
+        tmp_path_factory.mktemp("data"),
         callback_secret="test-callback-secret-0123456789abcdef",
         callback_allowed_urls=f"{ALLOWED}, https://backend.example.org/amarvote",
         stuck_after_seconds=1.0,
-        job_rate_limit_per_minute=10_000,
-        auto_migrate=False,
     )
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
 
 
 @pytest.mark.parametrize(

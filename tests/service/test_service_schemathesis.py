@@ -20,6 +20,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers_service import api_settings
 from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
@@ -85,16 +86,10 @@ def _fuzz(
 
 @pytest.fixture(scope="module")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=db_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        server_secret="test-server-secret-0123456789abcdef",
-        jwt_secret="test-jwt-secret-0123456789abcdef",
-        kdf_time_cost=1,
-        kdf_memory_kib=1024,
-        kdf_parallelism=1,
+    return api_settings(
+        db_url,
+        tmp_path_factory.mktemp("data"),
         job_rate_limit_per_minute=1_000_000,
-        auto_migrate=False,
     )
 
 
