@@ -1,8 +1,11 @@
 """``record verify`` on the cluster: a record's ballots checked in chunks, one Ray task per chunk.
 
 The driver reads the record's small files once (``compute.record.header_files``) and puts them in Ray's
-object store; then, never more than ``in_flight`` chunks at a time, it reads a chunk's ballot files (with
-the decryption of each spoiled one) and hands their bytes to a task, which parses and checks them
+object store; then it reads a chunk's ballot files (with the decryption of each spoiled one) and hands
+their bytes to a task, never more than one chunk per CPU (plus one) nor ``in_flight_bytes`` of files at a
+time (a chunk's bytes sit in the driver while it is sent, and in the object store, whose pages the driver
+wrote, until its task is done: the budget is what bounds the driver's memory on a large cluster). A task
+parses and checks them
 (``compute.verify.check_chunk``) and returns a ``ChunkReport``: problems, the product of the chunk's
 cast ballots, fingerprint prefixes. Another task checks the tally's shares. The driver adds the reports
 up and makes the checks that need them all (``RecordCheck.finish``). So the driver holds the header, a
@@ -29,12 +32,16 @@ import ray
 
 from bridge.executor import describe_error
 from bridge.ray_runtime import ensure_ray
+from bridge.worker_memory import release_freed_memory
 from compute.verify import Outcome
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHUNK_BALLOTS = 500  # about 2 s of checks per task: large enough that Ray's overhead does not show
+# About 1 s of checks and 16 MB of files per task (3 contests): large enough that Ray's overhead does not
+# show, small enough that a few in flight keep the driver and a worker far under 500 MB.
+CHUNK_BALLOTS = 200
+IN_FLIGHT_BYTES = 96 * 2**20
 _MAX_RETRIES = 2  # the checks are pure: a task whose worker died is simply run again
 
 # One RecordCheck per worker process, for the record being verified (by its header's digest).
@@ -55,7 +62,10 @@ def _check_for(key: str, header: dict[str, Any]) -> Any:
 def _verify_chunk(key: str, header: dict[str, Any], items: list[tuple[str, bytes, bytes | None]]) -> Any:
     from compute.verify import check_chunk
 
-    return check_chunk(_check_for(key, header), items)
+    try:
+        return check_chunk(_check_for(key, header), items)
+    finally:
+        release_freed_memory()
 
 
 @ray.remote(max_retries=_MAX_RETRIES)
@@ -95,6 +105,7 @@ def verify_on_ray(
     chunk_ballots: int = CHUNK_BALLOTS,
     progress: Progress | None = None,
     in_flight: int | None = None,
+    in_flight_bytes: int = IN_FLIGHT_BYTES,
 ) -> Outcome:
     """Verify the record at ``path`` (directory or zip) over the configured Ray."""
     from compute.record import header_files, header_from_files, open_record
@@ -113,19 +124,33 @@ def verify_on_ray(
         by_chunk: dict[int, list[str]] = {}
         failed: dict[int, FailedChunk] = {}
         named: dict[int, str] = {}
-        pending: dict[Any, tuple[int, str, int]] = {
-            _verify_tally.remote(key, header_ref): (0, "the tally's shares", 0)
+        # ref -> (chunk number, what it is, ballots, bytes of files it carries)
+        pending: dict[Any, tuple[int, str, int, int]] = {
+            _verify_tally.remote(key, header_ref): (0, "the tally's shares", 0, 0)
         }
         chunks = iter(plan.chunks)
+        held: tuple[Any, list[tuple[str, bytes, bytes | None]], int] | None = None  # read, not yet sent
         done = 0
         while True:
-            while len(pending) < limit + 1 and (chunk := next(chunks, None)) is not None:
-                ref = _verify_chunk.remote(key, header_ref, load_chunk(source, chunk))
-                pending[ref] = (chunk.number, chunk.describe(), len(chunk.ids))
+            while len(pending) < limit + 1:
+                if held is None:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    items = load_chunk(source, chunk)
+                    held = chunk, items, sum(len(b) + len(d or b"") for _, b, d in items)
+                chunk, items, size_bytes = held
+                in_flight_now = sum(p[3] for p in pending.values())
+                if in_flight_now and in_flight_now + size_bytes > in_flight_bytes:
+                    break  # sent when a chunk in flight is done
+                ref = _verify_chunk.remote(key, header_ref, items)
+                pending[ref] = (chunk.number, chunk.describe(), len(chunk.ids), size_bytes)
+                held = None
+                del items
             if not pending:
                 break
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            number, what, size = pending.pop(ready)
+            number, what, size, _bytes = pending.pop(ready)
             done += size
             try:
                 report = ray.get(ready)

@@ -31,7 +31,7 @@ def verify(
         None,
         "--chunk-size",
         min=1,
-        help="Ballots per Ray task (default 500), or per batch with --local (default 200).",
+        help="Ballots per Ray task, or per batch with --local (default 200).",
     ),
 ) -> None:
     """Verify every ballot, the encrypted tally, every share and the plaintext tally of a record, reading
@@ -100,7 +100,13 @@ def check_record(
         if on_ray is not None:
             from bridge.verify import CHUNK_BALLOTS, verify_on_ray
 
-            return verify_on_ray(on_ray, record_path, chunk_size or CHUNK_BALLOTS, report)
+            return verify_on_ray(
+                on_ray,
+                record_path,
+                chunk_size or CHUNK_BALLOTS,
+                report,
+                in_flight_bytes=on_ray.verify_in_flight_mb * 2**20,
+            )
         from compute.parallel import default_workers
         from compute.record import open_record
         from compute.verify import BATCH, verify_source

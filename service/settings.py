@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # are streamed in batches of at most 4 MiB, so the peak does not grow with the chunk or election.
     task_memory_mb: int = Field(default=256, ge=64, description="Ray memory= per chunk task (admission)")
     max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
+    # `record verify` on Ray: the ballot files its driver has sent and not yet had checked (about 16 MB a
+    # chunk of 200 three-contest ballots). It bounds the driver's memory; on a large cluster raise it to
+    # about 16 MB per CPU to keep every CPU busy (bridge/verify.py).
+    verify_in_flight_mb: int = Field(
+        default=96, ge=8, description="MiB of ballot files `record verify` keeps in flight on Ray"
+    )
     # Fair share (service.jobs.outbox.take_due): at most this many of one job's chunks queued or running
     # at once, the rest waiting in the outbox. Unset: 2 x max_in_flight, one bridge's capacity plus one
     # refill of headroom (the relay cannot see the Ray cluster; with N bridges set 2 x N x max_in_flight).

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge import metrics
+from bridge.worker_memory import release_freed_memory
 from service.db.models import Ballot, ElectionCenter, OperationType
 from service.db.session import SessionFactory, in_transaction, session_factory, with_own_password
 from service.jobs import transitions
@@ -136,6 +137,9 @@ def run_chunk(body_path: str, database_url: str, claim: Claim) -> str:
     started = time.perf_counter()
     url = with_own_password(database_url, Settings().database_url)
     ctx = ChunkContext(claim=claim, database_url=url)
-    outcome = resolve(body_path)(ctx)
+    try:
+        outcome = resolve(body_path)(ctx)
+    finally:
+        release_freed_memory()  # the worker stays; the chunk's ballots should not
     metrics.observe_chunk(claim.operation, time.perf_counter() - started, ctx.ballots_processed)
     return Outcome(outcome).value

@@ -36,6 +36,14 @@ def test_a_record_verifies_on_ray_in_chunks_with_progress(record: Path, local_ra
     assert len(seen) == 3 and seen[-1] == (10, 10)  # one report per chunk, in the order they land
 
 
+def test_a_byte_budget_below_one_chunk_sends_one_chunk_at_a_time(record: Path, local_ray: None) -> None:
+    # The budget bounds the driver: below a chunk's bytes it waits for each chunk before the next, and
+    # still checks them all (it must never wait on nothing).
+    outcome = verify_on_ray(Settings(), record, chunk_ballots=4, in_flight_bytes=1)
+    assert outcome.problems == [] and outcome.failed_chunks == []
+    assert (outcome.ballots, outcome.cast, outcome.spoiled, outcome.chunks) == (10, 7, 3, 3)
+
+
 def test_problems_found_on_ray_are_those_found_in_process(record: Path, election, local_ray: None) -> None:
     _, submitted = election
     victim = submitted[9]
