@@ -142,7 +142,12 @@ def test_verify_job_of_a_decrypted_election_agrees_with_the_record_verifier(
     job_id, doc = _verify(decrypted)
     v = doc["verification"]
     assert v["verified"] is True, v["problems"]
-    assert (v["problem_count"], v["problems"], v["chunks_with_problems"], v["failed_ballots"]) == (0, [], [], [])
+    assert (v["problem_count"], v["problems"], v["chunks_with_problems"], v["failed_ballots"]) == (
+        0,
+        [],
+        [],
+        [],
+    )
     assert (v["ballots"], v["cast"], v["spoiled"], v["chunks"], v["guardians"]) == (10, 8, 2, 3, 3)
     with decrypted.factory() as s:
         assert len(s.scalars(select(VerifyReport).where(VerifyReport.job_id == job_id)).all()) == 4
@@ -165,10 +170,7 @@ def _doctored_ballot(d: Decrypted, victim: str, original: str) -> Iterator[None]
     from compute.ballot import decode_submitted_ballot, encode_submitted_ballot
 
     with d.factory.begin() as s:
-        rows = {
-            b.object_id: b
-            for b in s.scalars(select(Ballot).where(Ballot.election_id == d.election_id))
-        }
+        rows = {b.object_id: b for b in s.scalars(select(Ballot).where(Ballot.election_id == d.election_id))}
         saved = rows[victim].payload
         clone = dataclasses.replace(decode_submitted_ballot(rows[original].payload), object_id=victim)
         rows[victim].payload = encode_submitted_ballot(clone)
@@ -211,9 +213,13 @@ def test_a_changed_encrypted_tally_is_verified_false_naming_the_selection(decryp
         _, doc = _verify(decrypted)
     finally:
         with decrypted.factory.begin() as s:
-            s.execute(update(Election).where(Election.id == decrypted.election_id).values(encrypted_tally=saved))
+            s.execute(
+                update(Election).where(Election.id == decrypted.election_id).values(encrypted_tally=saved)
+            )
     assert doc["status"] == "COMPLETED"
     v = doc["verification"]
     assert v["verified"] is False
-    assert "encrypted tally/contest-1/A: not the product of the 8 cast ballots" in v["problems"], v["problems"]
+    assert "encrypted tally/contest-1/A: not the product of the 8 cast ballots" in v["problems"], v[
+        "problems"
+    ]
     assert not any("encrypted tally/contest-1/B" in p for p in v["problems"]), v["problems"]
