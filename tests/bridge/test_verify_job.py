@@ -223,3 +223,27 @@ def test_a_changed_encrypted_tally_is_verified_false_naming_the_selection(decryp
         "problems"
     ]
     assert not any("encrypted tally/contest-1/B" in p for p in v["problems"]), v["problems"]
+
+
+def test_a_verify_task_that_raises_is_retried_then_failed_not_a_verdict(decrypted: Decrypted) -> None:
+    from tests.bridge.helpers_bridge import tasks_of
+
+    d = decrypted
+    with d.factory.begin() as s:
+        e = s.get(Election, d.election_id)
+        assert e is not None
+        saved = e.context
+        e.context = None  # every task's header fails to build: each attempt raises
+    try:
+        with d.factory.begin() as s:
+            job_id = planning.create_verify_job(s, d.election_id).job_id
+        wait_for(lambda: job_row(d.factory, job_id).status in ("COMPLETED", "FAILED"), timeout=120)
+    finally:
+        with d.factory.begin() as s:
+            s.execute(update(Election).where(Election.id == d.election_id).values(context=saved))
+    job = job_row(d.factory, job_id)
+    assert job.status == "FAILED" and "has no keys yet" in (job.error_message or "")
+    assert {(t.state, t.attempts) for t in tasks_of(d.factory, job_id)} == {
+        ("FAILED", d.settings.max_attempts)
+    }
+    assert "verification" not in (job.metadata_ or {})
