@@ -215,6 +215,29 @@ class ChunkReport:
     available_sets: set[frozenset[str]] = field(default_factory=set)
     failed_ballots: list[str] = field(default_factory=list)  # ids (or file names) named by a problem
 
+    def merge(self, other: ChunkReport) -> None:
+        """Add ``other`` (another batch of the same unit) into this report: counts, problems, products
+        multiplied, prefixes appended."""
+        self.ballots += other.ballots
+        self.cast += other.cast
+        self.spoiled += other.spoiled
+        self.problems += other.problems
+        self.failed_ballots += other.failed_ballots
+        self.available_sets |= other.available_sets
+        _multiply_into(self.products, other.products)
+        self.prefixes += other.prefixes
+
+
+def _multiply_into(
+    products: dict[tuple[str, str], tuple[mpz, mpz]], more: Mapping[tuple[str, str], tuple[mpz, mpz]]
+) -> None:
+    for key, (pad, data) in more.items():
+        if key in products:
+            a, b = products[key]
+            products[key] = (a * pad % P, b * data % P)
+        else:
+            products[key] = (pad, data)
+
 
 class Totals:
     """The reports added up: counts, problems, the cast products, and the fingerprint prefixes in 256
@@ -235,12 +258,7 @@ class Totals:
         self.problems += r.problems
         self.failed_ballots += r.failed_ballots
         self.available_sets |= r.available_sets
-        for key, (pad, data) in r.products.items():
-            if key in self.products:
-                a, b = self.products[key]
-                self.products[key] = (a * pad % P, b * data % P)
-            else:
-                self.products[key] = (pad, data)
+        _multiply_into(self.products, r.products)
         prefixes = array("Q")
         prefixes.frombytes(r.prefixes)
         for x in prefixes:

@@ -80,6 +80,7 @@ WORK_QUEUES: tuple[WorkQueue, ...] = (
         "election.compensated.decryption",
     ),
     WorkQueue(OperationType.COMBINE_DECRYPTION, "combine.queue", "election.combine"),
+    WorkQueue(OperationType.VERIFY, "verify.queue", "election.verify"),
 )
 _BY_OPERATION = {q.operation.value: q for q in WORK_QUEUES}
 _BY_NAME = {q.name: q for q in WORK_QUEUES}

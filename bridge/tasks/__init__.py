@@ -36,6 +36,7 @@ DEFAULT_BODIES: dict[str, str] = {
     OperationType.PARTIAL_DECRYPTION.value: "bridge.tasks.decryption:run_partial",
     OperationType.COMPENSATED_DECRYPTION.value: "bridge.tasks.decryption:run_compensated",
     OperationType.COMBINE_DECRYPTION.value: "bridge.tasks.combine:run",
+    OperationType.VERIFY.value: "bridge.tasks.verify:run",
 }
 
 # A batch of ballots is what a worker holds decoded at a time, whatever the chunk or election size.

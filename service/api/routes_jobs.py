@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from service.api.deps import Caller, Ctx
 from service.api.errors import errors
 from service.api.metrics import JOBS_CREATED
-from service.api.schemas import CreateCombine, CreateDecryption, CreateTally
+from service.api.schemas import CreateCombine, CreateDecryption, CreateTally, CreateVerify
 from service.api.types import Id
 from service.db.models import ElectionJob
 from service.elections.decryption import start_decryption
@@ -31,12 +31,14 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 CREATE_RESPONSES = errors((422, "Malformed body, or a callback_url outside the server's allow-list"))
 
 
-def _options(ctx: Ctx, body: CreateTally | CreateDecryption | CreateCombine) -> callbacks.JobOptions:
+def job_options(
+    ctx: Ctx, body: CreateTally | CreateDecryption | CreateCombine | CreateVerify
+) -> callbacks.JobOptions:
     """Checked before anything is written: a refused callback URL changes nothing."""
     return callbacks.JobOptions(body.priority, callbacks.check_url(ctx.settings, body.callback_url))
 
 
-def _created(job: ElectionJob) -> dict[str, Any]:
+def created(job: ElectionJob) -> dict[str, Any]:
     JOBS_CREATED.labels(job.operation_type).inc()
     return {
         "jobId": str(job.job_id),
@@ -53,14 +55,14 @@ def _created(job: ElectionJob) -> dict[str, Any]:
 )
 def create_tally(body: CreateTally, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
-    options = _options(ctx, body)
+    options = job_options(ctx, body)
     ctx.limiter.check(caller.subject)
     with ctx.tx() as s:
         job = planning.create_tally_job(
             s, body.election_id, body.chunk_size or ctx.settings.chunk_size, caller.subject
         )
         options.apply(job)  # in the job's transaction: no row is taken before it commits
-        return _created(job)
+        return created(job)
 
 
 DECRYPTION_RESPONSES = errors(
@@ -88,7 +90,7 @@ DECRYPTION_RESPONSES = errors(
 )
 def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_acting_guardian(caller, body.election_id, body.guardian_id)
-    options = _options(ctx, body)
+    options = job_options(ctx, body)
     ctx.limiter.check(caller.subject)
     # Not in ctx.tx(): start_decryption opens its own short transactions around the KDF.
     started = start_decryption(
@@ -104,9 +106,9 @@ def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[
         sizes=planning.UnitSizes.from_settings(ctx.settings),
         options=options,
     )
-    out: dict[str, Any] = _created(started.partial_job) if started.partial_job else {"jobId": None}
+    out: dict[str, Any] = created(started.partial_job) if started.partial_job else {"jobId": None}
     out["compensatedJobs"] = [
-        {**_created(j), "missingGuardianId": j.missing_guardian_id} for j in started.compensated_jobs
+        {**created(j), "missingGuardianId": j.missing_guardian_id} for j in started.compensated_jobs
     ]
     return out
 
@@ -118,12 +120,12 @@ def create_decryption(body: CreateDecryption, ctx: Ctx, caller: Caller) -> dict[
 )
 def create_combine(body: CreateCombine, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_election_access(caller, body.election_id)
-    options = _options(ctx, body)
+    options = job_options(ctx, body)
     ctx.limiter.check(caller.subject)
     with ctx.tx() as s:
         job = planning.create_combine_job(s, body.election_id, caller.subject)
         options.apply(job)
-        return _created(job)
+        return created(job)
 
 
 def _visible_job(ctx: Ctx, caller: Caller, job_id: uuid.UUID) -> dict[str, Any]:

@@ -103,3 +103,7 @@ class CreateDecryption(_JobBody):
 
 class CreateCombine(_JobBody):
     election_id: Id
+
+
+class CreateVerify(_JobBody):
+    election_id: Id

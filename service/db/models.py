@@ -64,6 +64,7 @@ class OperationType(enum.StrEnum):
     PARTIAL_DECRYPTION = "PARTIAL_DECRYPTION"
     COMPENSATED_DECRYPTION = "COMPENSATED_DECRYPTION"
     COMBINE_DECRYPTION = "COMBINE_DECRYPTION"
+    VERIFY = "VERIFY"  # the election's record checked from the database (public data only)
 
 
 class JobStatus(enum.StrEnum):
@@ -343,6 +344,31 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_outbox_unsent", "sent_at", "available_at"),)
+
+
+class VerifyReport(Base):
+    """What one task of a VERIFY job found in its unit (a tally chunk's ballots, or the election row: the
+    header checks and the tally's shares): ``compute.verify.ChunkReport`` serialized. Public data only:
+    counts, problems, the cast ballots' products, fingerprint prefixes. Written in the transaction that
+    marks the task DONE and read by the job's finalizer (``service.jobs.verification`` owns both)."""
+
+    __tablename__ = "verify_report"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("election_job.job_id", ondelete="CASCADE"))
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("election_center.id", ondelete="CASCADE"))
+    ballots: Mapped[int] = mapped_column(Integer, default=0)
+    cast_count: Mapped[int] = mapped_column(Integer, default=0)
+    spoiled_count: Mapped[int] = mapped_column(Integer, default=0)
+    problems: Mapped[list[str]] = mapped_column(Json)
+    # [[contest, selection, pad hex, data hex], ...]: the product of the unit's cast ballots
+    products: Mapped[list[list[str]]] = mapped_column(Json)
+    prefixes: Mapped[bytes] = mapped_column(LargeBinary)  # 8 bytes of every selection fingerprint
+    available_sets: Mapped[list[list[str]]] = mapped_column(Json)  # guardian ids of each set, sorted
+    failed_ballots: Mapped[list[str]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (UniqueConstraint("job_id", "chunk_id", name="uq_verify_report_job_chunk"),)
 
 
 class CallbackState(enum.StrEnum):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,37 +91,74 @@ def _lagrange(session: Session, e: Election) -> dict[str, str]:
     return {gid: to_hex(w) for gid, w in compute_lagrange_coefficients(pairs).items()}
 
 
-def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]]:
-    """(name under ``election_record/``, JSON document) of every file of the election's record, in the
-    layout of the reference's export_record. Ballots are read in batches (``yield_per``) and decoded one
-    at a time: the caller writes each file before the next is made, so nothing holds the election."""
+def header_files(session: Session, election_id: int) -> dict[str, Any]:
+    """The record's small files (everything but the ballots and the spoiled ballots' decryptions), in the
+    shape ``compute.record.header_files`` reads them from a record: what the export writes and what a
+    VERIFY job checks (``compute.record.header_from_files``), from one function. Public data only."""
     from compute.record import standard_constants
 
     e = get_election(session, election_id)
     if e.context is None:
         raise Conflict(f"election {election_id} has no keys yet: nothing to export")
-    yield "manifest.json", e.manifest
-    yield "context.json", e.context
-    yield "constants.json", standard_constants()
-    yield "coefficients.json", {"coefficients": _lagrange(session, e)}
-    for g in guardians_of(session, e.id):
-        yield f"guardians/guardian_{g.guardian_id}.json", g.public_record
+    tally = None
+    if e.result is not None:
+        tally = dict(e.result)
+        tally.pop("spoiled_ballots", None)
+    return {
+        "manifest": e.manifest,
+        "context": e.context,
+        "constants": standard_constants(),
+        "coefficients": {"coefficients": _lagrange(session, e)},
+        "encrypted_tally": e.encrypted_tally,
+        "tally": tally,
+        "guardians": [g.public_record for g in guardians_of(session, e.id)],
+        "devices": [],
+    }
+
+
+def spoiled_decryptions(
+    session: Session, election_id: int, ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Ballot id -> the decryption (PlaintextTally JSON) of each spoiled ballot in the result; with
+    ``ids``, of those ballots only, read by JSON path (the result's other decryptions stay in the
+    database)."""
+    if ids is None:
+        result = get_election(session, election_id).result or {}
+        return dict(result.get("spoiled_ballots") or {})
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    spoiled = Election.result["spoiled_ballots"]
+    row = session.execute(select(*(spoiled[i] for i in wanted)).where(Election.id == election_id)).one()
+    return {i: doc for i, doc in zip(wanted, row, strict=True) if doc is not None}
+
+
+def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]]:
+    """(name under ``election_record/``, JSON document) of every file of the election's record, in the
+    layout of the reference's export_record. Ballots are read in batches (``yield_per``) and decoded one
+    at a time: the caller writes each file before the next is made, so nothing holds the election."""
+    header = header_files(session, election_id)
+    yield "manifest.json", header["manifest"]
+    yield "context.json", header["context"]
+    yield "constants.json", header["constants"]
+    yield "coefficients.json", header["coefficients"]
+    for g in header["guardians"]:
+        yield f"guardians/guardian_{g['guardian_id']}.json", g
     stream = session.execute(
         select(Ballot.payload)
-        .where(Ballot.election_id == e.id)
+        .where(Ballot.election_id == election_id)
         .order_by(Ballot.seq)
         .execution_options(yield_per=RECORD_BATCH)
     ).scalars()
     for payload in stream:
         b = crypto.decode(payload)
         yield f"submitted_ballots/submitted_ballot_{b.object_id}.json", b.to_json()
-    if e.encrypted_tally is not None:
-        yield "encrypted_tally.json", e.encrypted_tally
-    if e.result is not None:
-        result = dict(e.result)
-        for bid, t in (result.pop("spoiled_ballots", None) or {}).items():
+    if header["encrypted_tally"] is not None:
+        yield "encrypted_tally.json", header["encrypted_tally"]
+    if header["tally"] is not None:
+        for bid, t in spoiled_decryptions(session, election_id).items():
             yield f"spoiled_ballots/spoiled_ballot_{bid}.json", t
-        yield "tally.json", result
+        yield "tally.json", header["tally"]
 
 
 def write_record_zip(session: Session, election_id: int, out: IO[bytes]) -> None:

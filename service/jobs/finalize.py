@@ -158,11 +158,18 @@ def finalize_combine(session: Session, job: ElectionJob) -> None:
     election.state = ElectionState.DECRYPTED.value
 
 
+def finalize_verify(session: Session, job: ElectionJob) -> None:
+    from service.jobs.verification import finalize_verify as verdict
+
+    verdict(session, job)
+
+
 FINALIZERS: dict[str, Callable[[Session, ElectionJob], None]] = {
     OperationType.TALLY.value: finalize_tally,
     OperationType.PARTIAL_DECRYPTION.value: finalize_guardian_job,
     OperationType.COMPENSATED_DECRYPTION.value: finalize_guardian_job,
     OperationType.COMBINE_DECRYPTION.value: finalize_combine,
+    OperationType.VERIFY.value: finalize_verify,
 }
 
 

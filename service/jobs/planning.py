@@ -504,3 +504,46 @@ def create_combine_job(session: Session, election_id: int, created_by: str | Non
             "missing_guardian_ids": missing,
         },
     )
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def create_verify_job(session: Session, election_id: int, created_by: str | None = None) -> ElectionJob:
+    """Verify a DECRYPTED election's record from the database: one task per ballot chunk of its completed
+    tally (kind ``chunk``, 1..N: the proofs, clones' fingerprint prefixes, the cast product and the
+    spoiled ballots' decryptions of its ballots) and one on the election row (number 0: the guardians,
+    the context and the tally's shares); the finalizer (``service.jobs.verification``) adds the reports
+    up and stores the verdict on the job. A completed verify job does not block another (verifying again
+    is always allowed); a live one does."""
+    election = load_election(session, election_id, lock=True)
+    if election.state != ElectionState.DECRYPTED.value:
+        raise Conflict(f"election {election_id} is {election.state}: only a decrypted election is verified")
+    tally = completed_tally_job(session, election)
+    if live := jobs_of(session, election_id, OperationType.VERIFY, LIVE_STATUSES):
+        raise Conflict(
+            f"election {election_id} already has a verify job {live[-1].job_id} ({live[-1].status})"
+        )
+    job = ElectionJob(
+        job_id=uuid.uuid4(),
+        election_id=election_id,
+        operation_type=OperationType.VERIFY.value,
+        status=JobStatus.QUEUED.value,
+        total_chunks=0,
+        processed_chunks=0,
+        failed_chunks=0,
+        created_by=created_by,
+        metadata_={"tally_job_id": str(tally.job_id)},
+    )
+    session.add(job)
+    session.flush()
+    job.total_chunks = _add_tasks(
+        session,
+        job,
+        and_(
+            ElectionCenter.tally_job_id == tally.job_id,
+            ElectionCenter.kind.in_([ChunkKind.CHUNK.value, ChunkKind.ELECTION.value]),
+        ),
+    )
+    session.flush()
+    return job

@@ -145,6 +145,10 @@ def job_document(
         "reconcilerNotedAt": _iso(job.reconciler_noted_at),
         "callbackUrl": job.callback_url,
     }
+    if job.operation_type == OperationType.VERIFY:
+        from service.jobs.verification import verdict_of
+
+        doc["verification"] = verdict_of(job)  # None until the job completes
     if detail:
         doc["failedChunkErrors"] = failed_chunks(session, job.job_id) if job.failed_chunks else []
         doc["callback"] = callbacks.latest(session, job.job_id) if job.callback_url else None

@@ -62,6 +62,7 @@ def test_topology_is_idempotent_and_never_drops(amqp_url: str) -> None:
         "election.decryption",
         "election.compensated.decryption",
         "election.combine",
+        "election.verify",
     ]
 
 

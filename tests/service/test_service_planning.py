@@ -324,3 +324,52 @@ def test_concurrent_tally_creation_makes_one_job(engine: Engine) -> None:
     assert outcomes == ["conflict"] * 5 + ["created"]
     with session_factory(engine)() as s:
         assert len(s.scalars(select(ElectionCenter).where(ElectionCenter.election_id == eid)).all()) == 6
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def _set_state(engine: Engine, election_id: int, state: str) -> None:
+    from service.db.models import Election
+
+    with transaction(engine) as s:
+        s.execute(update(Election).where(Election.id == election_id).values(state=state))
+
+
+def test_verify_plans_a_task_per_tally_chunk_and_one_on_the_election_row(engine: Engine) -> None:
+    eid = make_election(engine, ballots=12, spoiled_every=4)
+    _refused(engine, Conflict, planning.create_verify_job, eid, match="only a decrypted election")
+    tally = _tally(engine, eid, chunk_size=5)  # 3 chunks
+    _complete(engine, tally.job_id)
+    _set_state(engine, eid, "tallied")
+    _refused(engine, Conflict, planning.create_verify_job, eid, match="is tallied")
+    _refused(engine, NotFound, planning.create_verify_job, 10**9)
+    _set_state(engine, eid, "decrypted")
+
+    with transaction(engine) as s:
+        job = planning.create_verify_job(s, eid, created_by="admin")
+        job_id, total = job.job_id, job.total_chunks
+        assert job.operation_type == "VERIFY" and job.status == "QUEUED"
+        assert job.metadata_ == {"tally_job_id": str(tally.job_id)}
+    with session_factory(engine)() as s:
+        units = s.execute(
+            select(ElectionCenter.kind, ElectionCenter.chunk_number, ElectionCenter.tally_job_id)
+            .join(ChunkTask, ChunkTask.chunk_id == ElectionCenter.id)
+            .where(ChunkTask.job_id == job_id)
+            .order_by(ElectionCenter.kind, ElectionCenter.chunk_number)
+        ).all()
+        assert [(k, n) for k, n, _ in units] == [("chunk", 1), ("chunk", 2), ("chunk", 3), ("election", 0)]
+        assert {t for _, _, t in units} == {tally.job_id}
+        assert total == 4
+        messages = s.execute(select(Outbox.operation, Outbox.task_id).where(Outbox.job_id == job_id)).all()
+        tasks = s.scalars(select(ChunkTask.id).where(ChunkTask.job_id == job_id)).all()
+        assert sorted(t for _, t in messages) == sorted(tasks)
+        assert {op for op, _ in messages} == {"VERIFY"}
+
+    # A live verify job of the election refuses another; once it has ended, verifying again is allowed.
+    _refused(engine, Conflict, planning.create_verify_job, eid, match="already has a verify job")
+    with transaction(engine) as s:
+        s.execute(update(ElectionJob).where(ElectionJob.job_id == job_id).values(status="COMPLETED"))
+    with transaction(engine) as s:
+        again = planning.create_verify_job(s, eid)
+        assert again.total_chunks == 4 and again.job_id != job_id

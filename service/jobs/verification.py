@@ -1,0 +1,210 @@
+"""VERIFY jobs: where each task's report lives (``verify_report``), and the verdict the finalizer makes.
+
+This module alone writes and reads ``verify_report``. A verify task (``bridge/tasks/verify.py``) checks
+its unit with ``compute.verify.RecordCheck`` and writes its ``ChunkReport`` here, in the transaction that
+marks the task DONE (``write_report``). When the last task lands, ``finalize_verify`` (called by
+``service.jobs.finalize`` under the job's lock) adds the reports up (``Totals``, streamed a few rows at
+a time), makes the checks that need them all (``RecordCheck.finish``: the clone check, the encrypted
+tally against the product of the cast ballots, stray decryptions, the Lagrange coefficients) and stores
+the verdict on the job (``metadata.verification``), which the job's status shows under
+``verification``.
+
+A problem found is a COMPLETED job whose verdict says ``verified: false`` (the check ran and found it);
+a task that raises is retried and fails like any other task. Everything here is public data (the
+record anyone may download): no verify task or finalizer reads a secret or an escrow.
+
+Memory: the finalizer holds the header, one report at a time, the running products and 8 bytes per
+selection ciphertext (``Totals``); the ballots are read again, in batches, only when a fingerprint prefix
+repeats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    Ballot,
+    BallotState,
+    ChunkKind,
+    Election,
+    ElectionCenter,
+    ElectionJob,
+    VerifyReport,
+)
+
+LISTED = 100  # problems and failed ballots kept in the verdict (the counts are complete)
+REPORT_ROWS = 4  # reports decoded at a time by the finalizer
+BALLOT_BATCH = 500  # ballots read at a time when a fingerprint prefix repeats
+
+
+class VerifyError(RuntimeError):
+    """The job's reports are not what its tasks should have written (a finalizer error: retried)."""
+
+
+def write_report(session: Session, job_id: uuid.UUID, chunk_id: int, report: Any) -> None:
+    """Store one task's ``compute.verify.ChunkReport`` (the caller marks the task DONE in this
+    transaction)."""
+    from compute.group import to_hex
+
+    session.add(
+        VerifyReport(
+            job_id=job_id,
+            chunk_id=chunk_id,
+            ballots=report.ballots,
+            cast_count=report.cast,
+            spoiled_count=report.spoiled,
+            problems=list(report.problems),
+            products=[
+                [cid, sid, to_hex(pad), to_hex(data)] for (cid, sid), (pad, data) in report.products.items()
+            ],
+            prefixes=bytes(report.prefixes),
+            available_sets=sorted(sorted(ids) for ids in report.available_sets),
+            failed_ballots=list(report.failed_ballots),
+        )
+    )
+
+
+def _report_of(row: VerifyReport) -> Any:
+    from compute.group import from_hex
+    from compute.verify import ChunkReport
+
+    return ChunkReport(
+        ballots=row.ballots,
+        cast=row.cast_count,
+        spoiled=row.spoiled_count,
+        problems=list(row.problems),
+        products={(c, s): (from_hex(pad), from_hex(data)) for c, s, pad, data in row.products},
+        prefixes=bytes(row.prefixes),
+        available_sets={frozenset(ids) for ids in row.available_sets},
+        failed_ballots=list(row.failed_ballots),
+    )
+
+
+def reports(session: Session, job_id: uuid.UUID) -> Iterator[tuple[str, int, Any]]:
+    """(unit kind, unit number, ChunkReport) of every task of the job: the election row first, then the
+    chunks in order; a few rows decoded at a time."""
+    stmt = (
+        select(ElectionCenter.kind, ElectionCenter.chunk_number, VerifyReport)
+        .join(ElectionCenter, ElectionCenter.id == VerifyReport.chunk_id)
+        .where(VerifyReport.job_id == job_id)
+        .order_by(ElectionCenter.kind != ChunkKind.ELECTION.value, ElectionCenter.chunk_number)
+        .execution_options(yield_per=REPORT_ROWS)
+    )
+    for kind, number, row in session.execute(stmt):
+        yield kind, number, _report_of(row)
+        session.expunge(row)
+
+
+def _spoiled_decryption_ids(session: Session, election_id: int) -> list[str]:
+    """The ballot ids of the result's spoiled decryptions (keys only, on PostgreSQL)."""
+    spoiled = Election.result["spoiled_ballots"]
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = select(func.jsonb_object_keys(spoiled)).where(Election.id == election_id)
+        return list(session.scalars(stmt))
+    found = session.scalar(select(spoiled).where(Election.id == election_id))
+    return list(found or {})
+
+
+def stray_decryptions(session: Session, election_id: int) -> list[str]:
+    """Ids with a decryption in the result that are no spoiled ballot of the election (none, or cast)."""
+    ids = _spoiled_decryption_ids(session, election_id)
+    spoiled: set[str] = set()
+    for i in range(0, len(ids), 1000):
+        spoiled.update(
+            session.scalars(
+                select(Ballot.object_id).where(
+                    Ballot.election_id == election_id,
+                    Ballot.state == int(BallotState.SPOILED),
+                    Ballot.object_id.in_(ids[i : i + 1000]),
+                )
+            )
+        )
+    return sorted(set(ids) - spoiled)
+
+
+def _ballots_again(session: Session, election_id: int) -> Iterator[Any]:
+    from service.elections import crypto
+
+    stream = session.execute(
+        select(Ballot.payload)
+        .where(Ballot.election_id == election_id)
+        .order_by(Ballot.seq)
+        .execution_options(yield_per=BALLOT_BATCH)
+    ).scalars()
+    for payload in stream:
+        yield crypto.decode(payload)
+
+
+def record_check(session: Session, election_id: int) -> Any:
+    """The ``compute.verify.RecordCheck`` of the election's record as the database holds it (the same
+    header the export writes: ``service.elections.results.header_files``)."""
+    from compute.record import header_from_files
+    from compute.verify import RecordCheck
+    from service.elections.results import header_files
+
+    return RecordCheck(header_from_files(header_files(session, election_id)))
+
+
+def _first(items: list[str], more: Sequence[str]) -> None:
+    items.extend(more[: max(0, LISTED - len(items))])
+
+
+def finalize_verify(session: Session, job: ElectionJob) -> None:
+    """The verdict of a VERIFY job whose every task is DONE: stored in ``job.metadata_["verification"]``."""
+    from compute.verify import Totals
+
+    check = record_check(session, job.election_id)
+    totals = Totals()
+    problems: list[str] = []
+    problem_count = failed_count = 0
+    failed: list[str] = []
+    chunks_with_problems: list[str] = []
+    seen = chunks = 0
+    for kind, number, report in reports(session, job.job_id):
+        seen += 1
+        if kind == ChunkKind.CHUNK.value:
+            chunks += 1
+            if report.problems:
+                chunks_with_problems.append(f"chunk {number}")
+        elif report.problems:
+            chunks_with_problems.append("the election (guardians, context, the tally's shares)")
+        problem_count += len(report.problems)
+        failed_count += len(report.failed_ballots)
+        _first(problems, report.problems)
+        _first(failed, report.failed_ballots)
+        report.problems, report.failed_ballots = [], []  # counted and listed here: Totals keeps the rest
+        totals.add(report)
+    if seen != job.total_chunks:
+        raise VerifyError(f"verify job {job.job_id}: {seen} reports for {job.total_chunks} tasks")
+    final = check.finish(
+        totals,
+        stray_decryptions(session, job.election_id),
+        lambda: _ballots_again(session, job.election_id),
+    )
+    problem_count += len(final)
+    _first(problems, final)
+    verdict = {
+        "verified": problem_count == 0,
+        "ballots": totals.ballots,
+        "cast": totals.cast,
+        "spoiled": totals.spoiled,
+        "guardians": len(check.header.guardians),
+        "chunks": chunks,
+        "problem_count": problem_count,
+        "problems": problems,
+        "chunks_with_problems": chunks_with_problems[:LISTED],
+        "failed_ballot_count": failed_count,
+        "failed_ballots": failed,
+    }
+    job.metadata_ = {**(job.metadata_ or {}), "verification": verdict}
+
+
+def verdict_of(job: ElectionJob) -> dict[str, Any] | None:
+    """The stored verdict (None until the job completes)."""
+    found = (job.metadata_ or {}).get("verification")
+    return dict(found) if isinstance(found, dict) else None
