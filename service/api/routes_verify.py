@@ -17,7 +17,6 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 
 @router.post(
     "/verify/create",
-    status_code=201,
     summary="Verify a decrypted election's record (every proof, the tally, clones) as a job",
     responses=CREATE_RESPONSES,
 )

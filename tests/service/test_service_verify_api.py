@@ -1,7 +1,7 @@
-"""``POST /api/verify/create``: 201 with the job's id and poll URL for a decrypted election, 409 before
-the decryption (and while a verify job of the election runs), 404 for no election, 401 without a valid
-token, 403 for a guardian of another election; a refusal writes nothing. (The job itself, run on Ray, is
-tested in tests/bridge/test_verify_job.py.)"""
+"""``POST /api/verify/create``: 200 (as the other routes that create a job) with the job's id and poll
+URL for a decrypted election, 409 before the decryption (and while a verify job of the election runs),
+404 for no election, 401 without a valid token, 403 for a guardian of another election; a refusal writes
+nothing. (The job itself, run on Ray, is tested in tests/bridge/test_verify_job.py.)"""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_verify_create(client, admin, engine: Engine, settings: Settings) -> Non
         json={"election_id": eid, "priority": 2},
         headers={"Authorization": f"Bearer {mine}"},
     )
-    assert r.status_code == 201, r.text
+    assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["status"] == "QUEUED" and doc["totalChunks"] == 3 + 1
     assert doc["pollUrl"] == f"/api/jobs/{doc['jobId']}/status"
