@@ -14,7 +14,8 @@ tasks), and the time outside the tasks (queue, relay, claim, Ray scheduling: wal
 tasks ran); per run: the peak RSS of a chunk task (Ray worker processes running ``run_chunk``, sampled every
 0.2 s) and of this driver.
 
-Writes benchmarks/results/bench_chunk_size.{md,json,png} or bench_large.{md,json}. Needs PostgreSQL and
+Writes benchmarks/results/bench_chunk_size.{md,json,png} or bench_large.{md,json}, and the table into its
+section of benchmarks/README.md (benchmarks/readme.py). Needs PostgreSQL and
 RabbitMQ (as the tests: ``AMARVOTE_TEST_PG``, ``AMARVOTE_TEST_AMQP``).
 """
 
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
+from readme import publish  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "amarvote-bench-elections"
@@ -417,6 +419,7 @@ def chunk_sizes(args: argparse.Namespace) -> None:
         )
     (RESULTS / "bench_chunk_size.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    publish(RESULTS / "bench_chunk_size.md")
     try:
         import matplotlib
 
@@ -495,6 +498,7 @@ def large(args: argparse.Namespace) -> None:
     lines += ["", "![the dashboard's panels during the run](bench_large_dashboard.png)"]
     (RESULTS / "bench_large.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    publish(RESULTS / "bench_large.md")
 
 
 def main() -> None:
