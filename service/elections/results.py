@@ -133,6 +133,19 @@ def spoiled_decryptions(
     return {i: doc for i, doc in zip(wanted, row, strict=True) if doc is not None}
 
 
+def decoded_ballots(session: Session, election_id: int) -> Iterator[Any]:
+    """The election's submitted ballots in ``seq`` order, fetched ``RECORD_BATCH`` rows at a time and
+    decoded one by one (never the whole election at once)."""
+    stream = session.execute(
+        select(Ballot.payload)
+        .where(Ballot.election_id == election_id)
+        .order_by(Ballot.seq)
+        .execution_options(yield_per=RECORD_BATCH)
+    ).scalars()
+    for payload in stream:
+        yield crypto.decode(payload)
+
+
 def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]]:
     """(name under ``election_record/``, JSON document) of every file of the election's record, in the
     layout of the reference's export_record. Ballots are read in batches (``yield_per``) and decoded one
@@ -144,14 +157,7 @@ def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]
     yield "coefficients.json", header["coefficients"]
     for g in header["guardians"]:
         yield f"guardians/guardian_{g['guardian_id']}.json", g
-    stream = session.execute(
-        select(Ballot.payload)
-        .where(Ballot.election_id == election_id)
-        .order_by(Ballot.seq)
-        .execution_options(yield_per=RECORD_BATCH)
-    ).scalars()
-    for payload in stream:
-        b = crypto.decode(payload)
+    for b in decoded_ballots(session, election_id):
         yield f"submitted_ballots/submitted_ballot_{b.object_id}.json", b.to_json()
     if header["encrypted_tally"] is not None:
         yield "encrypted_tally.json", header["encrypted_tally"]

@@ -36,10 +36,10 @@ from service.db.models import (
     ElectionJob,
     VerifyReport,
 )
+from service.elections.results import decoded_ballots
 
 LISTED = 100  # problems and failed ballots kept in the verdict (the counts are complete)
 REPORT_ROWS = 4  # reports decoded at a time by the finalizer
-BALLOT_BATCH = 500  # ballots read at a time when a fingerprint prefix repeats
 
 
 class VerifyError(RuntimeError):
@@ -127,19 +127,6 @@ def stray_decryptions(session: Session, election_id: int) -> list[str]:
     return sorted(set(ids) - spoiled)
 
 
-def _ballots_again(session: Session, election_id: int) -> Iterator[Any]:
-    from service.elections import crypto
-
-    stream = session.execute(
-        select(Ballot.payload)
-        .where(Ballot.election_id == election_id)
-        .order_by(Ballot.seq)
-        .execution_options(yield_per=BALLOT_BATCH)
-    ).scalars()
-    for payload in stream:
-        yield crypto.decode(payload)
-
-
 def record_check(session: Session, election_id: int) -> Any:
     """The ``compute.verify.RecordCheck`` of the election's record as the database holds it (the same
     header the export writes: ``service.elections.results.header_files``)."""
@@ -184,7 +171,7 @@ def finalize_verify(session: Session, job: ElectionJob) -> None:
     final = check.finish(
         totals,
         stray_decryptions(session, job.election_id),
-        lambda: _ballots_again(session, job.election_id),
+        lambda: decoded_ballots(session, job.election_id),
     )
     problem_count += len(final)
     _first(problems, final)

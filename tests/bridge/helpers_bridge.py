@@ -15,7 +15,13 @@ from sqlalchemy import select, text
 from bridge.brokers import rabbitmq as topology
 from service.db.models import ChunkTask, Election, ElectionCenter, ElectionJob
 from service.db.session import SessionFactory
+from service.elections import ballots, elections
 from service.jobs import planning
+from service.security.sealing import KdfParams
+
+# A real election's set-up (3 guardians, quorum 2, one candidate per ballot), cheap KDF for tests.
+KDF = KdfParams(time_cost=1, memory_cost=64, parallelism=1)
+PASS = {g: f"passphrase of {g} 123" for g in ("g1", "g2", "g3")}
 
 
 def make_tally_job(
@@ -132,3 +138,38 @@ class InThread:
         self.obj.stop()
         self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "did not stop"
+
+
+def _plaintext(i: int, choice: str) -> dict[str, Any]:
+    return {
+        "object_id": f"ballot-{i}",
+        "style_id": "ballot-style-1",
+        "contests": [{"object_id": "contest-1", "ballot_selections": [{"object_id": choice, "vote": 1}]}],
+    }
+
+
+def closed_election_with_tally(
+    factory: SessionFactory, name: str, votes: list[str], spoiled: set[int], chunk_size: int
+) -> tuple[int, dict[str, str], uuid.UUID]:
+    """A real election (key ceremony of g1..g3, quorum 2, candidates A, B, C): ``votes[i]`` is ballot i's
+    choice, the indexes in ``spoiled`` spoiled; closed, with its tally job planned. Returns (election id,
+    the guardians' credential files, the tally job id)."""
+    with factory.begin() as s:
+        e = elections.create_election(
+            s, name=name, number_of_guardians=3, quorum=2, candidate_names=["A", "B", "C"]
+        )
+        election_id = e.id
+        creds = {c.guardian_id: c.credentials for c in elections.run_key_ceremony(s, e.id, PASS, KDF)}
+        elections.open_election(s, e.id)
+    with factory.begin() as s:
+        snap = ballots.snapshot_for_ballots(s, election_id)
+        prepared = [
+            ballots.decide(
+                ballots.prepare_plaintext(snap, _plaintext(i, v)), "spoil" if i in spoiled else "cast"
+            )
+            for i, v in enumerate(votes)
+        ]
+        ballots.store(s, election_id, prepared)
+        elections.close_election(s, election_id)
+        tally_job = planning.create_tally_job(s, election_id, chunk_size).job_id
+    return election_id, creds, tally_job

@@ -16,16 +16,13 @@ from sqlalchemy import func, select
 from bridge.brokers.rabbitmq import RabbitMQBroker
 from bridge.executor import Executor
 from service.db.models import ElectionCenter, GuardianKeyEscrow
-from service.elections import ballots, decryption, elections
+from service.elections import decryption
 from service.jobs import planning
 from service.security.kdf_gate import kdf_gate
-from service.security.sealing import KdfParams
-from tests.bridge.helpers_bridge import election_row, job_row, wait_for
+from tests.bridge.helpers_bridge import PASS, closed_election_with_tally, election_row, job_row, wait_for
 from tests.bridge.test_bridge_flow import pipeline
 
 pytestmark = pytest.mark.services
-KDF = KdfParams(time_cost=1, memory_cost=64, parallelism=1)
-PASS = {g: f"passphrase of {g} 123" for g in ("g1", "g2", "g3")}
 VOTES = ["A", "B", "A", "C", "A", "B", "A", "C", "B", "A", "C", "A"]
 SPOILED = {3, 8}  # indexes of spoiled ballots
 
@@ -42,33 +39,8 @@ class Recording(RabbitMQBroker):
         super()._on_message(channel, method, props, body)
 
 
-def _plaintext(i: int, choice: str) -> dict:
-    return {
-        "object_id": f"ballot-{i}",
-        "style_id": "ballot-style-1",
-        "contests": [{"object_id": "contest-1", "ballot_selections": [{"object_id": choice, "vote": 1}]}],
-    }
-
-
 def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, server_secret) -> None:  # type: ignore[no-untyped-def]
-    with factory.begin() as s:
-        e = elections.create_election(
-            s, name="crypto", number_of_guardians=3, quorum=2, candidate_names=["A", "B", "C"]
-        )
-        election_id = e.id
-        creds = {c.guardian_id: c.credentials for c in elections.run_key_ceremony(s, e.id, PASS, KDF)}
-        elections.open_election(s, e.id)
-    with factory.begin() as s:
-        snap = ballots.snapshot_for_ballots(s, election_id)
-        prepared = [
-            ballots.decide(
-                ballots.prepare_plaintext(snap, _plaintext(i, v)), "spoil" if i in SPOILED else "cast"
-            )
-            for i, v in enumerate(VOTES)
-        ]
-        ballots.store(s, election_id, prepared)
-        elections.close_election(s, election_id)
-        tally_job = planning.create_tally_job(s, election_id, 5).job_id
+    election_id, creds, tally_job = closed_election_with_tally(factory, "crypto", VOTES, SPOILED, 5)
 
     # The real bodies (bridge.tasks.DEFAULT_BODIES), not the counting stand-in.
     broker = Recording(settings.amqp_url)

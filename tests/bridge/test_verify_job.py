@@ -21,17 +21,14 @@ from bridge.brokers.rabbitmq import RabbitMQBroker
 from bridge.executor import Executor
 from service.db.models import Ballot, Election, VerifyReport
 from service.db.session import SessionFactory
-from service.elections import ballots, decryption, elections, results
+from service.elections import decryption, results
 from service.jobs import planning, status
 from service.security.kdf_gate import kdf_gate
-from service.security.sealing import KdfParams
 from service.settings import Settings
-from tests.bridge.helpers_bridge import job_row, wait_for
+from tests.bridge.helpers_bridge import PASS, closed_election_with_tally, job_row, wait_for
 from tests.bridge.test_bridge_flow import pipeline
 
 pytestmark = pytest.mark.services
-KDF = KdfParams(time_cost=1, memory_cost=64, parallelism=1)
-PASS = {g: f"passphrase of {g} 123" for g in ("g1", "g2", "g3")}
 VOTES = ["A", "B", "A", "C", "A", "B", "A", "C", "B", "A"]
 SPOILED = {3, 8}
 CHUNK = 4  # 10 ballots: 3 chunks
@@ -42,14 +39,6 @@ class Decrypted:
     settings: Settings
     factory: SessionFactory
     election_id: int
-
-
-def _plaintext(i: int, choice: str) -> dict[str, Any]:
-    return {
-        "object_id": f"ballot-{i}",
-        "style_id": "ballot-style-1",
-        "contests": [{"object_id": "contest-1", "ballot_selections": [{"object_id": choice, "vote": 1}]}],
-    }
 
 
 def _wait_completed(factory: SessionFactory, job_id: uuid.UUID, timeout: float = 300) -> None:
@@ -74,24 +63,7 @@ def decrypted(
     )
     with factory.begin() as s:
         s.execute(text("TRUNCATE election, outbox RESTART IDENTITY CASCADE"))
-    with factory.begin() as s:
-        e = elections.create_election(
-            s, name="verify", number_of_guardians=3, quorum=2, candidate_names=["A", "B", "C"]
-        )
-        election_id = e.id
-        creds = {c.guardian_id: c.credentials for c in elections.run_key_ceremony(s, e.id, PASS, KDF)}
-        elections.open_election(s, e.id)
-    with factory.begin() as s:
-        snap = ballots.snapshot_for_ballots(s, election_id)
-        prepared = [
-            ballots.decide(
-                ballots.prepare_plaintext(snap, _plaintext(i, v)), "spoil" if i in SPOILED else "cast"
-            )
-            for i, v in enumerate(VOTES)
-        ]
-        ballots.store(s, election_id, prepared)
-        elections.close_election(s, election_id)
-        tally_job = planning.create_tally_job(s, election_id, CHUNK).job_id
+    election_id, creds, tally_job = closed_election_with_tally(factory, "verify", VOTES, SPOILED, CHUNK)
 
     with pipeline(settings, factory, bridge=Executor(settings, RabbitMQBroker(amqp_url), shutdown_grace=10)):
         _wait_completed(factory, tally_job)
