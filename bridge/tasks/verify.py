@@ -1,9 +1,10 @@
 """VERIFY of one unit of a decrypted election's tally: the record's checks, from the database.
 
 A chunk row (kind ``chunk``): its ballots streamed in bounded batches (``ChunkContext.ballot_batches``),
-decoded, each spoiled one with its decryption from the election's result (read by JSON path, only those
-of the batch), checked by ``RecordCheck.check_ballots`` (every proof, the fingerprint prefixes, the cast
-product, the spoiled ballots' shares); the batches' reports merged into one. The election row (number 0):
+decoded, each spoiled one with its decryption from the spoiled units of the tally (only the units
+covering the batch's run are read), checked by ``RecordCheck.check_ballots`` (every proof, the
+fingerprint prefixes, the cast product, the spoiled ballots' shares); the batches' reports merged into
+one. The election row (number 0):
 the guardians and the context (``header_problems``) and the decrypted tally's shares (``check_tally``).
 The report is written with the task's DONE (``service.jobs.verification.write_report``); the job's
 finalizer adds them up.
@@ -46,17 +47,18 @@ def _check_chunk(ctx: ChunkContext, check: Any, chunk: Any) -> Any:
     from compute.plaintext_tally import PlaintextTally
     from compute.verify import ChunkReport
     from service.elections import crypto
-    from service.elections.results import spoiled_decryptions
+    from service.elections.results import spoiled_decryptions_of
 
     report = ChunkReport()
     spoiled = int(BallotState.SPOILED)
     for rows in ctx.ballot_batches(chunk):
         ids = [r.object_id for r in rows if r.state == spoiled]
+        seqs = (rows[0].seq, rows[-1].seq)
         ballots = [crypto.decode(r.payload) for r in rows]
         del rows
 
-        def read(s: Session, ids: list[str] = ids) -> dict[str, Any]:
-            return spoiled_decryptions(s, ctx.claim.election_id, ids)
+        def read(s: Session, ids: list[str] = ids, seqs: tuple[int, int] = seqs) -> dict[str, Any]:
+            return spoiled_decryptions_of(s, ctx.claim.election_id, ids, seqs)
 
         found = ctx.read(read)
         decryptions = {bid: PlaintextTally.from_json(doc) for bid, doc in found.items()}

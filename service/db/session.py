@@ -135,11 +135,22 @@ def transaction(target: SessionFactory | Engine) -> Iterator[Session]:
         yield session
 
 
+# SQLSTATE classes of an OperationalError that pass: the connection (08), too many connections or out of
+# memory or disk (53), a server shutting down or restarting (57), a deadlock or serialization failure (40).
+# Not a program limit (54, e.g. a jsonb value over 256 MB) or a system error (58): retried, they fail again
+# for ever, and a chunk held as if the database were down would never fail or free its worker.
+_PASSING_SQLSTATE = ("08", "53", "57", "40")
+
+
 def is_disconnect(exc: BaseException) -> bool:
-    """A lost or refused connection (worth retrying), as opposed to an error in our own SQL."""
+    """A lost or refused connection, or another passing server state (worth retrying), as opposed to an
+    error in our own SQL or data."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError)
+    if not isinstance(exc, OperationalError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None)  # psycopg's; None: raised by the client (or SQLite)
+    return state is None or str(state).startswith(_PASSING_SQLSTATE)
 
 
 def in_transaction(

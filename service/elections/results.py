@@ -13,7 +13,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Ballot, Election, ElectionState, OperationType
+from service.db.models import Ballot, ChunkKind, Election, ElectionCenter, ElectionState, OperationType
 from service.elections import crypto
 from service.elections.elections import get_election, guardians_of
 from service.errors import Conflict
@@ -65,7 +65,7 @@ def results(session: Session, election_id: int) -> dict[str, Any]:
                 ],
             }
         )
-    spoiled = {bid: _counts(t) for bid, t in (e.result.get("spoiled_ballots") or {}).items()}
+    spoiled = {bid: _counts(t) for bid, t in spoiled_decryptions(session, election_id)}
     # Counts of the whole election only: a chunk's sub-tally is never decrypted, so there are no
     # per-chunk counts to show (they would be the votes of each small group of voters).
     return {
@@ -100,37 +100,63 @@ def header_files(session: Session, election_id: int) -> dict[str, Any]:
     e = get_election(session, election_id)
     if e.context is None:
         raise Conflict(f"election {election_id} has no keys yet: nothing to export")
-    tally = None
-    if e.result is not None:
-        tally = dict(e.result)
-        tally.pop("spoiled_ballots", None)
     return {
         "manifest": e.manifest,
         "context": e.context,
         "constants": standard_constants(),
         "coefficients": {"coefficients": _lagrange(session, e)},
         "encrypted_tally": e.encrypted_tally,
-        "tally": tally,
+        "tally": e.result,
         "guardians": [g.public_record for g in guardians_of(session, e.id)],
         "devices": [],
     }
 
 
-def spoiled_decryptions(
-    session: Session, election_id: int, ids: Sequence[str] | None = None
+SPOILED_UNIT_ROWS = 4  # spoiled units (each a few ballots' decryptions with every share) read at a time
+
+
+def _spoiled_units(
+    session: Session, election_id: int, seqs: tuple[int, int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The decryptions held by each ``spoiled`` unit of the election's completed tally (those whose run of
+    ballots meets ``seqs``, when given), a few units at a time. They stay in their units: the spoiled
+    ballots' decryptions, every share and proof with them, grow with the election (about 300 KB a ballot
+    of three contests), far past what one row or one process should hold."""
+    tally = queries.completed_tally_job(session, get_election(session, election_id))
+    stmt = select(ElectionCenter.result).where(
+        ElectionCenter.tally_job_id == tally.job_id, ElectionCenter.kind == ChunkKind.SPOILED.value
+    )
+    if seqs is not None:
+        stmt = stmt.where(ElectionCenter.last_seq >= seqs[0], ElectionCenter.first_seq <= seqs[1])
+    stmt = stmt.order_by(ElectionCenter.chunk_number).execution_options(yield_per=SPOILED_UNIT_ROWS)
+    for doc in session.scalars(stmt):
+        yield dict((doc or {}).get("spoiled_ballots") or {})
+
+
+def spoiled_decryptions(session: Session, election_id: int) -> Iterator[tuple[str, Any]]:
+    """(ballot id, its decryption: PlaintextTally JSON) of every decrypted spoiled ballot, in seq order of
+    their units, a few units in memory at a time."""
+    for unit in _spoiled_units(session, election_id):
+        yield from unit.items()
+
+
+def spoiled_decryptions_of(
+    session: Session, election_id: int, ids: Sequence[str], seqs: tuple[int, int]
 ) -> dict[str, Any]:
-    """Ballot id -> the decryption (PlaintextTally JSON) of each spoiled ballot in the result; with
-    ``ids``, of those ballots only, read by JSON path (the result's other decryptions stay in the
-    database)."""
-    if ids is None:
-        result = get_election(session, election_id).result or {}
-        return dict(result.get("spoiled_ballots") or {})
-    wanted = list(dict.fromkeys(ids))
+    """The decryptions of the spoiled ballots ``ids``, whose seqs lie within ``seqs`` (a batch of one
+    chunk): only the units covering that run are read."""
+    wanted = set(ids)
     if not wanted:
         return {}
-    spoiled = Election.result["spoiled_ballots"]
-    row = session.execute(select(*(spoiled[i] for i in wanted)).where(Election.id == election_id)).one()
-    return {i: doc for i, doc in zip(wanted, row, strict=True) if doc is not None}
+    found: dict[str, Any] = {}
+    for unit in _spoiled_units(session, election_id, seqs):
+        found.update((bid, doc) for bid, doc in unit.items() if bid in wanted)
+    return found
+
+
+def decrypted_spoiled_ids(session: Session, election_id: int) -> list[str]:
+    """The ids of every spoiled ballot with a decryption (one id per ballot kept, not its decryption)."""
+    return [bid for unit in _spoiled_units(session, election_id) for bid in unit]
 
 
 def decoded_ballots(session: Session, election_id: int) -> Iterator[Any]:
@@ -162,7 +188,7 @@ def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]
     if header["encrypted_tally"] is not None:
         yield "encrypted_tally.json", header["encrypted_tally"]
     if header["tally"] is not None:
-        for bid, t in spoiled_decryptions(session, election_id).items():
+        for bid, t in spoiled_decryptions(session, election_id):
             yield f"spoiled_ballots/spoiled_ballot_{bid}.json", t
         yield "tally.json", header["tally"]
 

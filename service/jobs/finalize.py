@@ -146,12 +146,20 @@ def finalize_combine(session: Session, job: ElectionJob) -> None:
     result = plaintext.to_json()
     election_row.result = dict(result)
 
+    # The spoiled ballots' decryptions stay in their units (service.elections.results reads them there):
+    # gathered into one row they pass PostgreSQL's 256 MB bound on a jsonb value at about 800 ballots,
+    # and one process would hold them all. Each unit must hold one decryption per ballot of its run.
     _lock(session, tally_job_id, ChunkKind.SPOILED)
-    spoiled: dict[str, Any] = {}
-    for doc in _stream(session, ElectionCenter.result, tally_job_id, ChunkKind.SPOILED):
-        spoiled.update(doc.get("spoiled_ballots") or {})
-    if spoiled:
-        result["spoiled_ballots"] = spoiled
+    stmt = (
+        select(ElectionCenter.chunk_number, ElectionCenter.ballot_count, ElectionCenter.result)
+        .where(_of(tally_job_id, ChunkKind.SPOILED))
+        .order_by(ElectionCenter.chunk_number)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    for number, count, doc in session.execute(stmt):
+        held = len((doc or {}).get("spoiled_ballots") or {})
+        if held != count:
+            raise FinalizeError(f"spoiled {number}: {held} decryptions for its {count} spoiled ballots")
     election = session.get(Election, job.election_id, with_for_update=True)
     assert election is not None
     election.result = result

@@ -24,19 +24,18 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import (
     Ballot,
     BallotState,
     ChunkKind,
-    Election,
     ElectionCenter,
     ElectionJob,
     VerifyReport,
 )
-from service.elections.results import decoded_ballots
+from service.elections.results import decoded_ballots, decrypted_spoiled_ids
 
 LISTED = 100  # problems and failed ballots kept in the verdict (the counts are complete)
 REPORT_ROWS = 4  # reports decoded at a time by the finalizer
@@ -100,19 +99,9 @@ def reports(session: Session, job_id: uuid.UUID) -> Iterator[tuple[str, int, Any
         session.expunge(row)
 
 
-def _spoiled_decryption_ids(session: Session, election_id: int) -> list[str]:
-    """The ballot ids of the result's spoiled decryptions (keys only, on PostgreSQL)."""
-    spoiled = Election.result["spoiled_ballots"]
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = select(func.jsonb_object_keys(spoiled)).where(Election.id == election_id)
-        return list(session.scalars(stmt))
-    found = session.scalar(select(spoiled).where(Election.id == election_id))
-    return list(found or {})
-
-
 def stray_decryptions(session: Session, election_id: int) -> list[str]:
-    """Ids with a decryption in the result that are no spoiled ballot of the election (none, or cast)."""
-    ids = _spoiled_decryption_ids(session, election_id)
+    """Ids with a decryption that are no spoiled ballot of the election (none, or cast)."""
+    ids = decrypted_spoiled_ids(session, election_id)
     spoiled: set[str] = set()
     for i in range(0, len(ids), 1000):
         spoiled.update(

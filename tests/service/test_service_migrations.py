@@ -276,3 +276,37 @@ def test_upgrade_removes_sub_tally_plaintexts_and_ends_chunk_by_chunk_decryption
                 c.execute(text("UPDATE election_center SET result = '{}' WHERE kind = 'chunk'"))
     finally:
         engine.dispose()
+
+
+def test_upgrade_drops_the_copy_of_spoiled_decryptions_from_the_election_result(empty_pg: str) -> None:
+    """Migration 0007: ``election.result`` keeps the tally and loses ``spoiled_ballots`` (the units hold
+    them); a result without the key is left as it was."""
+    migrate.upgrade(empty_pg, "0006")
+    engine = create_engine(empty_pg)
+    with_copy = '{"object_id": "election-results", "contests": {"c": {}}, "spoiled_ballots": {"b1": {}}}'
+    without = '{"object_id": "election-results", "contests": {}}'
+    try:
+        with engine.begin() as c:
+            ids = [
+                c.execute(
+                    text(
+                        "INSERT INTO election (name, state, manifest, manifest_version, number_of_guardians,"
+                        " quorum, result) VALUES ('e', 'decrypted', '{}', 1, 1, 1, CAST(:r AS JSONB))"
+                        " RETURNING id"
+                    ),
+                    {"r": r},
+                ).scalar_one()
+                for r in (with_copy, without)
+            ]
+        migrate.upgrade(empty_pg)
+        with engine.connect() as c:
+            got = [
+                c.execute(text("SELECT result FROM election WHERE id = :i"), {"i": i}).scalar_one()
+                for i in ids
+            ]
+    finally:
+        engine.dispose()
+    assert got == [
+        {"object_id": "election-results", "contests": {"c": {}}},
+        {"object_id": "election-results", "contests": {}},
+    ]
