@@ -420,27 +420,37 @@ def chunk_sizes(args: argparse.Namespace) -> None:
     (RESULTS / "bench_chunk_size.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     publish(RESULTS / "bench_chunk_size.md")
+    plot_chunk_sizes(runs)
+
+
+def plot_chunk_sizes(runs: list[dict[str, Any]]) -> None:
+    """results/bench_chunk_size.png: tally time and chunk task peak RSS per chunk size, a line per node
+    count."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-        for nodes in args.nodes:
-            rs = [r for r in runs if r["nodes"] == nodes]
-            xs = [r["chunk_size"] for r in rs]
-            ax[0].plot(xs, [r["phases_s"]["tally"] for r in rs], marker="o", label=f"{nodes} node(s)")
-            ax[1].plot(xs, [r["task_peak_rss_mib"] for r in rs], marker="o", label=f"{nodes} node(s)")
-        for a, title in zip(ax, ("tally wall time (s)", "chunk task peak RSS (MiB)"), strict=True):
-            a.set_xscale("log")
-            a.set_xlabel("chunk size (ballots)")
-            a.set_title(title)
-            a.legend()
-        fig.tight_layout()
-        fig.savefig(RESULTS / "bench_chunk_size.png", dpi=110)
     except ImportError:
         print("matplotlib not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    sizes = sorted({r["chunk_size"] for r in runs})
+    for nodes in sorted({r["nodes"] for r in runs}):
+        rs = [r for r in runs if r["nodes"] == nodes]
+        xs = [r["chunk_size"] for r in rs]
+        ax[0].plot(xs, [r["phases_s"]["tally"] for r in rs], marker="o", label=f"{nodes} node(s)")
+        ax[1].plot(xs, [r["task_peak_rss_mib"] for r in rs], marker="o", label=f"{nodes} node(s)")
+    for a, title in zip(ax, ("tally wall time (s)", "chunk task peak RSS (MiB)"), strict=True):
+        a.set_xscale("log")
+        a.set_xticks(sizes, [f"{x:,}" for x in sizes])
+        a.minorticks_off()
+        a.set_ylim(bottom=0)
+        a.set_xlabel("chunk size (ballots)")
+        a.set_title(title)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "bench_chunk_size.png", dpi=110)
 
 
 def large(args: argparse.Namespace) -> None:
