@@ -173,3 +173,33 @@ def closed_election_with_tally(
         elections.close_election(s, election_id)
         tally_job = planning.create_tally_job(s, election_id, chunk_size).job_id
     return election_id, creds, tally_job
+
+
+def start_decryptions(
+    factory: SessionFactory,
+    settings: Any,
+    server_secret: bytes,
+    election_id: int,
+    creds: dict[str, str],
+    guardians: tuple[str, ...] = ("g1", "g2"),
+    missing: tuple[str, ...] = ("g3",),
+) -> list[uuid.UUID]:
+    """Each guardian's partial decryption and its compensated jobs for the missing ones: every job id."""
+    from service.elections import decryption
+    from service.security.kdf_gate import kdf_gate
+
+    jobs: list[uuid.UUID] = []
+    for g in guardians:
+        start = decryption.start_decryption(
+            factory,
+            server_secret,
+            kdf_gate(settings),
+            election_id=election_id,
+            guardian_id=g,
+            credentials=creds[g],
+            passphrase=PASS[g],
+            missing_guardian_ids=list(missing),
+        )
+        assert start.partial_job is not None
+        jobs += [start.partial_job.job_id] + [j.job_id for j in start.compensated_jobs]
+    return jobs

@@ -16,10 +16,16 @@ from sqlalchemy import func, select
 from bridge.brokers.rabbitmq import RabbitMQBroker
 from bridge.executor import Executor
 from service.db.models import ElectionCenter, GuardianKeyEscrow
-from service.elections import decryption, results
+from service.elections import results
 from service.jobs import planning
-from service.security.kdf_gate import kdf_gate
-from tests.bridge.helpers_bridge import PASS, closed_election_with_tally, election_row, job_row, wait_for
+from tests.bridge.helpers_bridge import (
+    PASS,
+    closed_election_with_tally,
+    election_row,
+    job_row,
+    start_decryptions,
+    wait_for,
+)
 from tests.bridge.test_bridge_flow import pipeline
 
 pytestmark = pytest.mark.services
@@ -58,19 +64,7 @@ def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, s
             assert election_chunk.cast_count == len(VOTES) - len(SPOILED)
             assert sorted(election_chunk.spoiled_ids) == sorted(f"ballot-{i}" for i in SPOILED)
 
-        jobs = []
-        for g in ("g1", "g2"):
-            start = decryption.start_decryption(
-                factory,
-                server_secret,
-                kdf_gate(settings),
-                election_id=election_id,
-                guardian_id=g,
-                credentials=creds[g],
-                passphrase=PASS[g],
-                missing_guardian_ids=["g3"],
-            )
-            jobs += [start.partial_job.job_id] + [j.job_id for j in start.compensated_jobs]
+        jobs = start_decryptions(factory, settings, server_secret, election_id, creds)
         assert len(jobs) == 4
         wait_for(
             lambda: all(job_row(factory, j).status in ("COMPLETED", "FAILED") for j in jobs), timeout=240

@@ -21,11 +21,10 @@ from bridge.brokers.rabbitmq import RabbitMQBroker
 from bridge.executor import Executor
 from service.db.models import Ballot, Election, VerifyReport
 from service.db.session import SessionFactory
-from service.elections import decryption, results
+from service.elections import results
 from service.jobs import planning, status
-from service.security.kdf_gate import kdf_gate
 from service.settings import Settings
-from tests.bridge.helpers_bridge import PASS, closed_election_with_tally, job_row, wait_for
+from tests.bridge.helpers_bridge import closed_election_with_tally, job_row, start_decryptions, wait_for
 from tests.bridge.test_bridge_flow import pipeline
 
 pytestmark = pytest.mark.services
@@ -67,20 +66,7 @@ def decrypted(
 
     with pipeline(settings, factory, bridge=Executor(settings, RabbitMQBroker(amqp_url), shutdown_grace=10)):
         _wait_completed(factory, tally_job)
-        jobs = []
-        for g in ("g1", "g2"):
-            start = decryption.start_decryption(
-                factory,
-                server_secret,
-                kdf_gate(settings),
-                election_id=election_id,
-                guardian_id=g,
-                credentials=creds[g],
-                passphrase=PASS[g],
-                missing_guardian_ids=["g3"],
-            )
-            assert start.partial_job is not None
-            jobs += [start.partial_job.job_id] + [j.job_id for j in start.compensated_jobs]
+        jobs = start_decryptions(factory, settings, server_secret, election_id, creds)
         for j in jobs:
             _wait_completed(factory, j)
         with factory.begin() as s:
