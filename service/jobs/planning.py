@@ -150,7 +150,7 @@ def _new_job(
     session: Session,
     election_id: int,
     operation: OperationType,
-    tally_job_id: uuid.UUID,
+    over: ColumnElement[bool],
     created_by: str | None,
     *,
     guardian_id: str | None = None,
@@ -158,8 +158,8 @@ def _new_job(
     parent_job_id: uuid.UUID | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> ElectionJob:
-    """A decryption or combine job: one PENDING task per decryption unit of the tally (slices of the
-    aggregate and runs of spoiled ballots, never a chunk) and one outbox message per task."""
+    """A job with one PENDING task per ``election_center`` row matching ``over`` (for a decryption or a
+    combine, the tally's decryption units: ``units_of``) and one outbox message per task."""
     job = ElectionJob(
         job_id=uuid.uuid4(),
         election_id=election_id,
@@ -176,7 +176,7 @@ def _new_job(
     )
     session.add(job)
     session.flush()  # the tasks' foreign keys need the job row
-    job.total_chunks = _add_tasks(session, job, units_of(tally_job_id))
+    job.total_chunks = _add_tasks(session, job, over)
     return job
 
 
@@ -361,7 +361,7 @@ def create_partial_decryption_job(
         session,
         election_id,
         OperationType.PARTIAL_DECRYPTION,
-        tally.job_id,
+        units_of(tally.job_id),
         created_by,
         guardian_id=guardian_id,
         metadata={"tally_job_id": str(tally.job_id)},
@@ -426,7 +426,7 @@ def create_compensated_decryption_jobs(
             session,
             election.id,
             OperationType.COMPENSATED_DECRYPTION,
-            tally.job_id,
+            units_of(tally.job_id),
             created_by,
             guardian_id=source,
             missing_guardian_id=m,
@@ -496,7 +496,7 @@ def create_combine_job(session: Session, election_id: int, created_by: str | Non
         session,
         election_id,
         OperationType.COMBINE_DECRYPTION,
-        tally.job_id,
+        units_of(tally.job_id),
         created_by,
         metadata={
             "tally_job_id": str(tally.job_id),
@@ -524,26 +524,15 @@ def create_verify_job(session: Session, election_id: int, created_by: str | None
         raise Conflict(
             f"election {election_id} already has a verify job {live[-1].job_id} ({live[-1].status})"
         )
-    job = ElectionJob(
-        job_id=uuid.uuid4(),
-        election_id=election_id,
-        operation_type=OperationType.VERIFY.value,
-        status=JobStatus.QUEUED.value,
-        total_chunks=0,
-        processed_chunks=0,
-        failed_chunks=0,
-        created_by=created_by,
-        metadata_={"tally_job_id": str(tally.job_id)},
+    ballots_and_header = and_(
+        ElectionCenter.tally_job_id == tally.job_id,
+        ElectionCenter.kind.in_([ChunkKind.CHUNK.value, ChunkKind.ELECTION.value]),
     )
-    session.add(job)
-    session.flush()
-    job.total_chunks = _add_tasks(
+    return _new_job(
         session,
-        job,
-        and_(
-            ElectionCenter.tally_job_id == tally.job_id,
-            ElectionCenter.kind.in_([ChunkKind.CHUNK.value, ChunkKind.ELECTION.value]),
-        ),
+        election_id,
+        OperationType.VERIFY,
+        ballots_and_header,
+        created_by,
+        metadata={"tally_job_id": str(tally.job_id)},
     )
-    session.flush()
-    return job
