@@ -5,17 +5,21 @@ Threads, and why:
 - The **main thread** (the caller of :meth:`Executor.run`) owns the broker's connection: it polls for
   deliveries, renews leases, and on stop runs the shutdown. (pika's blocking adapter must be driven from
   the thread that connected; the other brokers do not care.)
-- **Worker threads** (``max_in_flight`` of them): claim the task in PostgreSQL, submit the Ray task,
-  wait for it, record a failure, then settle the delivery. The Ray task commits the result and the DONE
-  state itself, so an ack is only ever sent after that commit. The pool bounds the Ray tasks in flight,
-  and the broker's prefetch equals it, so this executor never holds more messages than it can work on.
+- **Worker threads** (one per delivery, at most ``max_in_flight`` at once): claim the task in
+  PostgreSQL, submit the Ray task, wait for it, record a failure, then settle the delivery. The Ray task
+  commits the result and the DONE state itself, so an ack is only ever sent after that commit. The main
+  thread takes no more deliveries than there is room for, and the broker's prefetch equals it, so this
+  executor never holds more messages than it can work on. They are daemon threads: shutdown has released
+  (or settled) every delivery before it returns, so one still blocked in a call (a database that stopped
+  answering) must not keep the process from exiting, as a ``ThreadPoolExecutor``'s thread would.
 
 What a delivery's fate is:
 
 - claimed and the body succeeds (or the task was already DONE, or someone else holds a live lease, or it
   is backing off): ACK;
-- the body raises or its worker dies: ``transitions.fail``; below the limit that writes a delayed outbox
-  message and we ACK; at the limit the task is FAILED and we DEAD_LETTER it;
+- the body raises or its worker dies, or it runs past ``chunk_time_limit_seconds`` (its worker is then
+  killed): ``transitions.fail``; below the limit that writes a delayed outbox message and we ACK; at the
+  limit the task is FAILED and we DEAD_LETTER it;
 - unreadable: DEAD_LETTER;
 - its lease was taken over at the last attempt (its worker died every time): the task is FAILED,
   DEAD_LETTER.
@@ -48,7 +52,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +103,10 @@ class _Released(Exception):
     """Shutdown released this work while its task ran: the message is requeued, nothing recorded."""
 
 
+class TimeLimitExceeded(Exception):
+    """The chunk ran past ``chunk_time_limit_seconds``: its worker was killed, the attempt fails."""
+
+
 class _Held(Exception):
     """The database is unreachable: keep the delivery unsettled until it answers again."""
 
@@ -131,6 +138,7 @@ class Executor:
         self.policy = policy or Policy.from_settings(settings)
         self.max_in_flight = settings.max_in_flight
         self.task_memory = settings.task_memory_mb * 1024 * 1024
+        self.time_limit = settings.chunk_time_limit_seconds
         self.max_retries = max_retries
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
@@ -141,7 +149,6 @@ class Executor:
         self.reconnects = 0
 
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(1)  # replaced by each run
         self._inflight: dict[int, _Work] = {}  # by id(work)
         self._inflight_lock = threading.Lock()
         self._last_renew = time.monotonic()
@@ -187,7 +194,6 @@ class Executor:
     # -- main thread --------------------------------------------------------------------------
     def _run(self, finished: Callable[[], bool]) -> None:
         delay = 0.5
-        self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="chunk")
         try:
             while not finished():
                 try:
@@ -216,7 +222,6 @@ class Executor:
             self._shutdown()
         finally:
             self._stop.set()
-            self._pool.shutdown(wait=False, cancel_futures=True)
             self.broker.close()
 
     def _consume(self) -> None:
@@ -245,7 +250,7 @@ class Executor:
         self._db_down.clear()
         log.warning("database reachable again: running %d held delivery(ies), consuming", len(held))
         for work in held:
-            self._pool.submit(self._handle, work)
+            self._spawn(work)
         self._consume()
 
     def _hold(self, work: _Work) -> None:
@@ -263,7 +268,10 @@ class Executor:
         if self._stop.is_set():
             self._settle(work, Settlement.REQUEUE)
             return
-        self._pool.submit(self._handle, work)
+        self._spawn(work)
+
+    def _spawn(self, work: _Work) -> None:
+        threading.Thread(target=self._handle, args=(work,), name="chunk", daemon=True).start()
 
     def _settle(self, work: _Work, how: Settlement) -> None:
         """Settle once; then the work is no longer in flight."""
@@ -361,15 +369,21 @@ class Executor:
         return Settlement.ACK
 
     def _result(self, work: _Work) -> Any:
-        """The task's result; a task still running when shutdown released it is left to Ray's cancel,
-        so no thread of this executor outlives it (a pool thread blocked for ever in ``ray.get`` keeps
-        the process from exiting)."""
+        """The task's result. A task still running when shutdown released it is left to Ray's cancel;
+        one past its time limit is killed (its transaction, if any, rolls back) and fails its attempt,
+        so a hung call costs an attempt instead of holding its job, and a CPU, for ever."""
+        deadline = time.monotonic() + self.time_limit if self.time_limit else None
         while True:
             ready, _ = ray.wait([work.ref], timeout=1.0)
             if ready:
                 return ray.get(work.ref)
             if work.released:
                 raise _Released
+            if deadline is not None and time.monotonic() > deadline:
+                ray.cancel(work.ref, force=True)
+                raise TimeLimitExceeded(
+                    f"still running after its time limit of {self.time_limit:g} s; its worker was killed"
+                )
 
     def _record_failure(self, work: _Work, claim: Claim, error: str) -> Settlement:
         try:

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     # are streamed in batches of at most 4 MiB, so the peak does not grow with the chunk or election.
     task_memory_mb: int = Field(default=256, ge=64, description="Ray memory= per chunk task (admission)")
     max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
+    # A chunk of the default size takes seconds to a minute (benchmarks/README.md); one that runs for an
+    # hour is hung (a call that never returns), and its renewed lease would hold its job for ever.
+    chunk_time_limit_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A chunk task still running this long after it was submitted is killed and counts a"
+        " failed attempt (0: no limit)",
+    )
     # `record verify` on Ray: the ballot files its driver has sent and not yet had checked (about 16 MB a
     # chunk of 200 three-contest ballots). It bounds the driver's memory; on a large cluster raise it to
     # about 16 MB per CPU to keep every CPU busy (bridge/verify.py).

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import pytest
 
+pytest_plugins = ["tests.exit_watchdog"]
+
 PG_ADMIN_URL = os.environ.get("AMARVOTE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("AMARVOTE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 

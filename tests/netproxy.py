@@ -40,7 +40,12 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the 5 s bound the connect only: a slow answer is not a cut
             with self._lock:
+                if not self._up.is_set():  # cut while this one connected: it must not outlive the cut
+                    _shut(client)
+                    _shut(upstream)
+                    continue
                 self._open |= {client, upstream}
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -52,22 +57,17 @@ class Proxy:
         except OSError:
             pass
         finally:
+            # shutdown, not only close: on Linux a close does not wake the other direction's thread
+            # blocked in recv, which then keeps the socket open, and its client waits for ever.
             for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                _shut(s)
 
     def cut(self) -> None:
         self._up.clear()
         with self._lock:
             socks, self._open = self._open, set()
         for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+            _shut(s)
 
     def restore(self) -> None:
         self._up.set()
@@ -82,3 +82,11 @@ class Proxy:
 
     def __exit__(self, *exc: object | TracebackType | None) -> None:
         self.close()
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()

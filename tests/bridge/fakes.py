@@ -5,7 +5,7 @@ it saw. Its effect on the election row is additive (ballots and chunks counted),
 written twice would show as a double count; the finalizer counts its own runs the same way.
 The job's metadata steers it: ``sleep`` seconds per chunk, ``poison`` chunk numbers that always
 raise (until an operator edits the metadata: "the cause removed"), ``die`` chunk numbers whose first
-attempt kills its Ray worker process.
+attempt kills its Ray worker process, ``hang`` chunk numbers that never return.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def count_tally(ctx: ChunkContext) -> Outcome:
         raise PoisonError(f"chunk {chunk.chunk_number} is poisoned")
     if chunk.chunk_number in meta.get("die", []) and ctx.claim.attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)  # the Ray worker process dies mid-chunk
+    if chunk.chunk_number in meta.get("hang", []):
+        time.sleep(3600)  # a call that never returns
     n = seq_sum = 0
     for ballot in ctx.stream_ballots(chunk):
         n += 1

@@ -63,6 +63,20 @@ def test_attempts_exhausted_dead_letters_and_fails_the_task(settings, factory, r
     assert (failed[0].id, Settlement.DEAD_LETTER) in broker.settled
 
 
+def test_a_chunk_past_its_time_limit_is_killed_and_fails(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
+    _, job_id = make_tally_job(factory, ballots=6, chunk_size=3, metadata={"hang": [2]})
+    broker = StubBroker()
+    _publish_all(broker, factory, job_id)
+    limited = settings.model_copy(update={"chunk_time_limit_seconds": 3.0})
+    one_attempt = replace(Executor(settings, StubBroker()).policy, max_attempts=1)
+    _executor(limited, broker, policy=one_attempt).run_until_idle(timeout=120)
+    job = job_row(factory, job_id)
+    assert (job.status, job.processed_chunks, job.failed_chunks) == ("FAILED", 1, 1)
+    (failed,) = [t for t in tasks_of(factory, job_id) if t.state == "FAILED"]
+    assert "TimeLimitExceeded: still running after its time limit of 3 s" in (failed.last_error or "")
+    assert (failed.id, Settlement.DEAD_LETTER) in broker.settled
+
+
 def test_stop_releases_chunks_in_flight(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
     _, job_id = make_tally_job(factory, ballots=8, chunk_size=2, metadata={"sleep": 3})
     broker = StubBroker()
