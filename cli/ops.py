@@ -15,7 +15,7 @@ from service.settings import Settings
 
 console = Console()
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
-jobs_app = typer.Typer(help="Inspect jobs and re-drive failed chunks.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect jobs, re-drive failed chunks, verify an election.", no_args_is_help=True)
 escrow_app = typer.Typer(help="Guardians' key escrows of running decryption jobs.", no_args_is_help=True)
 
 
@@ -148,6 +148,23 @@ def redrive(job_id: str) -> None:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{n} failed chunk(s) of job {jid} re-queued")
+
+
+@jobs_app.command()
+def verify(election_id: int) -> None:
+    """Verify a decrypted election from the database on the cluster (what POST /api/verify/create does):
+    the bridge runs the job; `amarvote jobs show JOB_ID` gives its verdict."""
+    from service.errors import DomainError
+    from service.jobs.planning import create_verify_job
+
+    try:
+        with transaction(_db()) as s:
+            job = create_verify_job(s, election_id, "cli")
+            jid, chunks = job.job_id, job.total_chunks
+    except DomainError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"verify job {jid} of election {election_id} created ({chunks} chunk(s))")
 
 
 @escrow_app.command("erase")

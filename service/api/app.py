@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from service.api import errors, routes_elections, routes_jobs, routes_verify
 from service.api.body_limit import BodyLimit
-from service.api.deps import AppContext, known_query_only
+from service.api.deps import AppContext, admin_gate, known_query_only
 from service.api.metrics import RequestMetrics, register_jobs_by_state
 from service.db.session import make_engine
 from service.elections.pending import PendingBallots
@@ -123,11 +123,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_verify.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.add_middleware(RequestMetrics)
     # Outermost (added last): an oversized body is refused before any route, dependency or the token
-    # check reads it.
+    # check reads it; a bulk upload's larger limit is an admin's only (the route's own role).
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         large=(("/ballots/bulk", settings.max_bulk_body_bytes),),
+        gate=admin_gate(app.state.ctx),
     )
     return app
 

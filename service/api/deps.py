@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,11 +11,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from service.db.session import transaction
 from service.elections.pending import PendingBallots
-from service.errors import Invalid, Unauthorized
-from service.security.auth import Principal, decode_token
+from service.errors import DomainError, Invalid, Unauthorized
+from service.security.auth import Principal, decode_token, require_admin
 from service.security.kdf_gate import KdfGate
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
@@ -44,13 +47,34 @@ def get_ctx(request: Request) -> AppContext:
 _bearer = HTTPBearer(auto_error=False, description="A JWT issued with service.security.auth.issue_token")
 
 
+def _principal(ctx: AppContext, scheme: str, token: str) -> Principal:
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("a bearer token is required")
+    return decode_token(ctx.settings, token, key=ctx.jwt_key)
+
+
 def get_principal(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if creds is None or creds.scheme.lower() != "bearer":
+    if creds is None:
         raise Unauthorized("a bearer token is required")
-    return decode_token(ctx.settings, creds.credentials, key=ctx.jwt_key)
+    return _principal(ctx, creds.scheme, creds.credentials)
+
+
+def admin_gate(ctx: AppContext) -> Callable[[Scope], DomainError | None]:
+    """For ``BodyLimit``: whether a request's token is an admin's, before its body is read (the checks,
+    and errors, of ``get_principal`` and ``require_admin``)."""
+
+    def check(scope: Scope) -> DomainError | None:
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        try:
+            require_admin(_principal(ctx, scheme, token.strip()))
+        except DomainError as exc:
+            return exc
+        return None
+
+    return check
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]

@@ -66,7 +66,7 @@ COMMON_ERRORS = errors(
     (
         413,
         "The request body is larger than AMARVOTE_MAX_BODY_BYTES"
-        " (AMARVOTE_MAX_BULK_BODY_BYTES for a bulk upload)",
+        " (AMARVOTE_MAX_BULK_BODY_BYTES for an admin's bulk upload)",
     ),
     (422, "The request is malformed, out of bounds, or its content fails validation"),
     (429, "Too many requests: the caller's rate limit, or this process's pending ballots"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,17 @@ def test_demo_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> N
     v = amarvote("record", "verify", str(out), cwd=tmp_path)
     assert v.returncode == 0, v.stdout + v.stderr
     assert "OK" in v.stdout
+
+    # The same election verified from the database, as a job for the bridge (one at a time).
+    resume = re.search(r"election (\d+); if interrupted, continue with: AMARVOTE_DATA_DIR=(\S+)", r.stdout)
+    assert resume, r.stdout[-2000:]
+    eid, env = resume[1], {"AMARVOTE_DATA_DIR": resume[2]}
+    job = amarvote("jobs", "verify", eid, cwd=tmp_path, env=env)
+    assert job.returncode == 0 and "verify job" in job.stdout, job.stdout + job.stderr
+    again = amarvote("jobs", "verify", eid, cwd=tmp_path, env=env)
+    assert again.returncode == 1 and "already has a verify job" in again.stdout, again.stdout
+    missing = amarvote("jobs", "verify", "99", cwd=tmp_path, env=env)
+    assert missing.returncode == 1 and "99" in missing.stdout, missing.stdout
 
 
 @pytest.mark.services
