@@ -4,8 +4,8 @@ The available guardians' shares are read from ``decryption_share``; each missing
 reconstructed from the available guardians' compensated shares with Lagrange coefficients. Every proof
 is checked (``combine_shares(verify=True)``) before anything is decrypted. A slice's result is the
 reference's PlaintextTally JSON of its selections of the aggregate; a spoiled run's is
-``{"spoiled_ballots": {ballot id: PlaintextTally JSON}}``. The finalizer merges the slices into the
-election's tally. A tally chunk has no shares and is never combined.
+``{"spoiled_ballots": {ballot id: PlaintextTally JSON}, "spoiled_counts": {ballot id: votes}}``. The
+finalizer merges the slices into the election's tally. A tally chunk has no shares and is never combined.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bridge.tasks.common import (
     job_of,
 )
 from service.db.models import ChunkTask, CompensatedShare, DecryptionShare, ElectionCenter, ElectionJob
+from service.elections.results import counts_of
 from service.jobs.transitions import Outcome
 
 
@@ -110,6 +111,8 @@ def run(ctx: ChunkContext) -> Outcome:
                 for b in ballots
             }
         }
+        # Kept beside them for the results (a few hundred bytes a ballot against 300 KB).
+        result["spoiled_counts"] = {bid: counts_of(t) for bid, t in result["spoiled_ballots"].items()}
 
     def write(session: Session, task: ChunkTask, _job: ElectionJob) -> None:
         row = session.get(ElectionCenter, task.chunk_id)

@@ -30,7 +30,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import Session, aliased
 
@@ -192,9 +191,3 @@ def has_recent_message(recent: datetime) -> ColumnElement[bool]:
         Outbox.task_id == ChunkTask.id,
         or_(Outbox.sent_at.is_(None), Outbox.sent_at > recent, Outbox.created_at > recent),
     )
-
-
-def release_taken(session: Session, ids: list[int]) -> None:
-    """Put rows back as unsent (a broker that took them will not deliver them after all)."""
-    if ids:
-        session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(sent_at=None))
