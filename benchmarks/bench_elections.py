@@ -252,10 +252,16 @@ def run(
                     del payloads, rows
                 with transaction(pipe.factory) as s:
                     election_service.close_election(s, eid)
+            verify_job: dict[str, Any] | None = None
             with PeakSampler() as sampler, scraper, pipe.running():
                 pipe.run_jobs(eid, chunk_size, credentials, missing, timings)
                 time.sleep(2)
                 idle = sampler.workers_rss()
+                if verify:
+                    with PeakSampler() as checking, timings.phase("verify job (Ray)"):
+                        verdict = pipe.verify(eid)
+                    assert verdict["verified"], verdict
+                    verify_job = {"verdict": verdict, "task_peak_rss_mib": checking.task_peak / 2**20}
             if dashboard is not None:
                 dashboard.with_suffix(".json").write_text(json.dumps(scraper.dump()))
                 try:
@@ -321,6 +327,7 @@ def run(
         "phases_s": phases,
         "jobs": by_op,
         "verify": verified,
+        "verify_job": verify_job,
         "task_peak_rss_mib": sampler.task_peak / 2**20,
         "peak_rss_mib_by_process": {k: v / 2**20 for k, v in sampler.peaks.items()},
         "idle_worker_rss_mib": [r / 2**20 for r in idle],
@@ -455,11 +462,12 @@ def plot_chunk_sizes(runs: list[dict[str, Any]]) -> None:
 
 def large(args: argparse.Namespace) -> None:
     data = election(args.ballots)
+    name = args.name
     r = run_apart(
         args.ballots,
         args.chunk_size,
         args.nodes,
-        dashboard=RESULTS / "bench_large_dashboard.png",
+        dashboard=RESULTS / f"{name}_dashboard.png",
         verify=True,
     )
     r["encrypt_s"] = data["encrypt_s"]
@@ -471,7 +479,7 @@ def large(args: argparse.Namespace) -> None:
     }
     r["reference_estimate_s"] = reference
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_large.json").write_text(json.dumps(r, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps(r, indent=1))
     cores = args.nodes
     cpus = os.cpu_count() or 1
     lines = [
@@ -495,6 +503,14 @@ def large(args: argparse.Namespace) -> None:
         + ".",
         *(
             [
+                "The verify job (`POST /api/verify/create`: the same checks from the database, one task per"
+                f" tally chunk): chunk task peak RSS {r['verify_job']['task_peak_rss_mib']:.0f} MiB."
+            ]
+            if r.get("verify_job")
+            else []
+        ),
+        *(
+            [
                 f"Record: {r['verify']['record_mib']:.0f} MiB on disk; `amarvote record verify` on the"
                 f" cluster: peak RSS {r['verify']['verify_peak_rss_mib']:.0f} MiB (driver),"
                 f" {r['verify']['verify_worker_peak_rss_mib']:.0f} MiB (largest Ray worker)."
@@ -505,10 +521,10 @@ def large(args: argparse.Namespace) -> None:
         f"The reference package, from its measured per-ballot costs on this machine: encryption"
         f" {reference['encrypt_s'] / 3600:.1f} h, tally {reference['tally_s'] / 3600:.1f} h (one core).",
     ]
-    lines += ["", "![the dashboard's panels during the run](bench_large_dashboard.png)"]
-    (RESULTS / "bench_large.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"![the dashboard's panels during the run]({name}_dashboard.png)"]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    publish(RESULTS / "bench_large.md")
+    publish(RESULTS / f"{name}.md")
 
 
 def main() -> None:
@@ -523,6 +539,9 @@ def main() -> None:
     g.add_argument("--ballots", type=int, default=100_000)
     g.add_argument("--chunk-size", type=int, default=2500)
     g.add_argument("--nodes", type=int, default=2)
+    g.add_argument(
+        "--name", default="bench_large", help="results/NAME.{md,json} and its README section"
+    )
     one = sub.add_parser("one")  # internal: one run, its JSON on stdout
     one.add_argument("ballots", type=int)
     one.add_argument("chunk_size", type=int)

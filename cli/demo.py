@@ -222,6 +222,10 @@ def _run(
             pipe.run_jobs(eid, chunk_size, present, absent, timings)
         else:
             pipe.resume_jobs(eid, chunk_size, None, absent, timings)
+        with timings.phase("verify job"):
+            # What an operator runs through the API (POST /api/verify/create): the same checks as the
+            # record's, from the database, one task per tally chunk.
+            verdict = pipe.verify(eid)
 
     with transaction(db) as s:
         result = results(s, eid)
@@ -230,6 +234,9 @@ def _run(
         # On the Ray the jobs ran on: verification is the longest phase of a large election.
         outcome = check_record(record_dir, settings)
         problems = outcome.problems + [f"{f.chunk}: not checked: {f.error}" for f in outcome.failed_chunks]
+    problems += [f"verify job: {p}" for p in verdict.get("problems") or []]
+    if not verdict["verified"] and not verdict.get("problems"):
+        problems.append("verify job: the election does not verify")
 
     _print_result(result, expected)
     _print_timings(timings, n_ballots)
@@ -250,7 +257,7 @@ def _run(
             console.print(f"[red]FAIL[/red] {p}")
         raise typer.Exit(1)
     console.print(
-        "[green]counts equal the cast plaintexts; the record verifies[/green] "
+        "[green]counts equal the cast plaintexts; the record verifies, and so does the verify job[/green] "
         f"(`amarvote record verify {record_dir}`)"
     )
 

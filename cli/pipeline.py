@@ -20,9 +20,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from service.db.models import ElectionJob, JobStatus
+from service.db.models import ElectionJob, JobStatus, OperationType
 from service.db.session import SessionFactory, session_factory, transaction
-from service.jobs import planning
+from service.jobs import planning, queries
+from service.jobs.verification import verdict_of
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,20 @@ class Pipeline:
         self.wait_for_jobs([job_id], "combine")
         return job_id
 
+    def verify(self, election_id: int) -> dict[str, Any]:
+        """Verify a decrypted election from the database as a job on the cluster; its verdict."""
+        with transaction(self.factory) as s:
+            # A run resumed after an interruption waits for the verify job it had started.
+            live = queries.jobs_of(s, election_id, OperationType.VERIFY, queries.LIVE_STATUSES)
+            job = live[-1] if live else planning.create_verify_job(s, election_id, self.created_by)
+            job_id = job.job_id
+        self.wait_for_jobs([job_id], "verify")
+        with transaction(self.factory) as s:
+            done = s.get(ElectionJob, job_id)
+            verdict = verdict_of(done) if done is not None else None
+        assert verdict is not None, "a completed verify job has its verdict"
+        return verdict
+
     def run_jobs(
         self,
         election_id: int,
@@ -232,8 +247,6 @@ class Pipeline:
         """Continue an interrupted run from the database: wait for the jobs that exist, create the ones
         that do not. A guardian's decryption that was never started needs its credentials (``record
         run`` has them from its private records; the demo's lived only in the interrupted process)."""
-        from service.db.models import OperationType
-        from service.jobs import queries
 
         def latest(op: OperationType, **filters: Any) -> ElectionJob | None:
             with transaction(self.factory) as s:
