@@ -311,7 +311,7 @@ def run(
         agg["wall_s"] = max(agg["wall_s"], j["wall_s"])  # jobs of one phase run side by side
         agg["in_tasks_s"] += j["in_tasks_s"]
     phases = timings.phases
-    for op, phase in (("TALLY", "tally"), ("COMBINE_DECRYPTION", "combine")):
+    for op, phase in (("TALLY", "tally"), ("COMBINE_DECRYPTION", "combine"), ("VERIFY", "verify job (Ray)")):
         if op in by_op:
             by_op[op]["phase_s"] = phases[phase]
     dec = phases["decryption"]
