@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,9 +69,22 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# libpq connection parameters that carry a secret themselves, whatever their case (libpq knows only the
+# lower-case spelling, but a refused keyword must not travel either). Parameters that name a file holding
+# one (passfile, sslkey) are paths on the sender's host, not secrets, and stay.
+CREDENTIAL_QUERY_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def without_password(url: str) -> str:
-    """``url`` with no password at all: what may travel in a Ray task argument."""
-    return make_url(normalize_url(url)).set(password=None).render_as_string(hide_password=False)
+    """``url`` with no password at all: what may travel in a Ray task argument.
+
+    Built anew from the parts that are not secret: ``URL.set(password=None)`` would leave the password
+    in place (None means "unchanged" there), and a password may also come as a query parameter."""
+    u = make_url(normalize_url(url))
+    query = {k: v for k, v in u.query.items() if k.lower() not in CREDENTIAL_QUERY_PARAMETERS}
+    return URL.create(
+        u.drivername, username=u.username, host=u.host, port=u.port, database=u.database, query=query
+    ).render_as_string(hide_password=False)
 
 
 def with_own_password(url: str, own: str | None) -> str:
