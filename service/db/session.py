@@ -16,6 +16,7 @@ explicitly, from the composition root down).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,13 +96,24 @@ def with_own_password(url: str, own: str | None) -> str:
     return normalize_url(url)
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file 0600 (its directory 0700 when made here) before SQLite does: it would create
+    it under the umask, usually readable by every local user, and it holds the election and its escrow.
+    SQLite gives its WAL and shared-memory files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # an existing database keeps the mode its operator gave it
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """A new engine for ``url``; on SQLite every transaction takes the write lock at BEGIN."""
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        if u.database and u.database != ":memory:" and not u.query.get("uri"):
+            _private_sqlite_file(Path(u.database))
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         _sqlite_begin_immediate(engine)
