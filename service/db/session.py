@@ -16,6 +16,7 @@ explicitly, from the composition root down).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,9 +70,22 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# libpq connection parameters that carry a secret themselves, whatever their case (libpq knows only the
+# lower-case spelling, but a refused keyword must not travel either). Parameters that name a file holding
+# one (passfile, sslkey) are paths on the sender's host, not secrets, and stay.
+CREDENTIAL_QUERY_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def without_password(url: str) -> str:
-    """``url`` with no password at all: what may travel in a Ray task argument."""
-    return make_url(normalize_url(url)).set(password=None).render_as_string(hide_password=False)
+    """``url`` with no password at all: what may travel in a Ray task argument.
+
+    Built anew from the parts that are not secret: ``URL.set(password=None)`` would leave the password
+    in place (None means "unchanged" there), and a password may also come as a query parameter."""
+    u = make_url(normalize_url(url))
+    query = {k: v for k, v in u.query.items() if k.lower() not in CREDENTIAL_QUERY_PARAMETERS}
+    return URL.create(
+        u.drivername, username=u.username, host=u.host, port=u.port, database=u.database, query=query
+    ).render_as_string(hide_password=False)
 
 
 def with_own_password(url: str, own: str | None) -> str:
@@ -82,13 +96,24 @@ def with_own_password(url: str, own: str | None) -> str:
     return normalize_url(url)
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file 0600 (its directory 0700 when made here) before SQLite does: it would create
+    it under the umask, usually readable by every local user, and it holds the election and its escrow.
+    SQLite gives its WAL and shared-memory files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # an existing database keeps the mode its operator gave it
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """A new engine for ``url``; on SQLite every transaction takes the write lock at BEGIN."""
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        if u.database and u.database != ":memory:" and not u.query.get("uri"):
+            _private_sqlite_file(Path(u.database))
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         _sqlite_begin_immediate(engine)

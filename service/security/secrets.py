@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -36,19 +37,55 @@ def _configured(value: SecretStr, variable: str) -> bytes:
     return raw
 
 
-def _generated(data_dir: Path, name: str) -> bytes:
-    """A random secret made once into ``data_dir/name`` (0600) and read back on every later start."""
+def _generated(data_dir: Path, name: str, variable: str) -> bytes:
+    """A random secret made once into ``data_dir/name`` (0600; the directory 0700 when made here) and read
+    back, length-checked, on every later start."""
     path = Path(data_dir) / name
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _publish_once(path, secrets.token_urlsafe(48).encode("utf-8"))
+    return _read_generated(path, variable)
+
+
+def _publish_once(path: Path, value: bytes) -> None:
+    """Put ``value`` at ``path`` unless a file is there already, so that no reader ever sees part of it.
+
+    Processes starting together on a fresh data directory all try: each writes its whole value into a
+    temporary file of its own (0600, same directory) and publishes it with ``link``, which fails if the
+    name exists. One wins; the others read the winner's secret. (Creating the final file and writing it
+    afterwards let a racing reader see it empty: a JWT key of b"" or escrow sealed under HKDF(b"").)
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(value)
+            f.flush()
+            os.fsync(f.fileno())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:
-            pass  # another process made it first: read theirs
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode("utf-8")
+            return  # another process published first: its secret is the one
+        # The name itself must survive a crash: escrow may be sealed under this secret at once.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.unlink(tmp)
+
+
+def _read_generated(path: Path, variable: str) -> bytes:
+    raw = path.read_bytes().strip()
+    if len(raw) < MIN_SECRET_BYTES:
+        # A file this code wrote is never short: it was truncated or written by hand. Refused rather than
+        # used, since a short key signs tokens anyone can forge and seals escrow anyone can open.
+        raise ConfigError(
+            f"the generated secret file {path} has {len(raw)} bytes, fewer than {MIN_SECRET_BYTES}: remove it"
+            " to have a new one generated (what the old one sealed or signed will no longer open or verify),"
+            f" or set {variable}"
+        )
+    return raw
 
 
 def server_secret(settings: Settings) -> bytes:
@@ -59,7 +96,7 @@ def server_secret(settings: Settings) -> bytes:
     """
     if settings.server_secret is not None:
         return _configured(settings.server_secret, "AMARVOTE_SERVER_SECRET")
-    return _generated(settings.data_dir, SECRET_FILE)
+    return _generated(settings.data_dir, SECRET_FILE, "AMARVOTE_SERVER_SECRET")
 
 
 def secret_fingerprint(secret: bytes) -> str:
@@ -86,7 +123,7 @@ def jwt_key(settings: Settings) -> bytes:
     if settings.jwt_secret is not None:
         return _configured(settings.jwt_secret, "AMARVOTE_JWT_SECRET")
     if settings.database_url is None:
-        return _generated(settings.data_dir, JWT_SECRET_FILE)
+        return _generated(settings.data_dir, JWT_SECRET_FILE, "AMARVOTE_JWT_SECRET")
     raise ConfigError(
         "AMARVOTE_JWT_SECRET is not set: API replicas (and `amarvote token`) need it to sign and check"
         " tokens; it must differ from AMARVOTE_SERVER_SECRET, which Ray nodes and bridges hold"
