@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from service.security.secrets import configured_fingerprint, secret_fingerprint, server_secret
+from service.security.secrets import ConfigError, configured_fingerprint, secret_fingerprint, server_secret
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class NodeReport:
     host: str
     version: str
     fingerprint: str | None
+    secret_problem: str | None = None  # the node's secret is unusable (a short generated file): why
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -51,9 +52,11 @@ def _report(node_id: str) -> NodeReport:
     from service.settings import Settings as WorkerSettings
 
     # The worker's own settings: its node's environment and working directory, as chunk tasks see them.
-    return NodeReport(
-        node_id, socket.gethostname(), project_version(), configured_fingerprint(WorkerSettings())
-    )
+    host, running = socket.gethostname(), project_version()
+    try:
+        return NodeReport(node_id, host, running, configured_fingerprint(WorkerSettings()))
+    except ConfigError as exc:  # names the file or setting, never the value
+        return NodeReport(node_id, host, running, None, str(exc))
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
@@ -93,7 +96,9 @@ def probe_cluster(settings: Settings, timeout: float = PROBE_TIMEOUT_SECONDS) ->
                 f"node {r.host} ({r.node_id[:8]}) runs amarvote {r.version}, this process {expected_version}:"
                 f" install the same version on every node"
             )
-        if r.fingerprint is None:
+        if r.secret_problem is not None:
+            problems.append(f"node {r.host} ({r.node_id[:8]}): {r.secret_problem}")
+        elif r.fingerprint is None:
             problems.append(
                 f"node {r.host} ({r.node_id[:8]}) has no server secret: set AMARVOTE_SERVER_SECRET in the"
                 " environment of `ray start` on that node (the same value as the API's)"

@@ -144,3 +144,18 @@ def test_the_embedded_default_keeps_its_data_dir_database_and_secrets_private(
         assert all(mode == 0o600 for mode in modes.values()), f"WAL and shared-memory files too: {modes}"
         assert {SECRET_FILE, JWT_SECRET_FILE, database.name} <= set(modes)
     assert data.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_start_up_probe_names_a_nodes_short_secret_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose generated secret file is short answers the probe with why, naming the file, so the
+    bridge refuses to start with that reason (not with advice to reinstall the project)."""
+    from bridge.probe import _report
+
+    (tmp_path / SECRET_FILE).write_text("short")
+    monkeypatch.delenv("AMARVOTE_SERVER_SECRET", raising=False)
+    monkeypatch.setenv("AMARVOTE_DATA_DIR", str(tmp_path))
+    report = _report._function("node-1")  # the task's body, as a worker runs it with its own settings
+    assert report.fingerprint is None
+    assert report.secret_problem is not None and str(tmp_path / SECRET_FILE) in report.secret_problem
