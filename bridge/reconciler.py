@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ChunkTask, ElectionJob, Outbox, TaskState
 from service.db.session import SessionFactory, in_transaction
+from service.errors import Invalid
 from service.jobs import callbacks, transitions
 from service.jobs.clock import db_now
 from service.jobs.status import last_progress, stuck_jobs
@@ -144,8 +145,38 @@ def _recorder(
     )
 
 
+def _attempt(http: Any, config: CallbackConfig, d: callbacks.Delivery) -> tuple[str | None, int]:
+    """One POST of one notification: (None, _) when accepted, else (the error, the attempt limit it
+    counts against; 0 fails the row now: a URL that is refused will always be)."""
+    from bridge.executor import describe_error
+
+    try:
+        url = callbacks.normalise(d.url)  # a row stored before URLs were normalised at creation
+    except Invalid as exc:
+        return f"the callback URL is refused: {exc.reason}", 0
+    if not callbacks.allowed(url, config.allowed_urls):
+        return f"the callback URL ({url}) is outside the allow-list", 0
+    try:
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            callbacks.TIMESTAMP_HEADER: stamp,
+            callbacks.SIGNATURE_HEADER: callbacks.sign(config.secret, stamp, d.body),
+            callbacks.DELIVERY_HEADER: str(d.id),
+        }
+        response = http.post(url, content=d.body, headers=headers)
+    except Exception as exc:
+        # Whatever goes wrong with one request (httpx.InvalidURL, a transport or client bug) is this
+        # row's alone: it must still move toward FAILED, and the rest of the round must still be sent.
+        return describe_error(exc), config.max_attempts
+    if 200 <= response.status_code < 300:
+        return None, config.max_attempts
+    return f"HTTP {response.status_code}", config.max_attempts
+
+
 def deliver_callbacks(factory: SessionFactory, config: CallbackConfig, client: Any = None) -> int:
-    """One attempt at each due notification; returns how many were delivered (2xx)."""
+    """One attempt at each due notification; returns how many were delivered (2xx). An error of one
+    delivery is recorded on its row and the round goes on."""
     import httpx
 
     deliveries = in_transaction(factory, callbacks.take_due)
@@ -156,24 +187,7 @@ def deliver_callbacks(factory: SessionFactory, config: CallbackConfig, client: A
     delivered = 0
     try:
         for d in deliveries:
-            error: str | None
-            attempts = config.max_attempts
-            if not callbacks.allowed(d.url, config.allowed_urls):
-                error, attempts = "the callback URL is no longer in the allow-list", 0
-            else:
-                stamp = str(int(time.time()))
-                headers = {
-                    "Content-Type": "application/json",
-                    callbacks.TIMESTAMP_HEADER: stamp,
-                    callbacks.SIGNATURE_HEADER: callbacks.sign(config.secret, stamp, d.body),
-                    callbacks.DELIVERY_HEADER: str(d.id),
-                }
-                try:
-                    response = http.post(d.url, content=d.body, headers=headers)
-                    ok = 200 <= response.status_code < 300
-                    error = None if ok else f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
+            error, attempts = _attempt(http, config, d)
             state = in_transaction(factory, _recorder(d.id, error, attempts, config.backoff_seconds))
             if error is None:
                 delivered += 1

@@ -95,6 +95,10 @@ class VerifyFailed(RuntimeError):
             f" first error: {first.chunk}: {first.error}"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickling calls cls(*self.args), and args holds only the message: rebuild from the fields.
+        return type(self), (self.record, self.failed, self.chunks), self.__dict__
+
 
 Progress = Callable[[int, int], None]
 

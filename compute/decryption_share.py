@@ -26,6 +26,11 @@ class DecryptionError(ValueError):
         )
         self.problems = problems
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickling (Ray hands a task's exception to the driver this way) calls cls(*self.args), and
+        # args holds the joined message, not the list: "; ".join over a string interleaves its letters.
+        return type(self), (self.problems,), self.__dict__
+
 
 @dataclass(slots=True)
 class CiphertextCompensatedDecryptionSelection:

@@ -87,6 +87,13 @@ class BallotInvalid(ValueError):
             where += f", selection {selection_id}"
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(
+        self,
+    ) -> tuple[type[BallotInvalid], tuple[str, str, str | None, str | None], dict[str, object]]:
+        # Unpickling (Ray hands a task's exception to the driver this way) calls cls(*self.args), and
+        # args holds only the message: without this the exception could not be rebuilt at all.
+        return type(self), (self.ballot_id, self.reason, self.contest_id, self.selection_id), self.__dict__
+
 
 @dataclass(frozen=True, slots=True)
 class BallotFailure:

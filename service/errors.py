@@ -5,6 +5,8 @@ A reason names objects (election, guardian, ballot ids) and states; it never quo
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     status_code = 400
@@ -55,3 +57,8 @@ class Unavailable(DomainError):
     def __init__(self, reason: str, retry_after: int) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickling (a Ray task's exception reaching the driver) calls cls(*self.args), and args lacks
+        # retry_after: without this the exception could not be rebuilt at all.
+        return type(self), (self.reason, self.retry_after), self.__dict__

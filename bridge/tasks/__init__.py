@@ -14,6 +14,7 @@ bodies (tests use bodies that count, sleep or always raise).
 from __future__ import annotations
 
 import importlib
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,6 +125,27 @@ def resolve(path: str) -> Body:
     return getattr(importlib.import_module(module), name)
 
 
+class TaskError(RuntimeError):
+    """A body's exception that would not reach the driver intact, as its type's name and message."""
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives the trip to the driver, else a :class:`TaskError` saying what it was.
+
+    Ray rebuilds a task's exception on the driver by unpickling it, which calls ``cls(*exc.args)``: a
+    class whose ``__init__`` takes other arguments than its message comes back garbled or not at all
+    (Ray's ``UnserializableException``), and the job's status would not say what failed. Our own
+    classes rebuild themselves (``__reduce__``); this covers one that does not.
+    """
+    try:
+        back = pickle.loads(ray.cloudpickle.dumps(exc))
+        if type(back) is type(exc) and str(back) == str(exc):
+            return exc
+    except Exception:  # any failure to come back is what this guards against
+        pass
+    return TaskError(f"{type(exc).__name__}: {exc}")
+
+
 @ray.remote
 def run_chunk(body_path: str, database_url: str, claim: Claim) -> str:
     """The Ray task: run one chunk task's body on a worker. Returns the Outcome's value.
@@ -140,6 +162,11 @@ def run_chunk(body_path: str, database_url: str, claim: Claim) -> str:
     ctx = ChunkContext(claim=claim, database_url=url)
     try:
         outcome = resolve(body_path)(ctx)
+    except Exception as exc:
+        portable = _portable(exc)
+        if portable is exc:
+            raise
+        raise portable from exc
     finally:
         release_freed_memory()  # the worker stays; the chunk's ballots should not
     metrics.observe_chunk(claim.operation, time.perf_counter() - started, ctx.ballots_processed)

@@ -13,8 +13,10 @@ The signature (``X-Amarvote-Signature: sha256=<hex>``) is HMAC-SHA256 under the 
 ``<X-Amarvote-Timestamp>.<raw body>``: covering the timestamp lets a receiver refuse a replayed old
 notification, which a signature over the body alone would not.
 
-Callback URLs are checked against ``callback_allowed_urls`` at job creation (422 otherwise) and again
-before each delivery: the server never sends a request to a host an operator did not list.
+Callback URLs are normalised (:func:`normalise`: control and whitespace characters refused, dot segments
+resolved) and checked against ``callback_allowed_urls`` at job creation (422 otherwise), and again before
+each delivery, which calls the normalised URL: the server never sends a request to a host or path an
+operator did not list.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import string
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,43 +48,131 @@ ATTEMPT_LEASE = timedelta(seconds=60)  # a delivery attempt not recorded by then
 MAX_ERROR_CHARS = 500
 
 
+# RFC 3986 unreserved characters: percent-encoding one of them changes nothing, so ``%2e%2e`` is ``..``.
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4: ``/a/b/../c/./d`` is ``/a/c/d``; never above the root."""
+    out: list[str] = []
+    rest = path
+    while rest:
+        if rest.startswith("../"):
+            rest = rest[3:]
+        elif rest.startswith("./"):
+            rest = rest[2:]
+        elif rest.startswith("/./"):
+            rest = rest[2:]
+        elif rest == "/.":
+            rest = "/"
+        elif rest.startswith("/../") or rest == "/..":
+            rest = "/" + rest[4:]
+            if out:
+                out.pop()
+        elif rest in (".", ".."):
+            rest = ""
+        else:
+            end = rest.find("/", 1)
+            segment = rest if end < 0 else rest[:end]
+            out.append(segment)
+            rest = rest[len(segment) :]
+    return "".join(out)
+
+
+def _normalise_path(path: str) -> str:
+    if _BAD_PERCENT.search(path):
+        raise Invalid("callback_url has a '%' not followed by two hex digits")
+
+    def decode(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        if char in "/\\":
+            # A receiver that decodes %2F before routing would see other segments than the prefix check.
+            raise Invalid("callback_url must not contain an encoded '/' or '\\' (%2F, %5C)")
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return remove_dot_segments(_PERCENT.sub(decode, path)) or "/"
+
+
+def normalise(url: str) -> str:
+    """``url`` as it will be stored and called, or ``Invalid`` (422) naming why it cannot be.
+
+    What the allow-list checks must be exactly what is requested. ``urlsplit`` silently drops tabs and
+    newlines (WHATWG) where httpx refuses them, and a receiver resolves ``..`` (``%2e%2e`` too) where a
+    prefix match does not: so control and whitespace characters are refused, and the path's dot
+    segments are resolved here, before any check. The fragment, never sent, is dropped.
+    """
+    for i, char in enumerate(url):
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            raise Invalid(
+                f"callback_url contains a control or whitespace character (U+{ord(char):04X} at {i})"
+            )
+        if not char.isascii():
+            raise Invalid("callback_url must be ASCII: percent-encode other characters (and punycode a host)")
+    if "\\" in url:
+        raise Invalid("callback_url must not contain a backslash (some receivers read it as '/')")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise Invalid(f"callback_url has an invalid port or host ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise Invalid("callback_url must be an http or https URL")
+    if parts.username is not None or parts.password is not None:
+        raise Invalid("callback_url must not carry credentials")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise Invalid("callback_url has no host")
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{_normalise_path(parts.path)}{query}"
+
+
 def _origin(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port, parts.path or "/"
+    scheme = parts.scheme
+    return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80), parts.path
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or below it, by whole segments (``/hooks`` never admits
+    ``/hooks-evil``)."""
+    return path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
 def allowed(url: str, prefixes: list[str]) -> bool:
-    """Whether ``url`` falls under one of ``prefixes``: the same scheme, host and port, and a path under
-    the prefix's (so ``http://a:80`` never admits ``http://a:8080`` or ``http://a.evil``)."""
+    """Whether the normalised ``url`` falls under one of ``prefixes``: the same scheme, host and port,
+    and a path under the prefix's (so ``http://a:80`` never admits ``http://a:8080`` or ``http://a.evil``)."""
     try:
-        scheme, host, port, path = _origin(url)
-        if urlsplit(url).username is not None or urlsplit(url).password is not None:
-            return False
-    except ValueError:
+        scheme, host, port, path = _origin(normalise(url))
+    except Invalid:
         return False
     for prefix in prefixes:
         try:
-            p_scheme, p_host, p_port, p_path = _origin(prefix)
-        except ValueError:
-            continue
-        if (scheme, host, port) == (p_scheme, p_host, p_port) and path.startswith(p_path):
+            p_scheme, p_host, p_port, p_path = _origin(normalise(prefix))
+        except Invalid:
+            continue  # an operator's malformed prefix admits nothing
+        if (scheme, host, port) == (p_scheme, p_host, p_port) and _under(path, p_path):
             return True
     return False
 
 
 def check_url(settings: Settings, url: str | None) -> str | None:
-    """The callback URL a job may carry, or ``Invalid`` (422) naming why not; None stays None."""
+    """The normalised callback URL a job may carry (what is stored and later called), or ``Invalid``
+    (422) naming why not; None stays None."""
     if url is None:
         return None
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise Invalid("callback_url must be an http or https URL")
+    normalised = normalise(url)
     if settings.callback_secret is None:
         raise Invalid("callbacks are not configured on this server (no AMARVOTE_CALLBACK_SECRET)")
-    if not allowed(url, settings.callback_prefixes):
-        raise Invalid("callback_url is outside the server's allow-list (AMARVOTE_CALLBACK_ALLOWED_URLS)")
-    return url
+    if not allowed(normalised, settings.callback_prefixes):
+        resolved = f" (resolved to {normalised})" if normalised != url else ""
+        raise Invalid(
+            f"callback_url{resolved} is outside the server's allow-list (AMARVOTE_CALLBACK_ALLOWED_URLS)"
+        )
+    return normalised
 
 
 @dataclass(frozen=True, slots=True)
