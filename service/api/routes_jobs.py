@@ -28,7 +28,13 @@ from service.security.auth import (
 router = APIRouter(prefix="/api", tags=["jobs"])
 
 
-CREATE_RESPONSES = errors((422, "Malformed body, or a callback_url outside the server's allow-list"))
+CREATE_RESPONSES = errors(
+    (
+        422,
+        "Malformed body, or a callback_url with a control or whitespace character, or outside the server's"
+        " allow-list once its dot segments are resolved",
+    )
+)
 
 
 def job_options(
@@ -72,8 +78,8 @@ DECRYPTION_RESPONSES = errors(
     (
         422,
         "The credential file is malformed, another guardian's, or asks for KDF parameters"
-        " beyond the server's bounds (refused before any KDF work); or a callback_url outside the"
-        " server's allow-list",
+        " beyond the server's bounds (refused before any KDF work); or a callback_url with a control or"
+        " whitespace character, or outside the server's allow-list once its dot segments are resolved",
     ),
     (
         503,

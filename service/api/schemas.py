@@ -82,7 +82,8 @@ class _JobBody(_Body):
         max_length=2048,
         description="POSTed the job's status JSON when it ends (COMPLETED or FAILED), signed"
         " (X-Amarvote-Signature: sha256=HMAC-SHA256(callback secret, X-Amarvote-Timestamp + '.' + body));"
-        " must fall under the server's AMARVOTE_CALLBACK_ALLOWED_URLS (422 otherwise)",
+        " must fall under the server's AMARVOTE_CALLBACK_ALLOWED_URLS once normalised (dot segments resolved;"
+        " control and whitespace characters refused; 422 otherwise); the normalised URL is stored and called",
     )
 
 
