@@ -119,3 +119,68 @@ def test_openapi_declares_the_id_rule(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     text = str(doc)
     assert text.count(SAFE_ID) >= 3, "ballot ids, guardian ids and the ballot's object_id declare the rule"
+
+
+def test_record_import_refuses_an_unsafe_guardian_id(engine: Engine, session: Any) -> None:
+    from service.elections.imports import import_election
+    from service.errors import Invalid
+    from tests.compute.record_helpers import keys
+
+    k = keys(guardians=2, quorum=2)
+    records = [g.to_json() for g in k.records]
+    records[1]["guardian_id"] = "../../../tmp/PWNED_guardian"
+    before = row_counts(engine)
+    with pytest.raises(Invalid, match="safe id"):
+        import_election(
+            session,
+            name="imported",
+            manifest=k.manifest.to_json(),
+            context=k.context.to_json(),
+            guardian_records=records,
+        )
+    session.rollback()
+    assert row_counts(engine) == before
+
+
+def test_the_export_refuses_a_stored_unsafe_id_and_verify_names_shared_codes(
+    client: TestClient, engine: Engine, admin: dict[str, str], election: dict[str, Any], tmp_path: Any
+) -> None:
+    import dataclasses
+    import io
+
+    from sqlalchemy import select, update
+
+    from service.db.models import Ballot
+    from service.db.session import session_factory
+    from service.elections import crypto
+    from service.elections.results import write_record_dir, write_record_zip
+    from service.errors import Conflict
+    from service.jobs.verification import shared_codes
+
+    eid = election["election_id"]
+    url = f"/api/elections/{eid}/ballots"
+    first = _ok(client.post(url, json={"ballot": _encrypted(election, "export-1", 0)}, headers=admin), 201)
+    second = _ok(client.post(url, json={"ballot": _encrypted(election, "export-2", 1)}, headers=admin), 201)
+    factory = session_factory(engine)
+    # Two ballots sharing a tracking code (stored by hand: every door computes the code itself).
+    with factory.begin() as s:
+        s.execute(
+            update(Ballot)
+            .where(Ballot.election_id == eid, Ballot.object_id == "export-2")
+            .values(code=first["code"])
+        )
+        found = shared_codes(s, eid)
+    assert found == [f"ballots export-1 and export-2 share the tracking code {first['code']}"], found
+    assert second["code"] != first["code"]
+    # A ballot stored before the rule, under a traversal id: the export stops, naming it.
+    with factory.begin() as s:
+        row = s.scalars(select(Ballot).where(Ballot.election_id == eid, Ballot.object_id == "export-2")).one()
+        payload, _ = crypto.encode(dataclasses.replace(crypto.decode(row.payload), object_id=TRAVERSAL))
+        row.object_id, row.payload = TRAVERSAL, payload
+    out = tmp_path / "a" / "b" / "c"
+    with factory() as s:
+        with pytest.raises(Conflict, match="safe id"):
+            write_record_dir(s, eid, out)
+        with pytest.raises(Conflict, match="safe id"):
+            write_record_zip(s, eid, io.BytesIO())
+    assert not list(tmp_path.rglob("PWNED*"))
