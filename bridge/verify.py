@@ -168,14 +168,14 @@ def verify_on_ray(
                 totals.add(report)
             if progress is not None and number:
                 progress(done, plan.ballots)
-        problems = check.header_problems()
+        problems = plan.layout + check.header_problems()  # an entry it cannot place is never skipped
         for number in sorted(by_chunk, key=lambda n: (n == 0, n)):  # the ballots, then the tally
             problems += by_chunk[number]
         problems += check.finish(
             totals, plan.stray_decryptions, lambda: ballots_again(source, plan), complete=not failed
         )
     return Outcome(
-        plan.ballots,
+        totals.ballots,  # the ballots checked: a chunk whose task failed is in failed_chunks instead
         totals.cast,
         totals.spoiled,
         len(check.header.guardians),

@@ -163,6 +163,22 @@ def run(
     console.print(f"record: {summary['record_dir']}")
 
 
+def _check_ids(record_dir: Path, guardian_ids: set[Any]) -> None:
+    """Refuse a record whose guardian ids or ballot file names fail ``compute.ids`` (names only: each
+    ballot's own id is held to its file's name as it is imported)."""
+    from compute.ids import GUARDIAN_ID_MAX, UnsafeId, check_id
+    from compute.record import layout_problems, open_record
+
+    try:
+        for gid in sorted(guardian_ids, key=str):
+            check_id(gid, "guardian_id", GUARDIAN_ID_MAX)
+    except UnsafeId as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with open_record(record_dir) as source:
+        if problems := layout_problems(source):
+            raise typer.BadParameter(f"{record_dir}: " + "; ".join(problems[:10]))
+
+
 def _private_dir(path: Path) -> Path:
     return path.parent if path.name == "private_guardians" else path
 
@@ -200,8 +216,10 @@ def run_record(
     guardian_records = [
         json.loads(f.read_text()) for f in sorted((record_dir / "guardians").glob("guardian_*.json"))
     ]
-    guardian_ids = {g["guardian_id"] for g in guardian_records}
+    guardian_ids = {g.get("guardian_id") for g in guardian_records}
     privates = {p.guardian_id: p for p in read_private_guardians(_private_dir(private_guardians))}
+    # Ids become file names of the record this run writes: the one rule, before anything is written.
+    _check_ids(record_dir, guardian_ids | set(privates) | set(missing))
     # Refused before anything is written: a name that is no guardian, or a present guardian without a key.
     if unknown := set(missing) - guardian_ids:
         raise typer.BadParameter(f"not guardians of this election: {', '.join(sorted(unknown))}")
@@ -255,6 +273,14 @@ def run_record(
                 items = []
                 for f in files[i : i + IMPORT_BATCH]:
                     b = json.loads(f.read_text())
+                    if not isinstance(b, dict) or b.get("object_id") != f.stem.removeprefix(
+                        "submitted_ballot_"
+                    ):
+                        held = str(b.get("object_id") if isinstance(b, dict) else b)[:80]
+                        raise typer.BadParameter(
+                            f"{f}: holds ballot {held!r}, not the one its name gives"
+                            " (a ballot's id must be a safe id matching its file)"
+                        )
                     spoiled = int(b.get("state", BallotBoxState.CAST)) == BallotBoxState.SPOILED
                     items.append((b, "spoil" if spoiled else "cast"))
                 with transaction(db) as s:

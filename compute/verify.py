@@ -14,7 +14,12 @@ prefixes of its selection fingerprints, which ``Totals`` adds up and ``RecordChe
 the encrypted tally. So the batches can run anywhere (``bridge/verify.py`` spreads them over Ray) and a
 verifier holds one batch, the running products and 8 bytes per selection ciphertext, never the election.
 Only when two prefixes agree are the ballots read again to name the repeating pair exactly
-(``RecordCheck.repeats``).
+(``RecordCheck.repeats``). Tracking codes get the same treatment (8 bytes per ballot): two ballots sharing a
+code are named (``RecordCheck.shared_codes``).
+
+Nothing is skipped: every entry of a record's files that is not one of its known files (an unknown file, a
+subfolder, a name whose id fails ``compute.ids``) is a problem naming it (``compute.record.layout_problems``),
+every ballot and guardian id must pass the rule, and the counts reported are those of the ballots checked.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from compute.context import make_context
 from compute.decryption import compute_lagrange_coefficients, compute_recovery_public_key
 from compute.elgamal import Ciphertext
 from compute.fingerprints import repeat_message, repeats_among, selection_fingerprints
-from compute.group import g_pow_p
+from compute.group import g_pow_p, to_hex
 from compute.guardian import GuardianRecord
+from compute.ids import GUARDIAN_ID_MAX, check_id
 from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
 from compute.manifest import InternalManifest
 from compute.plaintext_tally import PlaintextTally
@@ -49,6 +55,7 @@ from compute.record import (
     ElectionRecord,
     RecordSource,
     ballot_id_of,
+    layout_problems,
     member,
     read_header,
     standard_constants,
@@ -58,6 +65,7 @@ from compute.tally import TallyError, accumulate, new_tally
 from compute.validate import validate_ballots
 
 PREFIX_BYTES = 8  # of each selection fingerprint kept for the clone check: 8 bytes per ciphertext
+# (and of each tracking code, for the shared-code check: 8 bytes per ballot)
 BATCH = 200  # ballots checked together in one process (a few MB of decoded ballots)
 
 
@@ -212,6 +220,7 @@ class ChunkReport:
     # (contest, selection) -> (pad, data) products of the batch's cast ballots
     products: dict[tuple[str, str], tuple[mpz, mpz]] = field(default_factory=dict)
     prefixes: bytes = b""  # PREFIX_BYTES of every selection fingerprint, in ballot order
+    codes: bytes = b""  # PREFIX_BYTES of every ballot's tracking code, in ballot order
     available_sets: set[frozenset[str]] = field(default_factory=set)
     failed_ballots: list[str] = field(default_factory=list)  # ids (or file names) named by a problem
 
@@ -226,6 +235,7 @@ class ChunkReport:
         self.available_sets |= other.available_sets
         _multiply_into(self.products, other.products)
         self.prefixes += other.prefixes
+        self.codes += other.codes
 
 
 def _multiply_into(
@@ -239,9 +249,36 @@ def _multiply_into(
             products[key] = (pad, data)
 
 
+class _Prefixes:
+    """8-byte prefixes in 256 buckets by first byte (so finding a repeat sorts one bucket at a time, not
+    every prefix at once)."""
+
+    def __init__(self) -> None:
+        self.buckets = [array("Q") for _ in range(256)]
+
+    def add(self, raw: bytes) -> None:
+        prefixes = array("Q")
+        prefixes.frombytes(raw)
+        for x in prefixes:
+            self.buckets[x & 0xFF].append(x)
+
+    def repeated(self) -> set[bytes]:
+        found: set[bytes] = set()
+        for bucket in self.buckets:
+            ordered = sorted(bucket)
+            found.update(
+                a.to_bytes(PREFIX_BYTES, sys.byteorder) for a, b in itertools.pairwise(ordered) if a == b
+            )
+        return found
+
+
+def code_prefix(code: mpz) -> bytes:
+    return int(code).to_bytes(32, "big")[:PREFIX_BYTES]
+
+
 class Totals:
-    """The reports added up: counts, problems, the cast products, and the fingerprint prefixes in 256
-    buckets by first byte (so finding a repeat sorts one bucket at a time, not every prefix at once)."""
+    """The reports added up: counts, problems, the cast products, and the prefixes of the selection
+    fingerprints and of the tracking codes."""
 
     def __init__(self) -> None:
         self.ballots = self.cast = self.spoiled = 0
@@ -249,7 +286,8 @@ class Totals:
         self.products: dict[tuple[str, str], tuple[mpz, mpz]] = {}
         self.available_sets: set[frozenset[str]] = set()
         self.failed_ballots: list[str] = []
-        self.buckets = [array("Q") for _ in range(256)]
+        self.fingerprints = _Prefixes()
+        self.codes = _Prefixes()
 
     def add(self, r: ChunkReport) -> None:
         self.ballots += r.ballots
@@ -259,19 +297,14 @@ class Totals:
         self.failed_ballots += r.failed_ballots
         self.available_sets |= r.available_sets
         _multiply_into(self.products, r.products)
-        prefixes = array("Q")
-        prefixes.frombytes(r.prefixes)
-        for x in prefixes:
-            self.buckets[x & 0xFF].append(x)
+        self.fingerprints.add(r.prefixes)
+        self.codes.add(r.codes)
 
     def repeated_prefixes(self) -> set[bytes]:
-        found: set[bytes] = set()
-        for bucket in self.buckets:
-            ordered = sorted(bucket)
-            found.update(
-                a.to_bytes(PREFIX_BYTES, sys.byteorder) for a, b in itertools.pairwise(ordered) if a == b
-            )
-        return found
+        return self.fingerprints.repeated()
+
+    def repeated_codes(self) -> set[bytes]:
+        return self.codes.repeated()
 
 
 class RecordCheck:
@@ -288,7 +321,13 @@ class RecordCheck:
         self.shares = _ShareChecker(header.guardians)
 
     def header_problems(self) -> list[str]:
-        return verify_guardians(self.header)
+        problems = []
+        for g in self.header.guardians:
+            try:
+                check_id(g.guardian_id, "guardian_id", GUARDIAN_ID_MAX)
+            except ValueError as exc:
+                problems.append(f"guardian {g.guardian_id!r}: {exc}")
+        return problems + verify_guardians(self.header)
 
     def check_ballots(
         self,
@@ -299,6 +338,13 @@ class RecordCheck:
         """One batch: every proof, the fingerprint prefixes, the cast product, and each spoiled ballot's
         decryption (``decryptions``: the batch's files in spoiled_ballots/, by ballot id)."""
         report = ChunkReport(ballots=len(ballots))
+        for b in ballots:
+            try:
+                check_id(b.object_id, "its object_id")
+            except ValueError as exc:
+                report.problems.append(f"ballot {b.object_id!r}: {exc}")
+                report.failed_ballots.append(repr(b.object_id))
+        report.codes = b"".join(code_prefix(b.code) for b in ballots)
         if self.context.manifest_hash == self.internal.manifest_hash:
             # One proof batch per thread: a whole batch of ballots in one group would use one core.
             group = max(1, min(256, -(-len(ballots) // max(1, workers))))
@@ -373,6 +419,23 @@ class RecordCheck:
                 suspects.append((b.object_id, fps))
         return [repeat_message(b, original) for b, original in repeats_among(suspects)]
 
+    def shared_codes(self, prefixes: set[bytes], ballots: Iterable[SubmittedBallot]) -> list[str]:
+        """Each pair of ballots sharing a tracking code, from the ballots whose code starts with
+        ``prefixes`` (a code names one ballot to its voter: two ballots under one code make the
+        receipt meaningless)."""
+        first: dict[mpz, str] = {}
+        problems = []
+        for b in ballots:
+            if code_prefix(b.code) not in prefixes:
+                continue
+            if b.code in first:
+                problems.append(
+                    f"ballots {first[b.code]} and {b.object_id} share the tracking code {to_hex(b.code)}"
+                )
+            else:
+                first[b.code] = b.object_id
+        return problems
+
     def finish(
         self,
         totals: Totals,
@@ -386,6 +449,8 @@ class RecordCheck:
         problems = []
         if repeated := totals.repeated_prefixes():
             problems += self.repeats(repeated, ballots_again())
+        if shared := totals.repeated_codes():
+            problems += self.shared_codes(shared, ballots_again())
         enc = self.header.encrypted_tally
         if enc is None:
             problems.append("encrypted_tally.json: missing")
@@ -459,10 +524,13 @@ class Plan:
     chunks: list[Chunk]
     ballots: int
     stray_decryptions: list[str]  # ballot ids in spoiled_ballots/ with no file in submitted_ballots/
+    layout: list[str] = field(default_factory=list)  # entries that are none of the record's files
 
 
 def plan_chunks(source: RecordSource, size: int) -> Plan:
-    """The record's ballots cut in ``size``-ballot chunks, in id order (ids only, no file is read)."""
+    """The record's ballots cut in ``size``-ballot chunks, in id order (ids only, no file is read), and a
+    problem for every entry of the record that maps to none of its files."""
+    layout = layout_problems(source)
     ids = source.ids(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX)
     decrypted = source.ids(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX)
     stray = [
@@ -473,7 +541,7 @@ def plan_chunks(source: RecordSource, size: int) -> Plan:
     for i in range(0, len(ids), size):
         part = ids[i : i + size]
         chunks.append(Chunk(len(chunks) + 1, part, frozenset(x for x in part if x in todo)))
-    return Plan(chunks, len(ids), stray)
+    return Plan(chunks, len(ids), stray, layout)
 
 
 def load_chunk(source: RecordSource, chunk: Chunk) -> list[tuple[str, bytes, bytes | None]]:
@@ -560,7 +628,7 @@ def verify_source(
     check = RecordCheck(read_header(source))
     plan = plan_chunks(source, batch)
     totals = Totals()
-    totals.problems += check.header_problems()
+    totals.problems += plan.layout + check.header_problems()
     named = []
     done = 0
     for chunk in plan.chunks:
@@ -576,7 +644,7 @@ def verify_source(
         totals, plan.stray_decryptions, lambda: ballots_again(source, plan)
     )
     return Outcome(
-        plan.ballots,
+        totals.ballots,
         totals.cast,
         totals.spoiled,
         len(check.header.guardians),

@@ -3,7 +3,8 @@
 
 PostgreSQL stores no NUL character in text or JSONB, and refuses numbers beyond BIGINT; a value the
 column cannot hold must be refused here, not overflow into a 500 (or, for a guardian id, into a token
-subject that ``election_job.created_by`` cannot hold, so that guardian could never act).
+subject that ``election_job.created_by`` cannot hold, so that guardian could never act). An id that
+becomes a name follows ``compute.ids.SAFE_ID``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Annotated, Any
 
 from annotated_types import Gt, Lt
 from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from compute.ids import BALLOT_ID_MAX, GUARDIAN_ID_MAX, SAFE_ID
 
 # Any character but NUL (the whole string, not a prefix: ``$`` alone would let "\n\0" through).
 NO_NUL = r"^[^\x00]*$"
@@ -22,11 +25,11 @@ Id = Annotated[int, Gt(0), Lt(BIGINT_MAX + 1)]
 """A row id (``BIGINT``): 0 < id < 2^63, in bodies, paths and queries."""
 
 
-# A guardian acts under the token subject "guardian:<election id>:<guardian id>", which jobs keep in
-# created_by (VARCHAR(128)): 9 + 19 digits + 1 leave 99 characters; 96 keeps a margin.
-GUARDIAN_ID_MAX = 96
-GuardianId = Annotated[str, StringConstraints(min_length=1, max_length=GUARDIAN_ID_MAX, pattern=NO_NUL)]
-BallotId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]  # ballot.object_id
+# Ballot and guardian ids become file names in the record and parts of URLs: compute/ids.py's one rule
+# (which excludes NUL too), declared as the pattern so OpenAPI shows it and a refusal names it. A guardian
+# id's bound keeps its token subject within created_by (compute/ids.py says why 96).
+GuardianId = Annotated[str, StringConstraints(min_length=1, max_length=GUARDIAN_ID_MAX, pattern=SAFE_ID)]
+BallotId = Annotated[str, StringConstraints(min_length=1, max_length=BALLOT_ID_MAX, pattern=SAFE_ID)]
 ElectionName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]
 # Candidate and party names end up in the manifest (JSONB) and its object ids.
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]

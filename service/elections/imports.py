@@ -25,10 +25,19 @@ def import_election(
     """An OPEN election with the given keys: the guardians' proofs, the joint key, the commitment hash
     and the context's hashes must all agree (as a verifier checks them), or nothing is stored."""
     from compute.guardian import GuardianRecord
+    from compute.ids import GUARDIAN_ID_MAX, UnsafeId, check_id
     from compute.manifest import Manifest
     from compute.record import ElectionRecord
     from compute.verify import verify_guardians
 
+    # A guardian id becomes a file name of the record and a token subject: the one rule, first.
+    try:
+        for raw in guardian_records:
+            check_id(
+                raw.get("guardian_id") if isinstance(raw, dict) else None, "guardian_id", GUARDIAN_ID_MAX
+            )
+    except UnsafeId as exc:
+        raise Invalid(f"the election's guardian records are malformed: {exc}") from None
     manifest_json, manifest_hash = crypto.parse_manifest(manifest)
     try:
         record = ElectionRecord(

@@ -13,6 +13,15 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from compute.ids import BALLOT_ID_MAX, GUARDIAN_ID_MAX
+from compute.record import (
+    GUARDIAN_PREFIX,
+    GUARDIANS_DIR,
+    SPOILED_BALLOT_PREFIX,
+    SPOILED_BALLOTS_DIR,
+    SUBMITTED_BALLOT_PREFIX,
+    SUBMITTED_BALLOTS_DIR,
+)
 from service.db.models import Ballot, ChunkKind, Election, ElectionCenter, ElectionState, OperationType
 from service.elections import crypto
 from service.elections.elections import get_election, guardians_of
@@ -194,6 +203,19 @@ def decoded_ballots(session: Session, election_id: int) -> Iterator[Any]:
         yield crypto.decode(payload)
 
 
+def entry_name(folder: str, prefix: str, object_id: Any, max_length: int) -> str:
+    """The record's name for an object's file, its id held to ``compute.ids``: a ballot stored before the
+    rule (or by hand) whose id would name another place (``..``, ``/``) stops the export, named, rather
+    than become an entry a careless extractor writes outside its folder."""
+    from compute.ids import UnsafeId, check_id
+    from compute.record import check_member, member
+
+    try:
+        return check_member(member(folder, prefix, check_id(object_id, f"{folder} id", max_length)))
+    except (UnsafeId, ValueError) as exc:
+        raise Conflict(f"the record cannot be written: {exc}") from None
+
+
 def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]]:
     """(name under ``election_record/``, JSON document) of every file of the election's record, in the
     layout of the reference's export_record. Ballots are read in batches (``yield_per``) and decoded one
@@ -204,14 +226,17 @@ def record_files(session: Session, election_id: int) -> Iterator[tuple[str, Any]
     yield "constants.json", header["constants"]
     yield "coefficients.json", header["coefficients"]
     for g in header["guardians"]:
-        yield f"guardians/guardian_{g['guardian_id']}.json", g
+        yield entry_name(GUARDIANS_DIR, GUARDIAN_PREFIX, g.get("guardian_id"), GUARDIAN_ID_MAX), g
     for b in decoded_ballots(session, election_id):
-        yield f"submitted_ballots/submitted_ballot_{b.object_id}.json", b.to_json()
+        yield (
+            entry_name(SUBMITTED_BALLOTS_DIR, SUBMITTED_BALLOT_PREFIX, b.object_id, BALLOT_ID_MAX),
+            b.to_json(),
+        )
     if header["encrypted_tally"] is not None:
         yield "encrypted_tally.json", header["encrypted_tally"]
     if header["tally"] is not None:
         for bid, t in spoiled_decryptions(session, election_id):
-            yield f"spoiled_ballots/spoiled_ballot_{bid}.json", t
+            yield entry_name(SPOILED_BALLOTS_DIR, SPOILED_BALLOT_PREFIX, bid, BALLOT_ID_MAX), t
         yield "tally.json", header["tally"]
 
 
@@ -225,10 +250,12 @@ def write_record_zip(session: Session, election_id: int, out: IO[bytes]) -> None
 def write_record_dir(session: Session, election_id: int, out_dir: Path) -> Path:
     """The election record as files under ``out_dir/election_record``, a file at a time; returns that
     directory."""
+    from compute.record import inside
+
     root = out_dir / "election_record"
     made: set[Path] = set()
     for name, doc in record_files(session, election_id):
-        path = root / name
+        path = inside(root, name)  # resolved: never outside root, whatever the name
         if path.parent not in made:
             path.parent.mkdir(parents=True, exist_ok=True)
             made.add(path.parent)
