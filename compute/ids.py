@@ -27,7 +27,9 @@ import re
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 RULE = "a letter or digit, then only letters, digits, '.', '_' or '-' (pattern " + SAFE_ID + ")"
 
-BALLOT_ID_MAX = 256  # ballot.object_id is VARCHAR(256)
+# The record's longest name of a ballot, ``submitted_ballot_<id>.json``, must fit a file system's 255 bytes
+# (17 + 200 + 5); ballot.object_id is VARCHAR(256), so the column holds any id this allows.
+BALLOT_ID_MAX = 200
 # A guardian acts under the token subject "guardian:<election id>:<guardian id>", which jobs keep in
 # created_by (VARCHAR(128)): 9 + 19 digits + 1 leave 99 characters; 96 keeps a margin.
 GUARDIAN_ID_MAX = 96
