@@ -298,7 +298,7 @@ def measure_memory(url: str, election_id: int, chunk_size: int) -> dict[str, flo
             s.execute(
                 text(
                     "INSERT INTO ballot (election_id, object_id, state, code, payload) "
-                    "SELECT election_id, object_id || '-copy-' || k, state, code, payload "
+                    "SELECT election_id, object_id || '-copy-' || k, state, code || '-copy-' || k, payload "
                     "FROM ballot, generate_series(1, :reps) k WHERE election_id = :e"
                 ),
                 {"e": election_id, "reps": reps},

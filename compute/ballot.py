@@ -15,9 +15,9 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from compute.constants import ZERO
+from compute.constants import ZERO, P, Q
 from compute.elgamal import Ciphertext
-from compute.group import from_hex, to_hex
+from compute.group import FieldError, field_path, from_hex_checked, hex_field, int_field, str_field, to_hex
 from compute.hashed_elgamal import HashedElGamalCiphertext
 from compute.hashing import hash_elems
 from compute.selection_proofs import (
@@ -50,8 +50,57 @@ def _opt_hex(x: mpz | None) -> str | None:
     return None if x is None else to_hex(x)
 
 
-def _opt_from_hex(s: str | None) -> mpz | None:
-    return None if s is None else from_hex(s)
+# Ciphertext ballots come from voters: from_json checks every field against what the reference writes
+# and what the binary codec stores (elements below p or q, integers within their stored widths, strings
+# where strings belong), raising FieldError with the field's path, so a bad value is a refusal naming it
+# rather than an error deep in hashing, validation or the codec.
+INT32 = (-(2**31), 2**31 - 1)  # sequence orders (codec ">i")
+INT64 = (-(2**63), 2**63 - 1)  # timestamps (codec ">q")
+_LABEL_MAX = 64  # an id longer than this is named by its index, so no error echoes a long input
+
+
+def _opt_hex_field(d: dict[str, Any], key: str, bound: int) -> mpz | None:
+    x = d.get(key)
+    return None if x is None else from_hex_checked(x, bound, key)
+
+
+def _obj(d: dict[str, Any], key: str, optional: bool = False) -> dict[str, Any] | None:
+    x = d.get(key)
+    if x is None and optional:
+        return None
+    if not isinstance(x, dict):
+        raise FieldError(key, "missing" if key not in d else "must be an object")
+    return x
+
+
+def _bool_field(d: dict[str, Any], key: str) -> bool:
+    x = d.get(key, False)
+    if not isinstance(x, bool):
+        raise FieldError(key, "must be true or false")
+    return x
+
+
+def _ciphertext(d: dict[str, Any], key: str) -> Ciphertext:
+    c = _obj(d, key)
+    assert c is not None
+    with field_path(key):
+        return Ciphertext(hex_field(c, "pad", P), hex_field(c, "data", P))
+
+
+def _objects(d: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+    """The objects of the list ``d[key]``, each with the path prefix that names it (its id, or its index
+    when the id is not a short string)."""
+    xs = d.get(key)
+    if not isinstance(xs, list):
+        raise FieldError(key, "missing" if key not in d else "must be a list")
+    out = []
+    for i, x in enumerate(xs):
+        if not isinstance(x, dict):
+            raise FieldError(f"{key}[{i}]", "must be an object")
+        oid = x.get("object_id")
+        label = oid if isinstance(oid, str) and 0 < len(oid) <= _LABEL_MAX else str(i)
+        out.append((f"{key}[{label}]", x))
+    return out
 
 
 # ---------------------------------------------------------------- plaintext
@@ -153,16 +202,20 @@ class CiphertextBallotSelection:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CiphertextBallotSelection:
-        pr = d.get("proof")
+        pr = _obj(d, "proof", optional=True)
+        proof = None
+        if pr is not None:
+            with field_path("proof"):
+                proof = DisjunctiveChaumPedersenProof.from_json(pr)
         return cls(
-            d["object_id"],
-            int(d["sequence_order"]),
-            from_hex(d["description_hash"]),
-            Ciphertext.from_json(d["ciphertext"]),
-            from_hex(d["crypto_hash"]),
-            bool(d.get("is_placeholder_selection", False)),
-            _opt_from_hex(d.get("nonce")),
-            None if pr is None else DisjunctiveChaumPedersenProof.from_json(pr),
+            str_field(d, "object_id"),
+            int_field(d, "sequence_order", *INT32),
+            hex_field(d, "description_hash", Q),
+            _ciphertext(d, "ciphertext"),
+            hex_field(d, "crypto_hash", Q),
+            _bool_field(d, "is_placeholder_selection"),
+            _opt_hex_field(d, "nonce", Q),
+            proof,
         )
 
 
@@ -204,17 +257,28 @@ class CiphertextBallotContest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CiphertextBallotContest:
-        pr, ext = d.get("proof"), d.get("extended_data")
+        pr, ext = _obj(d, "proof", optional=True), _obj(d, "extended_data", optional=True)
+        proof = extended = None
+        if pr is not None:
+            with field_path("proof"):
+                proof = ConstantChaumPedersenProof.from_json(pr)
+        if ext is not None:
+            with field_path("extended_data"):
+                extended = HashedElGamalCiphertext.from_json(ext)
+        selections = []
+        for path, s in _objects(d, "ballot_selections"):
+            with field_path(path):
+                selections.append(CiphertextBallotSelection.from_json(s))
         return cls(
-            d["object_id"],
-            int(d["sequence_order"]),
-            from_hex(d["description_hash"]),
-            tuple(CiphertextBallotSelection.from_json(s) for s in d["ballot_selections"]),
-            Ciphertext.from_json(d["ciphertext_accumulation"]),
-            from_hex(d["crypto_hash"]),
-            _opt_from_hex(d.get("nonce")),
-            None if pr is None else ConstantChaumPedersenProof.from_json(pr),
-            None if ext is None else HashedElGamalCiphertext.from_json(ext),
+            str_field(d, "object_id"),
+            int_field(d, "sequence_order", *INT32),
+            hex_field(d, "description_hash", Q),
+            tuple(selections),
+            _ciphertext(d, "ciphertext_accumulation"),
+            hex_field(d, "crypto_hash", Q),
+            _opt_hex_field(d, "nonce", Q),
+            proof,
+            extended,
         )
 
 
@@ -241,16 +305,22 @@ def _ballot_json(b: CiphertextBallot | SubmittedBallot) -> dict[str, Any]:
 
 
 def _ballot_fields(d: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise FieldError("ballot", "must be an object")
+    contests = []
+    for path, c in _objects(d, "contests"):
+        with field_path(path):
+            contests.append(CiphertextBallotContest.from_json(c))
     return {
-        "object_id": d["object_id"],
-        "style_id": d["style_id"],
-        "manifest_hash": from_hex(d["manifest_hash"]),
-        "code_seed": from_hex(d["code_seed"]),
-        "contests": tuple(CiphertextBallotContest.from_json(c) for c in d["contests"]),
-        "code": from_hex(d["code"]),
-        "timestamp": int(d["timestamp"]),
-        "crypto_hash": from_hex(d["crypto_hash"]),
-        "nonce": _opt_from_hex(d.get("nonce")),
+        "object_id": str_field(d, "object_id"),
+        "style_id": str_field(d, "style_id"),
+        "manifest_hash": hex_field(d, "manifest_hash", Q),
+        "code_seed": hex_field(d, "code_seed", Q),
+        "contests": tuple(contests),
+        "code": hex_field(d, "code", Q),
+        "timestamp": int_field(d, "timestamp", *INT64),
+        "crypto_hash": hex_field(d, "crypto_hash", Q),
+        "nonce": _opt_hex_field(d, "nonce", Q),
     }
 
 
@@ -309,7 +379,11 @@ class SubmittedBallot:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SubmittedBallot:
-        return cls(**_ballot_fields(d), state=BallotBoxState(int(d["state"])))
+        fields = _ballot_fields(d)
+        state = int_field(d, "state", *INT64)
+        if state not in set(BallotBoxState):
+            raise FieldError("state", "must be 1 (cast), 2 (spoiled) or 999 (unknown)")
+        return cls(**fields, state=BallotBoxState(state))
 
 
 def make_submitted(ballot: CiphertextBallot, state: BallotBoxState) -> SubmittedBallot:
@@ -330,6 +404,16 @@ def make_submitted(ballot: CiphertextBallot, state: BallotBoxState) -> Submitted
         None,
         BallotBoxState(state),
     )
+
+
+def without_extended_data(ballot: SubmittedBallot) -> SubmittedBallot:
+    """The ballot without its contests' ``extended_data``. The reference fills it with a hashed-ElGamal
+    encryption of the contest's error and write-ins, but no hash or proof covers it, nothing checks that
+    it decrypts to anything and nothing decrypts it: on a submitted ballot it is 512 bytes the submitter
+    chose, which could mark a cast ballot for a vote buyer. Dropping it changes no hash or code."""
+    if all(c.extended_data is None for c in ballot.contests):
+        return ballot
+    return replace(ballot, contests=tuple(replace(c, extended_data=None) for c in ballot.contests))
 
 
 # ---------------------------------------------------------------- binary codec

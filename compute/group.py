@@ -7,7 +7,11 @@ reference package (upper case, padded to an even number of digits) because hashe
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 import gmpy2
 from gmpy2 import mpz
@@ -25,6 +29,70 @@ def to_hex(x: int) -> str:
 def from_hex(s: str) -> mpz:
     """Parse a hex element as the reference writes it (any case, optional leading zero)."""
     return mpz(s, 16) if s else ZERO
+
+
+class FieldError(ValueError):
+    """A field of untrusted JSON that is missing, of the wrong type or out of range; ``path`` names it
+    from the document's root (``contests[contest-1].proof.usage``), so a refusal can say which."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@contextmanager
+def field_path(prefix: str) -> Iterator[None]:
+    """Prefix the path of a FieldError raised inside (a nested object naming its fields)."""
+    try:
+        yield
+    except FieldError as e:
+        raise FieldError(f"{prefix}.{e.path}", e.reason) from None
+
+
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+def from_hex_checked(s: object, bound: int, path: str) -> mpz:
+    """``from_hex`` for untrusted input: hex digits only (no sign, prefix, space or underscore, which
+    ``mpz`` would accept), at most as many as ``bound`` has bytes, and a value in [0, bound)."""
+    width = 2 * ((int(bound).bit_length() + 7) // 8)
+    if not isinstance(s, str) or len(s) > width or not _HEX.fullmatch(s):
+        raise FieldError(path, f"must be a string of 1 to {width} hex digits")
+    x = mpz(s, 16)
+    if x >= bound:
+        raise FieldError(
+            path, "out of range: must be below " + ("p" if bound == P else "q" if bound == Q else str(bound))
+        )
+    return x
+
+
+def hex_field(d: Mapping[str, Any], key: str, bound: int) -> mpz:
+    """The element at ``d[key]``, checked by ``from_hex_checked``; missing is a FieldError too."""
+    if key not in d:
+        raise FieldError(key, "missing")
+    return from_hex_checked(d[key], bound, key)
+
+
+def int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    """A JSON integer (not a boolean, string or float) in [lo, hi]."""
+    if key not in d:
+        raise FieldError(key, "missing")
+    x = d[key]
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise FieldError(key, "must be an integer")
+    if not lo <= x <= hi:
+        raise FieldError(key, f"out of range: must be in [{lo}, {hi}]")
+    return x
+
+
+def str_field(d: Mapping[str, Any], key: str) -> str:
+    if key not in d:
+        raise FieldError(key, "missing")
+    x = d[key]
+    if not isinstance(x, str):
+        raise FieldError(key, "must be a string")
+    return x
 
 
 def to_bytes_p(x: int) -> bytes:

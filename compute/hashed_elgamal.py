@@ -15,7 +15,8 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from compute.group import from_hex, g_pow_p, pow_p, rand_q, to_hex
+from compute.constants import P
+from compute.group import from_hex, g_pow_p, hex_field, pow_p, rand_q, str_field, to_hex
 from compute.hashing import hash_elems
 
 _BLOCK = 32
@@ -62,7 +63,8 @@ class HashedElGamalCiphertext:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HashedElGamalCiphertext:
-        return cls(from_hex(d["pad"]), d["data"], d["mac"])
+        """Untrusted JSON: the pad in range, data and mac strings (FieldError naming the field)."""
+        return cls(hex_field(d, "pad", P), str_field(d, "data"), str_field(d, "mac"))
 
     def decrypt(self, secret_key: mpz, encryption_seed: mpz) -> bytes | None:
         """The plaintext, or None when the MAC does not match (wrong key, seed or tampering)."""

@@ -24,7 +24,7 @@ from gmpy2 import mpz
 from compute.constants import ONE, P, Q
 from compute.elgamal import Ciphertext
 from compute.fixedbase import fixed_pow
-from compute.group import from_hex, g_pow_p, is_valid_residue, to_hex
+from compute.group import FieldError, g_pow_p, hex_field, int_field, is_valid_residue, to_hex
 from compute.hashing import hash_elems
 from compute.multiexp import multiexp
 
@@ -71,18 +71,10 @@ class DisjunctiveChaumPedersenProof:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DisjunctiveChaumPedersenProof:
-        return cls(
-            from_hex(d["proof_zero_pad"]),
-            from_hex(d["proof_zero_data"]),
-            from_hex(d["proof_one_pad"]),
-            from_hex(d["proof_one_data"]),
-            from_hex(d["proof_zero_challenge"]),
-            from_hex(d["proof_one_challenge"]),
-            from_hex(d["challenge"]),
-            from_hex(d["proof_zero_response"]),
-            from_hex(d["proof_one_response"]),
-            d.get("usage", SELECTION_VALUE_USAGE),
-        )
+        """Untrusted JSON: elements in range, and the reference's usage string only (FieldError)."""
+        a0, b0, a1, b1 = (hex_field(d, f, P) for f in cls._P_FIELDS)
+        c0, c1, c, v0, v1 = (hex_field(d, f, Q) for f in cls._Q_FIELDS)
+        return cls(a0, b0, a1, b1, c0, c1, c, v0, v1, usage(d, SELECTION_VALUE_USAGE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +98,25 @@ class ConstantChaumPedersenProof:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ConstantChaumPedersenProof:
+        """Untrusted JSON: elements in range, the constant within the stored 64 bits, the reference's
+        usage string only (FieldError)."""
         return cls(
-            from_hex(d["pad"]),
-            from_hex(d["data"]),
-            from_hex(d["challenge"]),
-            from_hex(d["response"]),
-            int(d["constant"]),
-            d.get("usage", SELECTION_LIMIT_USAGE),
+            hex_field(d, "pad", P),
+            hex_field(d, "data", P),
+            hex_field(d, "challenge", Q),
+            hex_field(d, "response", Q),
+            int_field(d, "constant", 0, 2**64 - 1),
+            usage(d, SELECTION_LIMIT_USAGE),
         )
+
+
+def usage(d: dict[str, Any], expected: str) -> str:
+    """A proof's ``usage``: the reference's string for that proof (its ``ProofUsage``) or absent. No hash
+    or proof covers it, so any other text would be a channel a voter fills to mark a cast ballot."""
+    u = d.get("usage", expected)
+    if u != expected:
+        raise FieldError("usage", f"must be {expected!r}")
+    return expected
 
 
 def _k_pow(k: mpz, e: int) -> mpz:

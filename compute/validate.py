@@ -10,6 +10,10 @@ checks, plus a few stricter structure checks):
 - each contest's constant proof proves the contest's ``number_elected`` (the reference accepts a proof
   of whatever constant it states; we reject another constant);
 - every crypto hash (selection, contest, ballot) recomputed;
+- the tracking code chains: code = H(code_seed, timestamp, crypto_hash), as the reference's encryptor
+  makes it (its validator does not check it); uniqueness in an election is the service's unique index;
+- every proof's ``usage`` is the reference's string for it, and each selection's placeholder flag is the
+  manifest's (no hash covers either: otherwise free channels on a cast ballot);
 - every contest's stated ciphertext accumulation equals the product of its selections;
 - every selection's disjunctive Chaum-Pedersen proof and every contest's constant proof: ranges of
   challenges and responses, the Fiat-Shamir challenge hash, the verification equations;
@@ -57,15 +61,21 @@ from compute.ballot import (
     CiphertextBallotContest,
     SubmittedBallot,
     contest_crypto_hash,
+    get_ballot_code,
     selection_crypto_hash,
 )
 from compute.constants import ONE, P, Q
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
-from compute.hashing import hash_elems
 from compute.manifest import InternalManifest
 from compute.parallel import thread_map
-from compute.selection_proofs import ConstantChaumPedersenProof, DisjunctiveChaumPedersenProof, ProofBatch
+from compute.selection_proofs import (
+    SELECTION_LIMIT_USAGE,
+    SELECTION_VALUE_USAGE,
+    ConstantChaumPedersenProof,
+    DisjunctiveChaumPedersenProof,
+    ProofBatch,
+)
 
 AnyBallot = SubmittedBallot | CiphertextBallot
 
@@ -166,6 +176,7 @@ def _prepare_contest(
             f"{len(contest.ballot_selections)} selections, the style needs {len(expected)} with placeholders",
             cid,
         )
+    placeholders = {d.object_id for d in desc.placeholder_selections}
     seen: set[str] = set()
     for s in contest.ballot_selections:
         sid = s.object_id
@@ -179,8 +190,12 @@ def _prepare_contest(
             raise BallotInvalid(bid, "selection sequence order does not match the manifest", cid, sid)
         if s.crypto_hash != selection_crypto_hash(sid, s.description_hash, s.ciphertext):
             raise BallotInvalid(bid, "selection crypto hash mismatch", cid, sid)
+        if s.is_placeholder_selection != (sid in placeholders):
+            raise BallotInvalid(bid, "placeholder flag does not match the manifest", cid, sid)
         if s.proof is None:
             raise BallotInvalid(bid, "selection has no proof", cid, sid)
+        if s.proof.usage != SELECTION_VALUE_USAGE:
+            raise BallotInvalid(bid, f"proof usage is not {SELECTION_VALUE_USAGE!r}", cid, sid)
         err = batch.precheck_disjunctive(s.ciphertext, s.proof)
         if err:
             raise BallotInvalid(bid, f"selection proof: {err}", cid, sid)
@@ -189,6 +204,8 @@ def _prepare_contest(
         raise BallotInvalid(bid, "contest crypto hash mismatch", cid)
     if contest.proof is None:
         raise BallotInvalid(bid, "contest has no proof", cid)
+    if contest.proof.usage != SELECTION_LIMIT_USAGE:
+        raise BallotInvalid(bid, f"proof usage is not {SELECTION_LIMIT_USAGE!r}", cid)
     cts = [s.ciphertext for s in contest.ballot_selections]
     acc = _product(cts)
     if acc != contest.ciphertext_accumulation:
@@ -223,6 +240,10 @@ def _prepare(ballot: AnyBallot, internal: InternalManifest, batch: ProofBatch) -
     # after the contests, so that a bad contest is reported as such rather than as a ballot hash
     if ballot.crypto_hash != ballot.crypto_hash_with(internal.manifest_hash):
         raise BallotInvalid(bid, "ballot crypto hash mismatch")
+    # The receipt a voter keeps: unless it chains from the ballot's own hash, a valid ballot could carry
+    # another voter's code (the reference's validator does not check this; its encryptor makes it so).
+    if not ballot_code_ok(ballot):
+        raise BallotInvalid(bid, "tracking code does not chain from its code seed, timestamp and crypto hash")
     return out
 
 
@@ -316,5 +337,5 @@ def validate_ballots(
 
 
 def ballot_code_ok(ballot: AnyBallot) -> bool:
-    """Whether the ballot's code chains from its code seed (the reference does not check this)."""
-    return ballot.code == hash_elems(ballot.code_seed, ballot.timestamp, ballot.crypto_hash)
+    """Whether the ballot's code is the reference's ``get_ballot_code(code_seed, timestamp, crypto_hash)``."""
+    return ballot.code == get_ballot_code(ballot.code_seed, ballot.timestamp, ballot.crypto_hash)

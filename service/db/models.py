@@ -150,6 +150,8 @@ class Ballot(Base):
     __table_args__ = (
         UniqueConstraint("election_id", "object_id"),
         Index("ix_ballot_election_seq", "election_id", "seq"),
+        # A tracking code is a voter's receipt: it names one ballot (migration 0008).
+        Index("ux_ballot_election_code", "election_id", "code", unique=True),
         CheckConstraint("state IN (1, 2)", name="ballot_state_valid"),
     )
 

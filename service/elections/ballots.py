@@ -8,6 +8,7 @@ lands after the close (concurrent submissions do not block each other).
 A ballot is one set of selection ciphertexts, whatever its id: ``store`` refuses a ballot that repeats a
 selection ciphertext of a ballot already in the election or earlier in the same request (a clone, which
 every proof accepts). The fingerprints' unique index makes that hold between concurrent requests too.
+Likewise a tracking code names one ballot of its election (``ballot``'s unique (election_id, code)).
 """
 
 from __future__ import annotations
@@ -152,27 +153,78 @@ def store(session: Session, election_id: int, ballots: Sequence[PreparedBallot])
     )
     if existing:
         raise Conflict(f"ballot id(s) already submitted: {', '.join(sorted(existing)[:10])}")
+    if within := _repeated_codes(ballots):
+        raise Conflict(_listed(within))
+    if stored := _stored_codes(session, election_id, ballots):
+        raise Conflict(_listed(stored))
     if within := crypto.repeats([(b.object_id, b.fingerprints) for b in ballots]):
         raise Conflict(_listed(within))
     try:
-        rows = session.scalars(
-            insert(Ballot).returning(Ballot.seq, sort_by_parameter_order=True),
-            [
-                {
-                    "election_id": election_id,
-                    "object_id": b.object_id,
-                    "state": b.state,
-                    "code": b.code,
-                    "payload": b.payload,
-                }
-                for b in ballots
-            ],
-        ).all()
-    except IntegrityError as exc:  # a concurrent request submitted the same id first
-        raise Conflict(f"ballot id(s) already submitted: {', '.join(ids[:10])}") from exc
+        # A savepoint, so the refusal can still look up what a concurrent request stored first.
+        with session.begin_nested():
+            rows = session.scalars(
+                insert(Ballot).returning(Ballot.seq, sort_by_parameter_order=True),
+                [
+                    {
+                        "election_id": election_id,
+                        "object_id": b.object_id,
+                        "state": b.state,
+                        "code": b.code,
+                        "payload": b.payload,
+                    }
+                    for b in ballots
+                ],
+            ).all()
+    except IntegrityError as exc:  # a concurrent request stored the same id or code first
+        raise Conflict(_raced(session, election_id, ballots)) from exc
     seqs = [int(s) for s in rows]
     _store_fingerprints(session, election_id, ballots, seqs)
     return seqs
+
+
+def _code_reason(code: str, ballot_id: str, holder: str) -> str:
+    return f"tracking code {code} of ballot {ballot_id} is already ballot {holder}'s"
+
+
+def _repeated_codes(ballots: Sequence[PreparedBallot]) -> list[str]:
+    first: dict[str, str] = {}
+    found = []
+    for b in ballots:
+        holder = first.setdefault(b.code, b.object_id)
+        if holder != b.object_id:
+            found.append(_code_reason(b.code, b.object_id, holder))
+    return found
+
+
+def _stored_codes(session: Session, election_id: int, ballots: Sequence[PreparedBallot]) -> list[str]:
+    """A reason for each ballot whose tracking code a stored ballot of the election already has: one
+    receipt must name one ballot (``ballot``'s unique index on (election_id, code) settles races)."""
+    by_code = {b.code: b.object_id for b in ballots}
+    codes = list(by_code)
+    found = []
+    for i in range(0, len(codes), LOOKUP_BATCH):
+        rows = session.execute(
+            select(Ballot.code, Ballot.object_id).where(
+                Ballot.election_id == election_id, Ballot.code.in_(codes[i : i + LOOKUP_BATCH])
+            )
+        )
+        found += [_code_reason(code, by_code[code], holder) for code, holder in rows]
+    return sorted(found)
+
+
+def _raced(session: Session, election_id: int, ballots: Sequence[PreparedBallot]) -> str:
+    ids = [b.object_id for b in ballots]
+    taken = set(
+        session.scalars(
+            select(Ballot.object_id).where(Ballot.election_id == election_id, Ballot.object_id.in_(ids))
+        )
+    )
+    if taken:
+        return f"ballot id(s) already submitted: {', '.join(sorted(taken)[:10])}"
+    if codes := _stored_codes(session, election_id, ballots):
+        return _listed(codes)
+    # Only if the holder vanished between the failed insert and this look-up.
+    return f"ballot id(s) or tracking code(s) already submitted: {', '.join(ids[:10])}"
 
 
 def _store_fingerprints(

@@ -20,13 +20,14 @@ from compute.ballot import (
     decode_submitted_ballot,
     encode_submitted_ballot,
     get_hash_for_device,
+    without_extended_data,
 )
 from compute.constants import P
 from compute.context import ElectionContext
 from compute.elgamal import encrypt as elgamal_encrypt
 from compute.encrypt import EncryptionError, encrypt_ballot, submit
 from compute.fingerprints import repeat_message, repeats_among, selection_fingerprints
-from compute.group import from_hex, g_pow_p, pow_p, rand_q, to_hex
+from compute.group import FieldError, from_hex, g_pow_p, pow_p, rand_q, to_hex
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
 from compute.keyceremony import KeyCeremonyError, run_key_ceremony
 from compute.manifest import InternalManifest, Manifest, build_simple_manifest
@@ -149,13 +150,18 @@ def ballot_state(action: str) -> BallotBoxState:
 
 
 def parse_submitted(ballot: Any, state: BallotBoxState) -> SubmittedBallot:
+    """A voter's ballot JSON, every field checked (a bad one is refused naming its path), without its
+    ``extended_data`` (``without_extended_data``: a channel no hash covers)."""
     if not isinstance(ballot, dict):
         raise Invalid("ballot must be a JSON object")
+    oid = ballot.get("object_id")
+    name = oid if isinstance(oid, str) and len(oid) <= 256 else "?"
     try:
-        return SubmittedBallot.from_json({**ballot, "state": int(state)})
+        return without_extended_data(SubmittedBallot.from_json({**ballot, "state": int(state)}))
+    except FieldError as exc:
+        raise Invalid(f"ballot {name} is malformed: {exc}") from exc
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        oid = ballot.get("object_id", "?")
-        raise Invalid(f"ballot {oid} is malformed: {type(exc).__name__}: {exc}") from exc
+        raise Invalid(f"ballot {name} is malformed: {type(exc).__name__}: {exc}") from exc
 
 
 def check_ballot_election(ballot: SubmittedBallot, manifest_hash: str) -> None:
@@ -178,12 +184,13 @@ def validate_many(
 
 
 def encode(ballot: SubmittedBallot) -> tuple[bytes, str]:
-    """The compact stored form and the ballot code (hex)."""
-    return encode_submitted_ballot(ballot), to_hex(ballot.code)
+    """The compact stored form and the ballot code (hex); never any ``extended_data``."""
+    return encode_submitted_ballot(without_extended_data(ballot)), to_hex(ballot.code)
 
 
 def decode(payload: bytes) -> SubmittedBallot:
-    return decode_submitted_ballot(payload)
+    # A row stored before extended_data was dropped still holds it: it is not published either.
+    return without_extended_data(decode_submitted_ballot(payload))
 
 
 def fingerprints(ballot: SubmittedBallot) -> tuple[bytes, ...]:
@@ -253,7 +260,10 @@ def encrypt_plaintext(
     except EncryptionError as exc:
         raise Invalid(f"ballot {pb.object_id} cannot be encrypted: {exc}") from exc
     assert ct.nonce is not None
-    return Encryption(submit(ct, BallotBoxState.UNKNOWN), to_hex(ct.nonce), pb.to_json())
+    # The service's extended_data is no voter's channel, but it is not kept either: one rule for every
+    # stored ballot, and nothing ever decrypts it.
+    ballot = without_extended_data(submit(ct, BallotBoxState.UNKNOWN))
+    return Encryption(ballot, to_hex(ct.nonce), pb.to_json())
 
 
 def _check_plaintext(pb: PlaintextBallot, internal: InternalManifest) -> None:

@@ -9,7 +9,7 @@ import gmpy2
 import pytest
 from ballot_helpers import make_election, submitted_ballots
 
-from compute.ballot import SubmittedBallot, contest_crypto_hash, selection_crypto_hash
+from compute.ballot import SubmittedBallot, contest_crypto_hash, get_ballot_code, selection_crypto_hash
 from compute.constants import G, P, Q
 from compute.context import make_context
 from compute.elgamal import Ciphertext
@@ -54,7 +54,8 @@ def _with_selection(b: SubmittedBallot, ci: int, si: int, fix_hashes: bool, **ch
     contests[ci] = c
     b = dataclasses.replace(b, contests=tuple(contests))
     if fix_hashes:
-        b = dataclasses.replace(b, crypto_hash=b.crypto_hash_with(b.manifest_hash))
+        h = b.crypto_hash_with(b.manifest_hash)
+        b = dataclasses.replace(b, crypto_hash=h, code=get_ballot_code(b.code_seed, b.timestamp, h))
     return b
 
 
@@ -64,6 +65,40 @@ def test_valid_ballots_pass(election, ballots):
     assert validate_ballots(ballots, election.internal, election.context) == []
     assert validate_ballots(ballots, election.internal, election.context, batch_size=3, workers=2) == []
     assert all(ballot_code_ok(b) for b in ballots)
+
+
+def test_a_code_that_does_not_chain_is_rejected_and_named(election, ballots):
+    """Another voter's tracking code on a valid ballot, or a timestamp or seed changed under the code:
+    the code no longer chains from (code_seed, timestamp, crypto_hash), as the reference computes it."""
+    good = ballots[1]
+    forged = [
+        dataclasses.replace(good, object_id="stolen-code", code=ballots[0].code),
+        dataclasses.replace(good, object_id="moved-timestamp", timestamp=good.timestamp + 1),
+        dataclasses.replace(good, object_id="other-seed", code_seed=ballots[0].code_seed + 1),
+    ]
+    # the ballot hash is recomputed for the new id, so the code is the only thing wrong
+    forged = [dataclasses.replace(b, crypto_hash=b.crypto_hash_with(b.manifest_hash)) for b in forged]
+    failures = validate_ballots([ballots[0], *forged, ballots[2]], election.internal, election.context)
+    assert [(f.ballot_id, f.reason) for f in failures] == [
+        (b.object_id, "tracking code does not chain from its code seed, timestamp and crypto hash")
+        for b in forged
+    ]
+    with pytest.raises(BallotInvalid, match="ballot stolen-code: tracking code does not chain"):
+        validate_ballot(forged[0], election.internal, election.context)
+    assert not ballot_code_ok(forged[0])
+
+
+def test_proof_usage_other_than_the_references_is_rejected(election, ballots):
+    """Usage strings are covered by no hash or proof: a free-text channel unless fixed."""
+    b = ballots[0]
+    marked = _with_selection(b, 1, 2, False, proof=dataclasses.replace(_sel(b).proof, usage="voter-id:ALICE"))
+    with pytest.raises(BallotInvalid, match="contest council, selection council-2: proof usage is not"):
+        validate_ballot(marked, election.internal, election.context)
+    c = b.contests[0]
+    contest = dataclasses.replace(c, proof=dataclasses.replace(c.proof, usage="x"))
+    marked = dataclasses.replace(b, contests=(contest, *b.contests[1:]))
+    with pytest.raises(BallotInvalid, match="contest contest-1: proof usage is not"):
+        validate_ballot(marked, election.internal, election.context)
 
 
 def _sel(b, ci=1, si=2):

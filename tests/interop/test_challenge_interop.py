@@ -130,6 +130,11 @@ def test_the_reference_checks_a_challenged_ballot_with_its_opening(
         out = run_oracle(
             "challenge_ballot.py", tmp_path / "manifest.json", tmp_path / "context.json", *paths, r["nonce"]
         )
+        # The service keeps no extended_data (no hash covers it; docs/invariants.md, rule 12): all else
+        # is the reference's re-encryption, byte for byte.
+        assert all(c["extended_data"] is not None for c in out["reencrypted"]["contests"])
+        for c in out["reencrypted"]["contests"]:
+            c["extended_data"] = None
         assert out["reencrypted"] == stored, plaintext["object_id"]
         assert out["decrypted"] == _votes(manifest, plaintext)
         assert out["valid"] is True

@@ -18,7 +18,7 @@ from helpers_service import row_counts
 from sqlalchemy import Engine, select
 
 import service.elections.crypto as crypto_module
-from compute.ballot import BallotBoxState, CiphertextBallot, PlaintextBallot
+from compute.ballot import BallotBoxState, CiphertextBallot, PlaintextBallot, without_extended_data
 from compute.encrypt import encrypt_ballot, submit
 from compute.group import from_hex, to_hex
 from service.api.app import create_app
@@ -162,7 +162,8 @@ def _assert_not_in_database(engine: Engine, ct: CiphertextBallot) -> None:
 
 
 def _reencrypted(election: dict[str, Any], plaintext: dict[str, Any], nonce: str, ballot: dict) -> dict:
-    """The challenge's check: our encryptor, given the opening, rebuilds the ballot."""
+    """The challenge's check: our encryptor, given the opening, rebuilds the ballot (but its
+    ``extended_data``, which the service never stores or publishes)."""
     ct = encrypt_ballot(
         PlaintextBallot.from_json(plaintext),
         crypto.internal_manifest(election["manifest"]),
@@ -171,7 +172,7 @@ def _reencrypted(election: dict[str, Any], plaintext: dict[str, Any], nonce: str
         from_hex(nonce),
         timestamp=ballot["timestamp"],
     )
-    return submit(ct, BallotBoxState.SPOILED).to_json()
+    return without_extended_data(submit(ct, BallotBoxState.SPOILED)).to_json()
 
 
 def _stored(client: TestClient, admin: dict[str, str], election: dict[str, Any], bid: str) -> dict:

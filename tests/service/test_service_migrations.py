@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from compute.ballot import encode_submitted_ballot
 from compute.fingerprints import selection_fingerprints
+from compute.group import to_hex
 from service.db import migrate
 from service.db.models import Base
 from tests.compute import ballot_helpers
@@ -132,9 +134,9 @@ def test_upgrade_backfills_fingerprints_of_stored_ballots(
             c.execute(
                 text(
                     "INSERT INTO ballot (election_id, object_id, state, code, payload)"
-                    " VALUES (:e, :o, 1, 'c', :p)"
+                    " VALUES (:e, :o, 1, :c, :p)"
                 ),
-                [{"e": eid, "o": oid, "p": payload} for eid, oid, payload in rows],
+                [{"e": eid, "o": oid, "c": f"c-{oid}", "p": payload} for eid, oid, payload in rows],
             )
         with caplog.at_level(logging.INFO, logger="amarvote.migrations"):
             migrate.upgrade(empty_pg)
@@ -310,3 +312,56 @@ def test_upgrade_drops_the_copy_of_spoiled_decryptions_from_the_election_result(
         {"object_id": "election-results", "contests": {"c": {}}},
         {"object_id": "election-results", "contests": {}},
     ]
+
+
+def test_upgrade_stops_on_a_repeated_tracking_code_naming_it(empty_pg: str) -> None:
+    """Migration 0008: a code held by two ballots of one election stops the upgrade (nothing is deleted
+    for the operator), naming the election, the code, the ballots and which code chains; the same code
+    in two elections is no repeat. Once the forgery is gone, the upgrade goes through."""
+    migrate.upgrade(empty_pg, "0007")
+    e = ballot_helpers.make_election()
+    alice, mallory = ballot_helpers.submitted_ballots(e, 2)
+    mallory = dataclasses.replace(mallory, code=alice.code)  # a valid ballot carrying alice's receipt
+    code = to_hex(alice.code)
+    engine = create_engine(empty_pg)
+    try:
+        with engine.begin() as c:
+            e1, e2 = (
+                c.execute(
+                    text(
+                        "INSERT INTO election (name, state, manifest, manifest_version, number_of_guardians,"
+                        " quorum) VALUES ('m', 'open', '{}', 1, 1, 1) RETURNING id"
+                    )
+                ).scalar_one()
+                for _ in range(2)
+            )
+            rows = [(e1, "alice", alice), (e1, "mallory", mallory), (e2, "alice-elsewhere", alice)]
+            c.execute(
+                text(
+                    "INSERT INTO ballot (election_id, object_id, state, code, payload)"
+                    " VALUES (:e, :o, 1, :c, :p)"
+                ),
+                [{"e": eid, "o": oid, "c": code, "p": encode_submitted_ballot(b)} for eid, oid, b in rows],
+            )
+        with pytest.raises(RuntimeError) as info:
+            migrate.upgrade(empty_pg)
+        assert (
+            f"election {e1}, tracking code {code}: ballots alice (code chains), mallory (code does not chain)"
+            in str(info.value)
+        )
+        assert f"election {e2}" not in str(info.value)
+        assert migrate.current_revision(empty_pg) == "0007"
+        with engine.begin() as c:
+            c.execute(text("DELETE FROM ballot WHERE object_id = 'mallory'"))
+        migrate.upgrade(empty_pg)
+        assert migrate.current_revision(empty_pg) == _head()
+        with engine.begin() as c, pytest.raises(Exception, match="ux_ballot_election_code"):
+            c.execute(
+                text(
+                    "INSERT INTO ballot (election_id, object_id, state, code, payload)"
+                    " VALUES (:e, 'again', 1, :c, '\\x00')"
+                ),
+                {"e": e1, "c": code},
+            )
+    finally:
+        engine.dispose()

@@ -285,13 +285,17 @@ def test_index_walk_plan_equals_window_plan_with_interleaved_elections(engine: E
             s.execute(
                 text(
                     "INSERT INTO ballot (election_id, object_id, state, code, payload)"
-                    " SELECT :e, 'other-' || :i || '-' || g, 1, 'c', '\\x00'::bytea"
+                    " SELECT :e, 'other-' || :i || '-' || g, 1, 'c-' || :i || '-' || g, '\\x00'::bytea"
                     " FROM generate_series(1, 3) g"
                 ),
                 {"e": b, "i": i},
             )
             s.execute(
-                text("UPDATE ballot SET object_id = object_id || '-' || seq WHERE election_id = :e"), {"e": a}
+                text(
+                    "UPDATE ballot SET object_id = object_id || '-' || seq, code = code || '-' || seq"
+                    " WHERE election_id = :e"
+                ),
+                {"e": a},
             )
     with session_factory(engine)() as s:
         for size in (1, 4, 7, 45, 1000):

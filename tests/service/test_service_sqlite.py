@@ -140,7 +140,7 @@ def test_sqlite_concurrent_tally_creation_makes_one_job(tmp_path: Path) -> None:
             text(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30)"
                 " INSERT INTO ballot (election_id, object_id, state, code, payload)"
-                " SELECT :e, 'b' || i, 1, 'c', x'00' FROM n"
+                " SELECT :e, 'b' || i, 1, 'c' || i, x'00' FROM n"
             ),
             {"e": eid},
         )
