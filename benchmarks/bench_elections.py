@@ -539,9 +539,7 @@ def main() -> None:
     g.add_argument("--ballots", type=int, default=100_000)
     g.add_argument("--chunk-size", type=int, default=2500)
     g.add_argument("--nodes", type=int, default=2)
-    g.add_argument(
-        "--name", default="bench_large", help="results/NAME.{md,json} and its README section"
-    )
+    g.add_argument("--name", default="bench_large", help="results/NAME.{md,json} and its README section")
     one = sub.add_parser("one")  # internal: one run, its JSON on stdout
     one.add_argument("ballots", type=int)
     one.add_argument("chunk_size", type=int)

@@ -13,6 +13,7 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 bash scripts/services.sh
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 # The layers point down (cli -> bridge -> service -> compute) and only the RabbitMQ broker imports pika.
 .venv/bin/lint-imports
 .venv/bin/mypy

@@ -23,8 +23,19 @@ BLOCKED = textwrap.dedent(
 def test_a_thread_left_blocked_ends_the_run_with_its_stack(tmp_path: Path) -> None:
     (tmp_path / "test_blocked.py").write_text(BLOCKED)
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.exit_watchdog",
-         "--rootdir", str(tmp_path), str(tmp_path / "test_blocked.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.exit_watchdog",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_blocked.py"),
+        ],
         cwd=ROOT,
         env={**os.environ, "AMARVOTE_TEST_EXIT_WATCHDOG": "2", "PYTHONPATH": str(ROOT)},
         capture_output=True,
