@@ -40,7 +40,7 @@ def test_embedded_runner_completes_fails_and_redrives(sqlite_settings, ray_local
         s.execute(
             insert(Ballot),
             [
-                {"election_id": e.id, "object_id": f"b{i}", "state": 1, "code": "c", "payload": b"\0"}
+                {"election_id": e.id, "object_id": f"b{i}", "state": 1, "code": f"c{i}", "payload": b"\0"}
                 for i in range(23)
             ],
         )

@@ -147,7 +147,7 @@ def test_take_due_window_on_sqlite(tmp_path) -> None:  # type: ignore[no-untyped
             s.execute(
                 insert(Ballot),
                 [
-                    {"election_id": e.id, "object_id": f"b{i}", "state": 1, "code": "c", "payload": b"\0"}
+                    {"election_id": e.id, "object_id": f"b{i}", "state": 1, "code": f"c{i}", "payload": b"\0"}
                     for i in range(n)
                 ],
             )

@@ -148,7 +148,7 @@ def test_the_export_refuses_a_stored_unsafe_id_and_verify_names_shared_codes(
     import dataclasses
     import io
 
-    from sqlalchemy import select, update
+    from sqlalchemy import select, text, update
 
     from service.db.models import Ballot
     from service.db.session import session_factory
@@ -162,14 +162,18 @@ def test_the_export_refuses_a_stored_unsafe_id_and_verify_names_shared_codes(
     first = _ok(client.post(url, json={"ballot": _encrypted(election, "export-1", 0)}, headers=admin), 201)
     second = _ok(client.post(url, json={"ballot": _encrypted(election, "export-2", 1)}, headers=admin), 201)
     factory = session_factory(engine)
-    # Two ballots sharing a tracking code (stored by hand: every door computes the code itself).
-    with factory.begin() as s:
+    # Two ballots sharing a tracking code: a database changed by hand, its unique index dropped (every
+    # door computes the code itself, and the index refuses a repeat). PostgreSQL's DDL is transactional:
+    # the rollback brings the index back for the other tests.
+    with factory() as s:
+        s.execute(text("DROP INDEX ux_ballot_election_code"))
         s.execute(
             update(Ballot)
             .where(Ballot.election_id == eid, Ballot.object_id == "export-2")
             .values(code=first["code"])
         )
         found = shared_codes(s, eid)
+        s.rollback()
     assert found == [f"ballots export-1 and export-2 share the tracking code {first['code']}"], found
     assert second["code"] != first["code"]
     # A ballot stored before the rule, under a traversal id: the export stops, naming it.
