@@ -436,3 +436,26 @@ def test_confirmation_refusals_and_open_only_when_every_guardian_confirmed(
     assert api.call("GET", f"/api/elections/{eid}/guardians", admin).json() == []
     g3.confirm(api)
     assert api.call("POST", f"/api/elections/{eid}/open", admin).json()["state"] == "open"
+
+
+def test_remote_ceremony_on_the_embedded_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same rounds on the embedded default (SQLite, migrated at start): the election opens."""
+    from helpers_service import admin_headers
+
+    from service.api.app import create_app
+
+    s = Settings(
+        data_dir=tmp_path,
+        jwt_secret="test-jwt-secret-0123456789abcdef",
+        server_secret="test-server-secret-0123456789abcdef",
+    )
+    with TestClient(create_app(s)) as c:
+        api, admin = Api(c), admin_headers(s)
+        eid, guardians = _start(api, admin, 3, 2)
+        _to_confirm(api, guardians)
+        for g in guardians[:2]:
+            g.confirm(api)
+        api.call("POST", f"/api/elections/{eid}/open", admin, 409)
+        guardians[2].confirm(api)
+        assert api.call("POST", f"/api/elections/{eid}/open", admin).json()["state"] == "open"
+        assert len(api.call("GET", f"/api/elections/{eid}/guardians", admin).json()) == 3
