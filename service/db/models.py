@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -104,6 +105,9 @@ class Election(Base):
     number_of_guardians: Mapped[int] = mapped_column(Integer)
     quorum: Mapped[int] = mapped_column(Integer)
     context: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the reference's context JSON
+    # Who holds the guardians' secrets: ``custodial`` (the service's one-process key ceremony, each private
+    # record handed back sealed) or ``guardian`` (a remote ceremony: each guardian made and keeps its own).
+    key_mode: Mapped[str] = mapped_column(String(16), default="custodial", server_default="custodial")
     # The product of the chunk tallies (reference CiphertextTally JSON) and its decryption.
     encrypted_tally: Mapped[dict[str, Any] | None] = mapped_column(Json)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
@@ -118,6 +122,7 @@ class Election(Base):
         CheckConstraint(
             "state IN ('setup','open','closed','tallied','decrypted')", name="election_state_valid"
         ),
+        CheckConstraint("key_mode IN ('custodial','guardian')", name="election_key_mode_valid"),
     )
 
 
@@ -132,6 +137,77 @@ class Guardian(Base):
     public_record: Mapped[dict[str, Any]] = mapped_column(Json)  # reference GuardianRecord JSON
 
     __table_args__ = (UniqueConstraint("election_id", "sequence_order"),)
+
+
+class CeremonyState(enum.StrEnum):
+    """A remote key ceremony's round (``key_ceremony.state``)."""
+
+    KEYS = "keys"  # waiting for every guardian's public key
+    BACKUPS = "backups"  # every key in: waiting for backups and their verifications
+    CONFIRM = "confirm"  # every backup verified: the context is published, waiting for confirmations
+    COMPLETE = "complete"  # every guardian confirmed: guardian rows and election.context written
+    FAILED = "failed"  # a backup failed its receiver's verification (``failure`` names both)
+
+
+class KeyCeremony(Base):
+    """A remote (guardian-held) key ceremony of one election: public data only (migration 0009)."""
+
+    __tablename__ = "key_ceremony"
+
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default=CeremonyState.KEYS.value)
+    failure: Mapped[str | None] = mapped_column(Text)
+    # The context the keys make, published once every backup is verified (reference context JSON); copied
+    # to election.context when every guardian has confirmed it.
+    context: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    context_published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('keys','backups','confirm','complete','failed')", name="key_ceremony_state_valid"
+        ),
+    )
+
+
+class CeremonyGuardian(Base):
+    """A guardian's slot in a remote ceremony and its steps: its public key (``ElectionPublicKey`` JSON),
+    its confirmation proof (``compute.ceremony.Confirmation`` JSON), and when each step was done."""
+
+    __tablename__ = "ceremony_guardian"
+
+    election_id: Mapped[int] = mapped_column(
+        ForeignKey("key_ceremony.election_id", ondelete="CASCADE"), primary_key=True
+    )
+    guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sequence_order: Mapped[int] = mapped_column(Integer)
+    public_key: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    confirmation: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    key_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    backups_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verifications_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("election_id", "sequence_order", name="uq_ceremony_guardian_order"),)
+
+
+class CeremonyBackup(Base):
+    """A partial key backup from one guardian to another: a hashed ElGamal ciphertext to the receiver's
+    key (``ElectionPartialKeyBackup`` JSON), never the coordinate; and the receiver's verification."""
+
+    __tablename__ = "ceremony_backup"
+
+    election_id: Mapped[int] = mapped_column(
+        ForeignKey("key_ceremony.election_id", ondelete="CASCADE"), primary_key=True
+    )
+    sender_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    receiver_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    backup: Mapped[dict[str, Any]] = mapped_column(Json)
+    posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    verified: Mapped[bool | None] = mapped_column(Boolean)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Ballot(Base):

@@ -91,8 +91,8 @@ def add_election(
 def replace_manifest(session: Session, election_id: int, manifest: dict[str, Any]) -> Election:
     """A new manifest version, allowed only before the key ceremony (the context hashes the manifest)."""
     e = get_election(session, election_id, lock=True)
-    if e.state != ElectionState.SETUP.value or e.context is not None:
-        raise Conflict(f"election {election_id}'s manifest is fixed once its keys are made")
+    if e.state != ElectionState.SETUP.value or e.context is not None or e.key_mode == "guardian":
+        raise Conflict(f"election {election_id}'s manifest is fixed once its key ceremony has started")
     e.manifest, e.manifest_hash = crypto.parse_manifest(manifest)
     e.manifest_version += 1
     session.flush()
@@ -136,6 +136,8 @@ def run_key_ceremony(
     e = get_election(session, election_id, lock=True)
     if e.state != ElectionState.SETUP.value or e.context is not None:
         raise Conflict(f"election {election_id}'s key ceremony has already run")
+    if e.key_mode == "guardian":
+        raise Conflict(f"election {election_id}'s guardians hold their own keys: its ceremony is remote")
     ids = list(passphrases)
     if len(ids) != e.number_of_guardians:
         raise Invalid(f"election {election_id} has {e.number_of_guardians} guardians, {len(ids)} were given")
@@ -171,6 +173,14 @@ def open_election(session: Session, election_id: int) -> Election:
     e = get_election(session, election_id, lock=True)
     if e.state != ElectionState.SETUP.value:
         raise Conflict(f"election {election_id} is {e.state}: only an election in setup is opened")
+    if e.context is None and e.key_mode == "guardian":
+        from service.elections.ceremony import unconfirmed
+
+        waiting = ", ".join(repr(g) for g in unconfirmed(session, election_id))
+        raise Conflict(
+            f"election {election_id}'s guardian-held key ceremony is not complete:"
+            f" not yet confirmed by {waiting}"
+        )
     if e.context is None:
         raise Conflict(f"election {election_id} has no keys yet: run the key ceremony first")
     e.state = ElectionState.OPEN.value
@@ -213,6 +223,7 @@ def summary(session: Session, e: Election) -> dict[str, Any]:
         "manifest_hash": e.manifest_hash,
         "manifest_version": e.manifest_version,
         "keys_ready": e.context is not None,
+        "key_mode": e.key_mode,
         "ballots": ballot_counts(session, e.id),
         "created_at": e.created_at.isoformat() if e.created_at else None,
     }

@@ -110,6 +110,15 @@ def require_acting_guardian(p: Principal, election_id: int, guardian_id: str) ->
         raise Forbidden(f"this token may act only as guardian {p.guardian_id!r} of election {p.election_id}")
 
 
+def require_own_guardian(p: Principal, election_id: int, guardian_id: str) -> None:
+    """Only the guardian itself, with its own token: in a guardian-held ceremony nobody else, an admin
+    included, may act for it."""
+    if p.is_admin:
+        raise Forbidden(f"only guardian {guardian_id!r}'s own token may do this, not an admin's")
+    if p.election_id != election_id or p.guardian_id != guardian_id:
+        raise Forbidden(f"this token may act only as guardian {p.guardian_id!r} of election {p.election_id}")
+
+
 def require_election_access(p: Principal, election_id: int) -> None:
     if not p.is_admin and p.election_id != election_id:
         raise Forbidden(f"this token is for election {p.election_id}, not {election_id}")
