@@ -95,7 +95,7 @@ class _Work:
     settled: bool = False
     # What to do first when the work runs again after a database outage.
     give_back: int | None = None  # release this task (its body lost the database: the attempt is not its)
-    failure: tuple[Claim, str] | None = None  # record this failure (recording it lost the database)
+    failure: tuple[Claim, str, bool] | None = None  # record this failure (recording it lost the database)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -109,6 +109,12 @@ class TimeLimitExceeded(Exception):
 
 class _Held(Exception):
     """The database is unreachable: keep the delivery unsettled until it answers again."""
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """A body's failure no retry can change (``transitions.PermanentFailure``): FAILED at once."""
+    cause = getattr(exc, "cause", None)
+    return isinstance(cause if isinstance(cause, BaseException) else exc, transitions.PermanentFailure)
 
 
 def _is_infrastructure(exc: BaseException) -> bool:
@@ -143,7 +149,8 @@ class Executor:
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
         self.db_probe_interval = db_probe_interval
-        self.operations = list(operations or DEFAULT_BODIES)
+        # Queues by operation; "<operation>:<variant>" keys name bodies of the same operation's queue.
+        self.operations = list(operations or [op for op in DEFAULT_BODIES if ":" not in op])
         self.bodies = {**DEFAULT_BODIES, **(bodies or {})}
         self.worker_id = worker_id or default_worker_id()
         self.reconnects = 0
@@ -313,8 +320,8 @@ class Executor:
             log.error("malformed message dead-lettered")
             return Settlement.DEAD_LETTER
         if work.failure is not None:
-            claim, error = work.failure
-            return self._record_failure(work, claim, error)
+            claim, error, permanent = work.failure
+            return self._record_failure(work, claim, error, permanent)
         if work.give_back is not None:
             give_back = work.give_back
             self._db(lambda s: transitions.release(s, give_back, self.worker_id))
@@ -343,7 +350,7 @@ class Executor:
         return self._run_claim(work, claim)
 
     def _run_claim(self, work: _Work, claim: Claim) -> Settlement:
-        body_path = self.bodies[claim.operation]
+        body_path = self.bodies.get(claim.body_key) or self.bodies[claim.operation]
         try:
             work.ref = run_chunk.options(
                 name=f"chunk:{claim.operation}:{claim.task_id}",
@@ -363,7 +370,7 @@ class Executor:
                 raise _Held from exc
             error = describe_error(exc)
             log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, error)
-            return self._record_failure(work, claim, error)
+            return self._record_failure(work, claim, error, permanent=_is_permanent(exc))
         if outcome == Outcome.DONE:
             metrics.chunk_done(claim.operation)
         return Settlement.ACK
@@ -385,13 +392,15 @@ class Executor:
                     f"still running after its time limit of {self.time_limit:g} s; its worker was killed"
                 )
 
-    def _record_failure(self, work: _Work, claim: Claim, error: str) -> Settlement:
+    def _record_failure(self, work: _Work, claim: Claim, error: str, permanent: bool = False) -> Settlement:
         try:
             outcome = self._db(
-                lambda s: transitions.fail(s, claim.task_id, self.worker_id, error, self.policy)
+                lambda s: transitions.fail(
+                    s, claim.task_id, self.worker_id, error, self.policy, permanent=permanent
+                )
             )
         except _Held:
-            work.failure = (claim, error)  # recorded when the database answers again
+            work.failure = (claim, error, permanent)  # recorded when the database answers again
             raise
         except Exception as db_exc:
             # Not recorded: requeue; the next claim counts a new attempt, the lease guards overlap.

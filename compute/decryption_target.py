@@ -11,6 +11,7 @@ from typing import Any
 from gmpy2 import mpz
 
 from compute.elgamal import Ciphertext
+from compute.group import from_hex, to_hex
 from compute.tally import CiphertextTally
 
 
@@ -28,6 +29,38 @@ class Target:
 
     def items(self) -> list[tuple[str, str, Ciphertext]]:
         return [(c.object_id, sid, ct) for c in self.contests for sid, ct in c.selections]
+
+    def to_json(self) -> dict[str, Any]:
+        """What a guardian decrypts, as the service serves it (``GET .../decryption-units/{id}``):
+        ``{object_id, contests: [{object_id, description_hash, selections: [{object_id, ciphertext}]}]}``,
+        contests and selections in the order the shares are made in (placeholders of a ballot included)."""
+        return {
+            "object_id": self.object_id,
+            "contests": [
+                {
+                    "object_id": c.object_id,
+                    "description_hash": to_hex(c.description_hash),
+                    "selections": [
+                        {"object_id": sid, "ciphertext": ct.to_json()} for sid, ct in c.selections
+                    ],
+                }
+                for c in self.contests
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Target:
+        return cls(
+            d["object_id"],
+            [
+                TargetContest(
+                    c["object_id"],
+                    from_hex(c["description_hash"]),
+                    [(s["object_id"], Ciphertext.from_json(s["ciphertext"])) for s in c["selections"]],
+                )
+                for c in d["contests"]
+            ],
+        )
 
 
 def target_of(obj: CiphertextTally | Any) -> Target:

@@ -38,6 +38,9 @@ DEFAULT_BODIES: dict[str, str] = {
     OperationType.COMPENSATED_DECRYPTION.value: "bridge.tasks.decryption:run_compensated",
     OperationType.COMBINE_DECRYPTION.value: "bridge.tasks.combine:run",
     OperationType.VERIFY.value: "bridge.tasks.verify:run",
+    # Jobs of shares a guardian uploaded (Claim.variant "uploaded"): check them, compute nothing.
+    f"{OperationType.PARTIAL_DECRYPTION.value}:uploaded": "bridge.tasks.share_check:run_partial",
+    f"{OperationType.COMPENSATED_DECRYPTION.value}:uploaded": "bridge.tasks.share_check:run_compensated",
 }
 
 # A batch of ballots is what a worker holds decoded at a time, whatever the chunk or election size.

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from service.api import errors, routes_ceremony, routes_elections, routes_jobs, routes_verify
+from service.api import errors, routes_ceremony, routes_elections, routes_jobs, routes_uploads, routes_verify
 from service.api.body_limit import BodyLimit
 from service.api.deps import AppContext, admin_gate, known_query_only
 from service.api.metrics import RequestMetrics, register_jobs_by_state
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_jobs.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.include_router(routes_verify.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.include_router(routes_ceremony.router, responses=errors.COMMON_ERRORS, dependencies=strict)
+    app.include_router(routes_uploads.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.add_middleware(RequestMetrics)
     # Outermost (added last): an oversized body is refused before any route, dependency or the token
     # check reads it; a bulk upload's larger limit is an admin's only (the route's own role).

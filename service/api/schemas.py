@@ -108,3 +108,25 @@ class CreateCombine(_JobBody):
 
 class CreateVerify(_JobBody):
     election_id: Id
+
+
+class DeclareMissing(_Body):
+    guardian_ids: list[GuardianId] = Field(
+        max_length=100, description="The guardians that will not decrypt (at most n - quorum; may be empty)"
+    )
+
+
+class UploadUnitShares(_Body):
+    share: dict[str, Any] = Field(
+        description="The guardian's own share of the unit: the reference's DecryptionShare JSON of a slice,"
+        ' or {"spoiled_ballots": {ballot id: DecryptionShare JSON}} of a spoiled run'
+    )
+    compensated: dict[GuardianId, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per declared missing guardian, the compensated share of the unit"
+        " (CompensatedDecryptionShare JSON, same per-unit shape); exactly the declared missing guardians",
+    )
+
+
+class SubmitShares(_JobBody):
+    pass

@@ -111,6 +111,9 @@ class Election(Base):
     # The product of the chunk tallies (reference CiphertextTally JSON) and its decryption.
     encrypted_tally: Mapped[dict[str, Any] | None] = mapped_column(Json)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Guardian-held decryption (migration 0010): the guardians the admin declared missing after the tally
+    # (a list of ids; NULL: none declared). service.elections.uploads owns it.
+    missing_guardian_ids: Mapped[list[str] | None] = mapped_column(Json)
     created_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(
@@ -376,6 +379,26 @@ class CompensatedShare(Base):
     guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     missing_guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("election_job.job_id"))
+    share: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class ShareUpload(Base):
+    """A share a guardian computed on its own machine and uploaded, staged until its task checks it
+    (migration 0010; ``service.elections.uploads`` owns every write). One row per (unit, guardian,
+    missing guardian): ``missing_guardian_id`` is ``""`` for the guardian's own share (the reference's
+    DecryptionShare document of the unit), else the id of the missing guardian the compensated share is
+    for. The task that checks it copies it into ``decryption_share`` or ``compensated_share`` and erases
+    it in the transaction that marks it DONE; a FAILED check keeps it until the guardian uploads again."""
+
+    __tablename__ = "share_upload"
+
+    chunk_id: Mapped[int] = mapped_column(
+        ForeignKey("election_center.id", ondelete="CASCADE"), primary_key=True
+    )
+    guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    missing_guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    election_id: Mapped[int] = mapped_column(ForeignKey("election.id", ondelete="CASCADE"), index=True)
     share: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 

@@ -118,6 +118,11 @@ def check_request(
     if guardian is None:
         raise NotFound(f"guardian {guardian_id!r} is not a guardian of election {election_id}")
     queries.completed_tally_job(session, election)
+    if guardian_id in (election.missing_guardian_ids or []):
+        raise Conflict(
+            f"guardian {guardian_id!r} was declared missing for election {election_id}: its share is"
+            " reconstructed from the others' compensated shares"
+        )
     missing = list(missing_guardian_ids or [])
     existing = queries.jobs_of(
         session,

@@ -343,9 +343,11 @@ def create_partial_decryption_job(
     guardian_id: str,
     created_by: str | None = None,
     sizes: UnitSizes | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> ElectionJob:
     """A guardian's share of every decryption unit (the aggregate's slices and the spoiled ballots).
-    The caller escrows the guardian's key for the job (``service.elections.escrow``)."""
+    The caller escrows the guardian's key for the job (``service.elections.escrow``), or, for shares the
+    guardian uploaded (``metadata`` {"shares": "uploaded"}), staged them (``service.elections.uploads``)."""
     election = load_election(session, election_id, lock=True)
     _require_guardian(session, election_id, guardian_id)
     tally = completed_tally_job(session, election)
@@ -364,7 +366,7 @@ def create_partial_decryption_job(
         units_of(tally.job_id),
         created_by,
         guardian_id=guardian_id,
-        metadata={"tally_job_id": str(tally.job_id)},
+        metadata={"tally_job_id": str(tally.job_id), **(metadata or {})},
     )
 
 
@@ -374,6 +376,7 @@ def create_compensated_decryption_jobs(
     missing_guardian_ids: Sequence[str],
     created_by: str | None = None,
     sizes: UnitSizes | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> list[ElectionJob]:
     """Children of a guardian's partial job: for each missing guardian, one job with one task per
     decryption unit (so one message per source guardian, missing guardian and unit). The caller escrows,
@@ -431,7 +434,7 @@ def create_compensated_decryption_jobs(
             guardian_id=source,
             missing_guardian_id=m,
             parent_job_id=parent.job_id,
-            metadata={"tally_job_id": str(tally.job_id)},
+            metadata={"tally_job_id": str(tally.job_id), **(metadata or {})},
         )
         for m in missing
     ]

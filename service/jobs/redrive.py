@@ -44,7 +44,8 @@ def redrive_job(session: Session, job_id: uuid.UUID) -> int:
         raise Conflict(
             f"job {job_id} was superseded by job {newer} of the same kind: re-drive that one instead"
         )
-    if job.operation_type in _NEEDS_ESCROW and not has_escrow(session, job_id):
+    uploaded = (job.metadata_ or {}).get("shares") == transitions.UPLOADED_SHARES
+    if job.operation_type in _NEEDS_ESCROW and not uploaded and not has_escrow(session, job_id):
         raise Conflict(
             f"job {job_id}'s key escrow was erased (its retention passed or an operator erased it): the"
             " guardian must start its decryption again (POST /api/decryption/create)"

@@ -31,6 +31,7 @@ PUBLIC_METADATA = (
     "tally_job_id",
     "available_guardian_ids",
     "missing_guardian_ids",
+    "shares",  # "uploaded": the guardian computed its shares itself (service.elections.uploads)
 )
 
 

@@ -41,6 +41,16 @@ WriteResult = Callable[[Session, ChunkTask, ElectionJob], None]
 Finalizer = Callable[[Session, ElectionJob], None]
 
 
+class PermanentFailure(Exception):
+    """A body's failure that another attempt cannot change: its input itself is wrong (an uploaded share
+    whose proof fails). ``fail(permanent=True)`` marks the task FAILED at once instead of retrying it."""
+
+
+# The job metadata flag of jobs whose shares a guardian uploaded (``service.elections.uploads``): their
+# tasks check the staged documents instead of computing shares from an escrowed key.
+UPLOADED_SHARES = "uploaded"
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What a worker needs to run one chunk task: ids only."""
@@ -53,6 +63,13 @@ class Claim:
     attempt: int
     worker: str
     lease_expires_at: datetime
+    # Which body of the operation: "" the usual one, "uploaded" for a job of uploaded shares (the
+    # executor looks up "<operation>:<variant>" first).
+    variant: str = ""
+
+    @property
+    def body_key(self) -> str:
+        return f"{self.operation}:{self.variant}" if self.variant else self.operation
 
 
 class Outcome(enum.StrEnum):
@@ -156,6 +173,7 @@ def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim 
         attempt=task.attempts,
         worker=worker,
         lease_expires_at=task.lease_expires_at,
+        variant=str((job.metadata_ or {}).get("shares") or ""),
     )
 
 
@@ -255,8 +273,11 @@ def fail(
     worker: str,
     error: str,
     policy: Policy,
+    *,
+    permanent: bool = False,
 ) -> Outcome:
-    """Record a failed attempt: PENDING again with a backoff below the limit, FAILED at it.
+    """Record a failed attempt: PENDING again with a backoff below the limit, FAILED at it (at once for a
+    ``permanent`` failure, one no retry can change: see :class:`PermanentFailure`).
 
     Only the lease holder may fail a task (a late failure from a worker whose lease ran out must
     not undo someone else's run). Below the limit a new outbox row is written whose
@@ -270,7 +291,7 @@ def fail(
     task.last_error = error[:MAX_ERROR_CHARS]
     task.lease_owner = None
     task.lease_expires_at = None
-    if task.attempts < policy.max_attempts:
+    if task.attempts < policy.max_attempts and not permanent:
         task.state = TaskState.PENDING
         task.not_before = now + policy.backoff(task.attempts)
         enqueue(session, task, job, available_at=task.not_before)
@@ -292,19 +313,18 @@ def release(session: Session, task_id: int, worker: str) -> bool:
     return True
 
 
-def redrive_failed(session: Session, job_id: uuid.UUID) -> int:
-    """Operator re-drive: the job's FAILED tasks go back to PENDING with fresh attempts.
+def redrive_failed(session: Session, job_id: uuid.UUID, chunk_ids: Iterable[int] | None = None) -> int:
+    """Operator re-drive: the job's FAILED tasks (those on ``chunk_ids`` only, when given) go back to
+    PENDING with fresh attempts.
 
     Moves the counters with the states (failed_chunks down), puts the job back IN_PROGRESS and
     writes one outbox row per task. Returns how many tasks were re-driven.
     """
+    which = [ChunkTask.job_id == job_id, ChunkTask.state == TaskState.FAILED]
+    if chunk_ids is not None:
+        which.append(ChunkTask.chunk_id.in_(list(chunk_ids)))
     tasks = list(
-        session.execute(
-            select(ChunkTask)
-            .where(ChunkTask.job_id == job_id, ChunkTask.state == TaskState.FAILED)
-            .order_by(ChunkTask.id)
-            .with_for_update()
-        ).scalars()
+        session.execute(select(ChunkTask).where(*which).order_by(ChunkTask.id).with_for_update()).scalars()
     )
     job = _lock_job(session, job_id)
     if not tasks:
