@@ -37,6 +37,32 @@ def _upsert(session: Session, model: Any, values: dict[str, Any]) -> None:
         session.merge(model(**values))
 
 
+def write_share(session: Session, task: ChunkTask, job: ElectionJob, share: dict[str, Any]) -> None:
+    """The ``decryption_share`` row of a task's unit: escrowed and uploaded shares alike land here."""
+    _upsert(
+        session,
+        DecryptionShare,
+        {"chunk_id": task.chunk_id, "guardian_id": job.guardian_id, "job_id": job.job_id, "share": share},
+    )
+
+
+def write_compensated_share(
+    session: Session, task: ChunkTask, job: ElectionJob, share: dict[str, Any]
+) -> None:
+    """The ``compensated_share`` row of a task's unit, for the job's missing guardian."""
+    _upsert(
+        session,
+        CompensatedShare,
+        {
+            "chunk_id": task.chunk_id,
+            "guardian_id": job.guardian_id,
+            "missing_guardian_id": job.missing_guardian_id,
+            "job_id": job.job_id,
+            "share": share,
+        },
+    )
+
+
 def _document(tally_share: Any, ballots: list[Any], ballot_shares: list[Any]) -> dict[str, Any]:
     if tally_share is not None:
         return dict(tally_share.to_json())
@@ -60,14 +86,7 @@ def run_partial(ctx: ChunkContext) -> Outcome:
     del key
     share = _document(shares[0] if tally is not None else None, ballots, shares)
 
-    def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
-        _upsert(
-            session,
-            DecryptionShare,
-            {"chunk_id": task.chunk_id, "guardian_id": job.guardian_id, "job_id": job.job_id, "share": share},
-        )
-
-    return ctx.complete(write)
+    return ctx.complete(lambda session, task, job: write_share(session, task, job, share))
 
 
 def run_compensated(ctx: ChunkContext) -> Outcome:
@@ -90,17 +109,4 @@ def run_compensated(ctx: ChunkContext) -> Outcome:
     del key
     share = _document(shares[0] if tally is not None else None, ballots, shares)
 
-    def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
-        _upsert(
-            session,
-            CompensatedShare,
-            {
-                "chunk_id": task.chunk_id,
-                "guardian_id": job.guardian_id,
-                "missing_guardian_id": job.missing_guardian_id,
-                "job_id": job.job_id,
-                "share": share,
-            },
-        )
-
-    return ctx.complete(write)
+    return ctx.complete(lambda session, task, job: write_compensated_share(session, task, job, share))

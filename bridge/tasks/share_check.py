@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
 from bridge.tasks.common import election_context, election_data, guardian_records, job_of
-from bridge.tasks.decryption import _upsert
-from service.db.models import ChunkKind, ChunkTask, CompensatedShare, DecryptionShare, ElectionJob
+from bridge.tasks.decryption import write_compensated_share, write_share
+from service.db.models import ChunkKind, ChunkTask, ElectionJob
 from service.elections import uploads
 from service.jobs.transitions import Outcome, PermanentFailure
 
@@ -73,11 +73,7 @@ def run_partial(ctx: ChunkContext) -> Outcome:
     _job, share = _check(ctx, None)
 
     def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
-        _upsert(
-            session,
-            DecryptionShare,
-            {"chunk_id": task.chunk_id, "guardian_id": job.guardian_id, "job_id": job.job_id, "share": share},
-        )
+        write_share(session, task, job, share)
         uploads.erase_staged(session, task.chunk_id, job.guardian_id or "", None)
 
     return ctx.complete(write)
@@ -90,17 +86,7 @@ def run_compensated(ctx: ChunkContext) -> Outcome:
     _job, share = _check(ctx, job.missing_guardian_id)
 
     def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
-        _upsert(
-            session,
-            CompensatedShare,
-            {
-                "chunk_id": task.chunk_id,
-                "guardian_id": job.guardian_id,
-                "missing_guardian_id": job.missing_guardian_id,
-                "job_id": job.job_id,
-                "share": share,
-            },
-        )
+        write_compensated_share(session, task, job, share)
         uploads.erase_staged(session, task.chunk_id, job.guardian_id or "", job.missing_guardian_id)
 
     return ctx.complete(write)
