@@ -1,4 +1,5 @@
-"""The ``amarvote`` command line: the demo, the servers, the database, jobs and election records."""
+"""The ``amarvote`` command line: the demo, the servers, the database, jobs, election records, and a
+guardian's own commands (``amarvote guardian``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 
 import typer
 
-from cli import demo, ops, record
+from cli import demo, guardian, ops, record
 
 app = typer.Typer(
     help="ElectionGuard tally, decryption and combine as jobs over RabbitMQ and Ray.",
@@ -33,6 +34,7 @@ app.add_typer(ops.db_app, name="db")
 app.add_typer(ops.jobs_app, name="jobs")
 app.add_typer(ops.escrow_app, name="escrow")
 app.add_typer(record.app, name="record")
+app.add_typer(guardian.app, name="guardian")
 
 
 def main() -> None:

@@ -30,9 +30,12 @@ def explain(exc: BaseException) -> str:
 
     from bridge.probe import ClusterMismatch
     from bridge.verify import VerifyFailed
+    from cli.guardian.api import GuardianError
     from cli.pipeline import JobFailed
     from service.errors import DomainError
 
+    if isinstance(exc, GuardianError):
+        return str(exc)
     if isinstance(exc, JobFailed):
         lines = [str(exc)]
         if any("SealError" in j.first_error for j in exc.jobs):

@@ -10,6 +10,9 @@ selection ciphertext seen twice in one election marks a clone.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import sys
+from array import array
 from collections.abc import Iterable
 
 from compute.ballot import CiphertextBallot, SubmittedBallot
@@ -17,6 +20,7 @@ from compute.elgamal import Ciphertext
 from compute.group import to_bytes_p
 
 FINGERPRINT_BYTES = 16  # 128 bits: an accidental collision among 2^40 ciphertexts has odds below 2^-48
+PREFIX_BYTES = 8  # of each selection fingerprint kept for a clone check over many ballots: 8 bytes each
 
 
 def ciphertext_fingerprint(ct: Ciphertext) -> bytes:
@@ -52,3 +56,34 @@ def repeats_among(fingerprinted: Iterable[tuple[str, Iterable[bytes]]]) -> list[
             else:
                 first[fp] = ballot_id
     return list(pairs)
+
+
+def packed_fingerprint(packed: bytes) -> bytes:
+    """``ciphertext_fingerprint`` of a ciphertext already packed as 512-byte big-endian pad || data (the
+    API's ``cast-ciphertexts`` form)."""
+    return hashlib.sha256(packed).digest()[:FINGERPRINT_BYTES]
+
+
+class PrefixSet:
+    """8-byte fingerprint prefixes in 256 buckets by first byte (so finding a repeat sorts one bucket at a
+    time, not every prefix at once): a clone check over many ballots in 8 bytes a ciphertext, the
+    suspects then checked exactly."""
+
+    def __init__(self) -> None:
+        self.buckets = [array("Q") for _ in range(256)]
+
+    def add(self, raw: bytes) -> None:
+        """``raw``: prefixes of ``PREFIX_BYTES`` each, concatenated."""
+        prefixes = array("Q")
+        prefixes.frombytes(raw)
+        for x in prefixes:
+            self.buckets[x & 0xFF].append(x)
+
+    def repeated(self) -> set[bytes]:
+        found: set[bytes] = set()
+        for bucket in self.buckets:
+            ordered = sorted(bucket)
+            found.update(
+                a.to_bytes(PREFIX_BYTES, sys.byteorder) for a, b in itertools.pairwise(ordered) if a == b
+            )
+        return found

@@ -25,14 +25,19 @@ from typing import Any
 from gmpy2 import mpz
 
 from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, verify_shares
-from compute.decryption import compute_recovery_public_key
+from compute.context import ElectionContext
+from compute.decryption import (
+    compute_compensated_decryption_shares,
+    compute_decryption_shares,
+    compute_recovery_public_key,
+)
 from compute.decryption_share import (
     CiphertextCompensatedDecryptionSelection,
     CompensatedDecryptionShare,
     DecryptionShare,
 )
 from compute.decryption_target import Target
-from compute.guardian import GuardianRecord
+from compute.guardian import GuardianRecord, PrivateGuardianRecord
 
 MAX_PROBLEMS = 50
 
@@ -202,3 +207,54 @@ def check_unit_share(
         if out.problems:
             out.document = None
     return out
+
+
+# ------------------------------------------------------------------------- making them (the guardian side)
+
+
+def make_unit_document(
+    private: PrivateGuardianRecord,
+    missing: Sequence[GuardianRecord],
+    kind: str,
+    targets: Sequence[Target],
+    context: ElectionContext,
+    workers: int | None = 1,
+) -> dict[str, Any]:
+    """What a guardian uploads for one unit (``PUT .../shares/{unit_id}``): its own share of the unit's
+    targets and one compensated share per missing guardian, from the backup that guardian sent it, each
+    with its proofs; a slice's as the share JSON, a spoiled run's as ``{"spoiled_ballots": {id: share}}``."""
+
+    def document(shares: Sequence[DecryptionShare | CompensatedDecryptionShare]) -> dict[str, Any]:
+        if kind == "slice":
+            (share,) = shares
+            return share.to_json()
+        return {"spoiled_ballots": {t.object_id: s.to_json() for t, s in zip(targets, shares, strict=True)}}
+
+    own = compute_decryption_shares(private, targets, context, workers)
+    compensated = {
+        m.guardian_id: document(compute_compensated_decryption_shares(private, m, targets, context, workers))
+        for m in missing
+    }
+    return {"share": document(own), "compensated": compensated}
+
+
+_HELD: dict[str, Any] = {}
+
+
+def hold_for_workers(private: dict[str, Any], missing: list[dict[str, Any]], context: dict[str, Any]) -> None:
+    """A process pool's initializer: what each worker process needs for ``unit_document_in_worker``,
+    parsed once (handed over the pool's pipe, never on a command line)."""
+    _HELD["private"] = PrivateGuardianRecord.from_json(private)
+    _HELD["missing"] = [GuardianRecord.from_json(m) for m in missing]
+    _HELD["context"] = ElectionContext.from_json(context)
+
+
+def unit_document_in_worker(kind: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """``make_unit_document`` in a worker process set up by ``hold_for_workers``."""
+    return make_unit_document(
+        _HELD["private"],
+        _HELD["missing"],
+        kind,
+        [Target.from_json(t) for t in targets],
+        _HELD["context"],
+    )

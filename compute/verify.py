@@ -24,10 +24,7 @@ every ballot and guardian id must pass the rule, and the counts reported are tho
 
 from __future__ import annotations
 
-import itertools
 import json
-import sys
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +37,13 @@ from compute.constants import ONE, P
 from compute.context import make_context
 from compute.decryption import compute_lagrange_coefficients, compute_recovery_public_key
 from compute.elgamal import Ciphertext
-from compute.fingerprints import repeat_message, repeats_among, selection_fingerprints
+from compute.fingerprints import (
+    PREFIX_BYTES,
+    PrefixSet,
+    repeat_message,
+    repeats_among,
+    selection_fingerprints,
+)
 from compute.group import g_pow_p, to_hex
 from compute.guardian import GuardianRecord
 from compute.ids import GUARDIAN_ID_MAX, check_id
@@ -64,7 +67,6 @@ from compute.share_checks import Reconstruction, reconstruction_problems
 from compute.tally import TallyError, accumulate, new_tally
 from compute.validate import validate_ballots
 
-PREFIX_BYTES = 8  # of each selection fingerprint kept for the clone check: 8 bytes per ciphertext
 # (and of each tracking code, for the shared-code check: 8 bytes per ballot)
 BATCH = 200  # ballots checked together in one process (a few MB of decoded ballots)
 
@@ -249,29 +251,6 @@ def _multiply_into(
             products[key] = (pad, data)
 
 
-class _Prefixes:
-    """8-byte prefixes in 256 buckets by first byte (so finding a repeat sorts one bucket at a time, not
-    every prefix at once)."""
-
-    def __init__(self) -> None:
-        self.buckets = [array("Q") for _ in range(256)]
-
-    def add(self, raw: bytes) -> None:
-        prefixes = array("Q")
-        prefixes.frombytes(raw)
-        for x in prefixes:
-            self.buckets[x & 0xFF].append(x)
-
-    def repeated(self) -> set[bytes]:
-        found: set[bytes] = set()
-        for bucket in self.buckets:
-            ordered = sorted(bucket)
-            found.update(
-                a.to_bytes(PREFIX_BYTES, sys.byteorder) for a, b in itertools.pairwise(ordered) if a == b
-            )
-        return found
-
-
 def code_prefix(code: mpz) -> bytes:
     return int(code).to_bytes(32, "big")[:PREFIX_BYTES]
 
@@ -286,8 +265,8 @@ class Totals:
         self.products: dict[tuple[str, str], tuple[mpz, mpz]] = {}
         self.available_sets: set[frozenset[str]] = set()
         self.failed_ballots: list[str] = []
-        self.fingerprints = _Prefixes()
-        self.codes = _Prefixes()
+        self.fingerprints = PrefixSet()
+        self.codes = PrefixSet()
 
     def add(self, r: ChunkReport) -> None:
         self.ballots += r.ballots

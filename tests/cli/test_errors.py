@@ -25,3 +25,14 @@ def test_a_failed_job_names_its_chunks_first_error_and_the_fix() -> None:
 def test_a_domain_error_is_its_reason_and_others_have_no_traceback() -> None:
     assert explain(Conflict("election 3 is open")) == "election 3 is open"
     assert explain(ValueError("bad\nsecond line")) == "ValueError: bad"
+
+
+def test_a_guardian_command_error_is_its_message() -> None:
+    from cli.guardian.api import ApiError, GuardianError
+
+    assert explain(GuardianError("refusing to decrypt: x")) == "refusing to decrypt: x"
+    err = ApiError("PUT", "/api/elections/1/guardians/g1/shares/3", 409, "unit 3 is being checked")
+    assert (
+        explain(err)
+        == "PUT /api/elections/1/guardians/g1/shares/3: the API answered 409: unit 3 is being checked"
+    )

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from helpers_service import complete_tally, row_counts
 from sqlalchemy import Engine, select
 
+from compute import sealing  # the passphrase format (and its KDF) lives in compute/sealing.py
 from service.api.app import create_app
 from service.db.models import ElectionJob, GuardianKeyEscrow
 from service.db.session import transaction
-from service.security import sealing
 from service.security.auth import Role, issue_token
 from service.settings import Settings
 from tests.conftest import TEST_JWT_SECRET, TEST_SERVER_SECRET
