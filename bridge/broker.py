@@ -90,3 +90,23 @@ class Publisher(Protocol):
         """Raises BrokerLost when the connection drops, with what was confirmed until then."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One work queue as the broker sees it. ``ready``: waiting for a consumer; ``consumers``: bridges
+    reading it; ``dead_letters``: messages in its dead-letter queue. None where a broker cannot tell (AMQP's
+    passive declare reports no unacked count: the console shows the chunk tasks RUNNING instead)."""
+
+    operation: str
+    queue: str
+    ready: int | None
+    consumers: int | None
+    dead_letters: int | None
+    unacked: int | None = None
+
+
+class QueueStats(Protocol):
+    """Read-only: the depth of every work queue (the operator console's queues page)."""
+
+    def queue_depths(self) -> list[QueueDepth]: ...

@@ -373,6 +373,7 @@ class Executor:
             return self._record_failure(work, claim, error, permanent=_is_permanent(exc))
         if outcome == Outcome.DONE:
             metrics.chunk_done(claim.operation)
+            log.info("%s task %s of job %s done", claim.operation, claim.task_id, claim.job_id)
         return Settlement.ACK
 
     def _result(self, work: _Work) -> Any:
@@ -409,6 +410,12 @@ class Executor:
             return Settlement.REQUEUE
         work.failure = None
         metrics.chunk_failed(claim.operation, final=outcome == Outcome.FAILED)
+        if outcome == Outcome.FAILED:
+            log.warning(
+                "task %s of job %s FAILED after %s attempt(s)", claim.task_id, claim.job_id, claim.attempt
+            )
+        elif outcome == Outcome.RETRY:
+            log.info("task %s of job %s will be retried", claim.task_id, claim.job_id)
         return Settlement.DEAD_LETTER if outcome == Outcome.FAILED else Settlement.ACK
 
     # -- leases and shutdown ------------------------------------------------------------------

@@ -44,7 +44,12 @@ def ensure_ray(settings: Settings, **init_kwargs: Any) -> None:
     """Connect once per process (a no-op when already connected)."""
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "log_to_driver": True,
+        # ray.init sets the "ray" logger's level: the CLI's (cli/logs.py: WARNING unless --debug).
+        "logging_level": os.environ.get("AMARVOTE_LIBRARY_LOG_LEVEL", "INFO"),
+    }
     if settings.ray_address:
         _token_auth_if_token_available()
         kwargs["address"] = settings.ray_address

@@ -22,6 +22,15 @@ def _options(
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (never its locals)."),
 ) -> None:
     _debug["on"] = debug
+    from cli import logs
+    from service.settings import Settings
+
+    logs.set_debug(debug)
+    try:
+        level = Settings().log_level
+    except Exception:  # a bad setting is reported by the command that reads it
+        level = "INFO"
+    logs.configure(logs.level_of(level, debug=debug), rich=True)
 
 
 app.command(help=demo.__doc__)(demo.demo)

@@ -24,14 +24,31 @@ def _db(settings: Settings | None = None) -> SessionFactory:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """The servers' logging (cli/logs.py): plain timestamped lines, our events at AMARVOTE_LOG_LEVEL."""
+    from cli import logs
+
+    logs.configure(logs.level_of(Settings().log_level, debug=logs.debug_requested()))
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve the HTTP API (FastAPI under uvicorn)."""
+    """Serve the HTTP API, the public bulletin board (/elections/ID) and the operator console (/console)."""
     import uvicorn
 
-    uvicorn.run("service.api.app:app", host=host, port=port, workers=workers, log_level="info")
+    from cli import logs
+
+    _logging()
+    level = logs.level_of(Settings().log_level, debug=logs.debug_requested())
+    # uvicorn's own access log only with DEBUG: requests are counted in /metrics.
+    uvicorn.run(
+        "cli.api:app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="debug" if level <= logging.DEBUG else "warning",
+        log_config=None,
+        access_log=level <= logging.DEBUG,
+    )
 
 
 def bridge(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL and RabbitMQ answer on localhost: start them when stopped, install them
-# (Debian/Ubuntu, as root) when absent. Idempotent; used by scripts/test.sh.
+# (Debian/Ubuntu, as root) when absent; install chromium and prometheus for the tests when absent. Idempotent; used by scripts/test.sh.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -38,4 +38,8 @@ if ! rabbit_up; then
 fi
 # The deployment tests check docker-compose.yml with docker-compose's own validator (no engine needed).
 command -v docker-compose >/dev/null || { log "installing docker-compose (to validate docker-compose.yml)"; apt_install docker-compose; }
+# The pages' browser tests drive Debian's chromium through Playwright (never a browser Playwright downloads:
+# no `playwright install`); Prometheus checks the Grafana dashboard's queries.
+command -v chromium >/dev/null || { log "installing chromium (for the browser tests of the board and console)"; apt_install chromium; }
+command -v prometheus >/dev/null || { log "installing prometheus (to check the dashboard's queries)"; apt_install prometheus; }
 log "PostgreSQL and RabbitMQ are up"

@@ -45,7 +45,16 @@ class Invalid(DomainError):
 
 
 class TooManyRequests(DomainError):
+    """Over a rate limit; ``retry_after`` (seconds, sent as ``Retry-After``) when the limiter knows it."""
+
     status_code = 429
+
+    def __init__(self, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.reason, self.retry_after), self.__dict__
 
 
 class Unavailable(DomainError):

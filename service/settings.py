@@ -136,6 +136,24 @@ class Settings(BaseSettings):
         ge=1024,
         description="The same limit for POST /api/elections/{id}/ballots/bulk",
     )
+    # The web pages (service/api/routes_board.py, routes_console.py).
+    board_lookups_per_minute: int = Field(
+        default=30, ge=0, description="Tracking-code lookups per client address a minute (0: no limit)"
+    )
+    board_record_downloads_per_minute: int = Field(
+        default=6, ge=0, description="Public record downloads per client address a minute (0: no limit)"
+    )
+    console_session_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="How long an operator console session lasts"
+    )
+    ray_dashboard_url: str | None = Field(default=None, description="Linked from the operator console")
+    grafana_url: str | None = Field(default=None, description="Linked from the operator console")
+    log_level: str = Field(
+        default="INFO",
+        description="Level of amarvote's own log lines; libraries (pika, Ray, uvicorn's access log) log at"
+        " WARNING unless this is DEBUG (or --debug is given)",
+    )
+
     # Run the migrations when the API starts: on by default for the embedded SQLite database only.
     auto_migrate: bool | None = None
 

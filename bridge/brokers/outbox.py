@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from bridge.broker import BrokerLost, Delivery, Settlement
+from bridge.broker import BrokerLost, Delivery, QueueDepth, Settlement
 from service.db.session import SessionFactory, in_transaction
 from service.jobs import outbox
 
@@ -60,6 +60,16 @@ class OutboxBroker:
     def idle(self) -> bool:
         """No message left, due or waiting for its backoff."""
         return in_transaction(self.factory, outbox.unsent) == 0
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """``QueueStats`` of the embedded default: the outbox is the queue, so its unsent rows per
+        operation are what waits (no consumer count, no dead-letter queue: a FAILED chunk stays in its
+        job)."""
+        from service.db.models import OperationType
+        from service.jobs.console import outbox_by_operation
+
+        backlog = in_transaction(self.factory, outbox_by_operation)
+        return [QueueDepth(op.value, "outbox", backlog.get(op.value, 0), None, None) for op in OperationType]
 
     def cancel(self) -> None:
         self.operations = []

@@ -46,7 +46,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
 
-from bridge.broker import BrokerLost, Delivery, Published, Settlement
+from bridge.broker import BrokerLost, Delivery, Published, QueueDepth, Settlement
 from service.db.models import OperationType
 from service.jobs.outbox import Message
 
@@ -466,3 +466,47 @@ class RabbitMQPublisher:
                 pass
             thread.join(5)
         self._connection, self._thread = None, None
+
+
+class RabbitMQQueueStats:
+    """``QueueStats`` over RabbitMQ without the management plugin: a passive ``queue_declare`` of every
+    work queue and its dead-letter queue on a short connection of its own (the API process holds no
+    broker connection). A queue not declared yet reads as empty."""
+
+    def __init__(self, url: str, *, timeout: float = 3.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def queue_depths(self) -> list[QueueDepth]:
+        params = pika.URLParameters(self.url)
+        params.socket_timeout = self.timeout
+        params.blocked_connection_timeout = self.timeout
+        params.connection_attempts = 1
+        try:
+            connection = pika.BlockingConnection(params)
+        except AMQPError as exc:
+            raise BrokerLost(f"cannot connect to RabbitMQ ({type(exc).__name__})") from exc
+        try:
+            out = []
+            for q in WORK_QUEUES:
+                ready, consumers = self._declare(connection, q.name)
+                dead, _ = self._declare(connection, q.dead_letter_queue)
+                out.append(QueueDepth(q.operation.value, q.name, ready, consumers, dead))
+            return out
+        finally:
+            try:
+                connection.close()
+            except AMQPError:
+                pass
+
+    @staticmethod
+    def _declare(connection: BlockingConnection, name: str) -> tuple[int, int]:
+        from pika.exceptions import ChannelClosedByBroker
+
+        channel = connection.channel()
+        try:
+            ok = channel.queue_declare(name, passive=True).method
+        except ChannelClosedByBroker:  # 404: not declared yet (no bridge has started)
+            return 0, 0
+        channel.close()
+        return int(ok.message_count), int(ok.consumer_count)

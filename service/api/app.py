@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from service.api import errors, routes_ceremony, routes_elections, routes_jobs, routes_uploads, routes_verify
+from service.api import (
+    errors,
+    routes_board,
+    routes_ceremony,
+    routes_console,
+    routes_elections,
+    routes_jobs,
+    routes_uploads,
+    routes_verify,
+)
 from service.api.body_limit import BodyLimit
 from service.api.deps import AppContext, admin_gate, known_query_only
 from service.api.metrics import RequestMetrics, register_jobs_by_state
-from service.db.session import make_engine
+from service.api.web import STATIC
+from service.db.session import in_transaction, make_engine
 from service.elections.pending import PendingBallots
+from service.jobs.console import outbox_queue_depths
+from service.security.console_session import ConsoleKeys
 from service.security.kdf_gate import kdf_gate
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
@@ -35,7 +48,11 @@ class Health(BaseModel):
     database: str
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, queue_depths: Callable[[], list[dict[str, Any]]] | None = None
+) -> FastAPI:
+    """The API and its pages. ``queue_depths`` reads the broker's queues for the console (``cli/api.py``
+    passes the configured broker's; without it the console shows the outbox backlog)."""
     settings = settings or get_settings()
     # Refused before anything connects: no JWT secret with a database URL, or a secret under 32 bytes.
     secret, token_key = api_keys(settings)
@@ -86,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kdf=KdfParams(settings.kdf_time_cost, settings.kdf_memory_kib, settings.kdf_parallelism),
         pending=pending,
         kdf_gate=kdf_gate(settings),
+        console_keys=ConsoleKeys(token_key),
+        board_limiter=RateLimiter(settings.board_lookups_per_minute, what="tracking-code lookups"),
+        record_limiter=RateLimiter(settings.board_record_downloads_per_minute, what="record downloads"),
+        queue_depths=queue_depths or (lambda: in_transaction(engine, outbox_queue_depths)),
     )
 
     errors.install(app)
@@ -123,6 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_verify.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.include_router(routes_ceremony.router, responses=errors.COMMON_ERRORS, dependencies=strict)
     app.include_router(routes_uploads.router, responses=errors.COMMON_ERRORS, dependencies=strict)
+    app.include_router(routes_board.router, dependencies=strict)
+    app.include_router(routes_console.router, dependencies=strict)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(RequestMetrics)
     # Outermost (added last): an oversized body is refused before any route, dependency or the token
     # check reads it; a bulk upload's larger limit is an admin's only (the route's own role).

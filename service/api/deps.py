@@ -18,6 +18,7 @@ from service.db.session import transaction
 from service.elections.pending import PendingBallots
 from service.errors import DomainError, Invalid, Unauthorized
 from service.security.auth import Principal, decode_token, require_admin
+from service.security.console_session import ConsoleKeys
 from service.security.kdf_gate import KdfGate
 from service.security.ratelimit import RateLimiter
 from service.security.sealing import KdfParams
@@ -34,6 +35,12 @@ class AppContext:
     kdf: KdfParams
     pending: PendingBallots
     kdf_gate: KdfGate
+    console_keys: ConsoleKeys
+    board_limiter: RateLimiter  # tracking-code lookups, per client address
+    record_limiter: RateLimiter  # public record downloads, per client address
+    # Every work queue's depth as dicts (bridge.broker.QueueDepth's fields): the composition root
+    # (cli/api.py) passes the broker's reader; without one, the outbox backlog.
+    queue_depths: Callable[[], list[dict[str, Any]]]
 
     def tx(self) -> AbstractContextManager[Session]:
         """One transaction on the app's engine (commit, or roll back on any error)."""

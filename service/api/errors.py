@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.db.session import is_disconnect
-from service.errors import DomainError, Unavailable
+from service.errors import DomainError, TooManyRequests, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        retry_after = (
+            getattr(exc, "retry_after", None) if isinstance(exc, Unavailable | TooManyRequests) else None
+        )
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return error_response(exc.status_code, exc.reason, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -1,7 +1,9 @@
-"""A per-caller sliding-window limit on job creation (in process: each API replica counts its own)."""
+"""A per-caller sliding-window limit (in process: each API replica counts its own): job creations per token
+subject, the public board's tracking-code lookups per client address."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import defaultdict, deque
@@ -10,8 +12,11 @@ from service.errors import TooManyRequests
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, window_seconds: float = 60.0) -> None:
+    MAX_KEYS = 10_000
+
+    def __init__(self, per_minute: int, window_seconds: float = 60.0, what: str = "job creations") -> None:
         self.per_window = per_minute
+        self.what = what
         self.window = window_seconds
         self._hits: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -22,12 +27,15 @@ class RateLimiter:
             return
         now = time.monotonic()
         with self._lock:
+            if len(self._hits) > self.MAX_KEYS:  # many callers (public lookups by address): forget idle ones
+                for k in [k for k, h in self._hits.items() if not h or h[-1] <= now - self.window]:
+                    del self._hits[k]
             hits = self._hits[key]
             while hits and hits[0] <= now - self.window:
                 hits.popleft()
             if len(hits) >= self.per_window:
-                retry = max(0.0, hits[0] + self.window - now)
+                retry = max(1, math.ceil(hits[0] + self.window - now))
                 raise TooManyRequests(
-                    f"more than {self.per_window} job creations a minute; retry in {retry:.0f} s"
+                    f"more than {self.per_window} {self.what} a minute; retry in {retry} s", retry_after=retry
                 )
             hits.append(now)
