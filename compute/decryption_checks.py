@@ -12,22 +12,37 @@ learn that voter's vote from the shares. Pure: the caller feeds what the API ser
 - **The units**: a slice's targets are exactly the aggregate's selections (same ids, description hashes
   and ciphertexts; the slices together cover every selection once); a spoiled run's ballots are published
   spoiled ballots (``GET .../spoiled-ballots``), each presented once, none cast.
+- **The spoiled ballots themselves**: each ballot presented for decryption, as the election published it
+  (``GET .../ballots/{id}``), is SPOILED, valid for the election's manifest and context
+  (``compute.validate.validate_ballots``: every proof, every hash, the tracking code) and presented with
+  exactly its own ciphertexts (same contests, description hashes, selections, pads and data, in order).
+  Without this a cast ballot re-randomised (each ciphertext times an encryption of zero: the same votes
+  under ciphertexts no fingerprint matches) and published as spoiled would be decrypted. Its proofs give
+  it away: each Fiat-Shamir challenge covers its ciphertext, and a proof for the new one needs the
+  ballot's nonces. Only a 32-byte digest of each presented target is kept; the ballots come a page at a
+  time.
 
-Use: ``add_spoiled_ids`` (every page), ``add_unit`` (every unit), ``add_cast_page`` (every page), then
-``suspects()``; if it is not empty, ``add_suspect_page`` for every page again; then ``problems()``.
+Use: ``add_spoiled_ids`` (every page), ``add_unit`` (every unit), ``spoiled_to_check()`` and
+``add_spoiled_ballots`` for them a page at a time, ``add_cast_page`` (every page), then ``suspects()``; if
+it is not empty, ``add_suspect_page`` for every page again; then ``problems()`` (a presented ballot never
+handed to ``add_spoiled_ballots`` is a problem: the check fails closed).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gmpy2 import mpz
 
+from compute.ballot import BallotBoxState, SubmittedBallot
 from compute.constants import ONE, P
-from compute.decryption_target import Target
+from compute.context import ElectionContext
+from compute.decryption_target import Target, target_of
 from compute.elgamal import Ciphertext
 from compute.fingerprints import (
     PREFIX_BYTES,
@@ -36,10 +51,18 @@ from compute.fingerprints import (
     packed_fingerprint,
     repeats_among,
 )
+from compute.manifest import InternalManifest
 from compute.tally import CiphertextTally
+from compute.validate import validate_ballots
 
 ELEMENT_BYTES = 512
 MAX_PROBLEMS = 20  # named; the rest counted
+
+
+def target_digest(target: Target) -> bytes:
+    """SHA-256 of a target's JSON (contest and selection ids, description hashes, pads and data, in the
+    order the shares are made in): two targets are equal exactly when their digests are."""
+    return hashlib.sha256(json.dumps(target.to_json(), separators=(",", ":")).encode()).digest()
 
 
 class PublishedCheck:
@@ -51,7 +74,9 @@ class PublishedCheck:
             (cid, s.object_id): [ONE, ONE] for cid, s in aggregate.selections()
         }
         self.spoiled_ids: set[str] = set()
-        self.presented: set[str] = set()  # spoiled ballots presented for decryption in the units
+        # spoiled ballots presented for decryption in the units: (unit label, digest of the target)
+        self.presented: dict[str, tuple[str, bytes]] = {}
+        self.spoiled_checked: set[str] = set()  # those checked against the ballot the election published
         self.covered: set[tuple[str, str]] = set()  # aggregate selections presented in slices
         self.prefixes = PrefixSet()
         self.spoiled_fingerprints: list[tuple[str, list[bytes]]] = []
@@ -119,10 +144,60 @@ class PublishedCheck:
             self._problem(f"{label}: ballot {bid} is presented for decryption but not published as spoiled")
         if bid in self.presented:
             self._problem(f"{label}: ballot {bid} is presented for decryption twice")
-        self.presented.add(bid)
+        else:
+            self.presented[bid] = (label, target_digest(target))
         fps = [ciphertext_fingerprint(ct) for _, _, ct in target.items()]
         self.prefixes.add(b"".join(fp[:PREFIX_BYTES] for fp in fps))
         self.spoiled_fingerprints.append((f"spoiled ballot {bid} (presented for decryption)", fps))
+
+    def spoiled_to_check(self) -> list[str]:
+        """The ballots presented for individual decryption, in the order met: the caller fetches each as
+        the election published it and hands them to ``add_spoiled_ballots``, a page at a time."""
+        return list(self.presented)
+
+    def add_spoiled_ballots(
+        self, ballots: Sequence[SubmittedBallot], manifest: InternalManifest, context: ElectionContext
+    ) -> None:
+        """A page of the ballots ``spoiled_to_check`` names, as the election published them (a ballot the
+        API did not serve is left out: it stays unchecked, a problem). Each must be SPOILED, valid for
+        ``manifest`` and ``context`` (every proof, every hash, the tracking code) and presented with exactly
+        its own ciphertexts."""
+        page: dict[str, SubmittedBallot] = {}
+        for b in ballots:
+            bid = b.object_id
+            if bid not in self.presented:
+                self._problem(f"ballot {bid} was served for a check but is not presented for decryption")
+            elif bid in self.spoiled_checked or bid in page:
+                self._problem(f"spoiled ballot {bid} (presented for decryption) was served twice for a check")
+            else:
+                page[bid] = b
+        if not page:
+            return
+        if manifest.manifest_hash != context.manifest_hash:
+            self._problem(
+                "the manifest served is not the one the election's context was made for (its hash differs):"
+                " the spoiled ballots cannot be checked"
+            )
+            return
+        try:
+            failures = {f.ballot_id: f for f in validate_ballots(list(page.values()), manifest, context)}
+        except ValueError as exc:  # the context's key outside the group (it was checked: not expected)
+            self._problem(f"the spoiled ballots cannot be checked against the election's context: {exc}")
+            return
+        for bid, b in page.items():
+            self.spoiled_checked.add(bid)
+            label, digest = self.presented[bid]
+            name = f"spoiled ballot {bid} (presented for decryption)"
+            if b.state != BallotBoxState.SPOILED:
+                state = b.state.name.lower() if isinstance(b.state, BallotBoxState) else repr(b.state)
+                self._problem(f"{name} is published as {state}, not spoiled")
+            if (failure := failures.get(bid)) is not None:
+                self._problem(f"{name} is not a valid ballot of this election: {failure.message}")
+            if target_digest(target_of(b)) != digest:
+                self._problem(
+                    f"{label}: ballot {bid} is presented with ciphertexts that are not the ones the election"
+                    " published for it"
+                )
 
     @staticmethod
     def _packed(ballot_id: str, packed: Any) -> bytes:
@@ -179,6 +254,18 @@ class PublishedCheck:
     def problems(self) -> list[str]:
         """Every reason not to decrypt (empty: decrypt). Call after every page and unit was added."""
         out = list(self._problems)
+        if unchecked := [b for b in self.presented if b not in self.spoiled_checked]:
+            if len(unchecked) == 1:
+                out.append(
+                    f"spoiled ballot {unchecked[0]} (presented for decryption) was not checked against the"
+                    " ballot the election published"
+                )
+            else:
+                out.append(
+                    f"{len(unchecked)} spoiled ballots presented for decryption were not checked against the"
+                    f" ballots the election published ({', '.join(unchecked[:5])}"
+                    + (", ...)" if len(unchecked) > 5 else ")")
+                )
         for (cid, sid), (pad, data) in self.products.items():
             sel = self.aggregate.contests[cid].selections[sid]
             if sel.ciphertext != Ciphertext(pad, data):

@@ -163,11 +163,11 @@ def decrypt(
         if not jobs:
             context = d.context()
             units = d.units()
-            hashes = d.check(units["units"])
+            hashes = d.check(units["units"], context)
             progress.console.print(
                 f"checked: the aggregate is the product of the {d.timings.cast} cast ballots, no ciphertext"
                 f" repeats, the {len(units['units'])} units decrypt only the aggregate and published spoiled"
-                f" ballots ({d.timings.checks:.1f} s)"
+                f" ballots, each valid ({d.timings.checks:.1f} s)"
             )
             d.upload(units["units"], hashes, list(units["missing_guardian_ids"]), context, workers)
             jobs = d.submit()

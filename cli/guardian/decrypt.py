@@ -17,15 +17,19 @@ from rich.progress import Progress
 
 from cli.guardian.api import Api, ApiError, GuardianError
 from cli.guardian.folder import Folder
+from compute.ballot import SubmittedBallot
 from compute.ceremony import check_published_context
 from compute.context import ElectionContext
 from compute.decryption_checks import PublishedCheck
 from compute.decryption_target import Target
 from compute.guardian import GuardianRecord, PrivateGuardianRecord
+from compute.ids import is_safe_id
+from compute.manifest import InternalManifest, Manifest
 from compute.tally import CiphertextTally
 from compute.uploaded_shares import hold_for_workers, make_unit_document, unit_document_in_worker
 
 PAGE = 1000
+SPOILED_PAGE = 100  # spoiled ballots fetched, then validated together (proofs batched), at a time
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
@@ -106,9 +110,59 @@ class Decryption:
         units: dict[str, Any] = self.api.get(f"{self.base}/decryption-units")
         return units
 
-    def check(self, units: list[dict[str, Any]]) -> dict[int, str]:
-        """Everything (a), (b), (c) of ``compute/decryption_checks.py``; the hash of each unit's targets as
-        checked (the same must be served again for the shares). Refused: ``Refused`` naming why."""
+    def manifest(self, context: ElectionContext) -> InternalManifest:
+        """The election's manifest, which must hash to the context's (checked against this guardian's
+        keys): the one its ballots are validated against."""
+        try:
+            manifest = InternalManifest.from_manifest(
+                Manifest.from_json(self.api.get(f"{self.base}/manifest")["manifest"])
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise Refused(
+                f"the election's manifest as served is malformed: {type(exc).__name__}: {exc}"
+            ) from None
+        if manifest.manifest_hash != context.manifest_hash:
+            raise Refused(
+                "refusing to decrypt: the manifest served is not the one the election's context (which this"
+                " guardian confirmed) was made for: its hash differs"
+            )
+        return manifest
+
+    def _check_spoiled(self, check: PublishedCheck, context: ElectionContext) -> None:
+        """Each ballot presented for individual decryption, as the election published it
+        (``GET .../ballots/{id}``), ``SPOILED_PAGE`` at a time: spoiled, valid (every proof, hash and the
+        tracking code) and exactly its unit's target (``PublishedCheck.add_spoiled_ballots``). One the API
+        does not serve stays unchecked, which ``problems()`` names."""
+        ids = check.spoiled_to_check()
+        if not ids:
+            return
+        manifest = self.manifest(context)
+        task = self.progress.add_task("spoiled ballots", total=len(ids))
+        for start in range(0, len(ids), SPOILED_PAGE):
+            page: list[SubmittedBallot] = []
+            for bid in ids[start : start + SPOILED_PAGE]:
+                if not is_safe_id(bid):
+                    continue  # no route serves it (the unit named a ballot no voter could have): unchecked
+                try:
+                    doc = self.api.get(f"{self.base}/ballots/{bid}")
+                except ApiError as exc:
+                    if exc.status == 404:
+                        continue
+                    raise
+                try:
+                    page.append(SubmittedBallot.from_json(doc))
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise Refused(
+                        f"refusing to decrypt: spoiled ballot {bid} (presented for decryption) is served"
+                        f" malformed: {type(exc).__name__}: {exc}"
+                    ) from None
+            check.add_spoiled_ballots(page, manifest, context)
+            self.progress.advance(task, len(ids[start : start + SPOILED_PAGE]))
+
+    def check(self, units: list[dict[str, Any]], context: ElectionContext) -> dict[int, str]:
+        """Everything of ``compute/decryption_checks.py``, the spoiled ballots validated against
+        ``context`` and its manifest; the hash of each unit's targets as checked (the same must be served
+        again for the shares). Refused: ``Refused`` naming why."""
         started = time.monotonic()
         aggregate = CiphertextTally.from_json(self.api.get(f"{self.base}/encrypted-tally"))
         check = PublishedCheck(aggregate)
@@ -121,6 +175,7 @@ class Decryption:
             hashes[u["unit_id"]] = targets_hash(doc)
             check.add_unit(unit_label(u), doc["kind"], [Target.from_json(t) for t in doc["targets"]])
             self.progress.advance(task)
+        self._check_spoiled(check, context)
         task = self.progress.add_task("cast ballots", total=None)
         try:
             for page in self._pages("cast-ciphertexts"):

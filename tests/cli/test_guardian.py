@@ -20,10 +20,12 @@ from sqlalchemy import Engine, func, select, text
 
 from compute.ballot import SubmittedBallot
 from compute.ceremony import make_guardian_keys
+from compute.context import ElectionContext
 from compute.decryption_target import target_of
 from service.db import migrate
 from service.db.models import ElectionJob, ShareUpload
 from service.db.session import make_engine
+from service.elections import crypto
 from service.settings import Settings
 from tests.cli.guardian_harness import (
     Admin,
@@ -41,6 +43,7 @@ from tests.cli.guardian_harness import (
     start_ceremony,
 )
 from tests.cli.run import amarvote
+from tests.compute.ballot_helpers import rerandomised
 from tests.conftest import new_database
 
 pytestmark = pytest.mark.services
@@ -320,6 +323,41 @@ def test_decrypt_refuses_what_the_election_did_not_publish_and_uploads_nothing(
             with engine.begin() as c:
                 c.execute(
                     text("DELETE FROM ballot WHERE election_id = :e AND object_id = 'clone-1'"), {"e": eid}
+                )
+
+        # 4. A cast ballot re-randomised (each ciphertext times an encryption of zero: the same votes, no
+        # fingerprint in common), its hashes and code recomputed, written over a spoiled ballot of a unit
+        # in the database: the unit's target is then exactly that ballot's, so only its proofs (copied
+        # from the cast ballot, none verifies) betray it.
+        spoiled_id = admin("GET", path)["targets"][0]["object_id"]
+        key = ElectionContext.from_json(admin("GET", f"{base}/context")).elgamal_public_key
+        fake = rerandomised(cast_ballot, spoiled_id, key)
+        fake_payload, fake_code = crypto.encode(fake)
+        where = "WHERE election_id = :e AND object_id = :b"
+        with engine.begin() as c:
+            kept = c.execute(
+                text(f"SELECT payload, code FROM ballot {where}"), {"e": eid, "b": spoiled_id}
+            ).one()
+            c.execute(
+                text(f"UPDATE ballot SET payload = :p, code = :c {where}"),
+                {"p": fake_payload, "c": fake_code, "e": eid, "b": spoiled_id},
+            )
+        try:
+            assert admin("GET", path)["targets"] == [target_of(fake).to_json()]  # the row just written
+            _refused(
+                g1,
+                eid,
+                tmp_path,
+                engine,
+                f"spoiled ballot {spoiled_id} (presented for decryption) is not a valid ballot of this"
+                f" election: ballot {spoiled_id}, contest contest-1, selection",
+                "proof",
+            )
+        finally:
+            with engine.begin() as c:
+                c.execute(
+                    text(f"UPDATE ballot SET payload = :p, code = :c {where}"),
+                    {"p": kept.payload, "c": kept.code, "e": eid, "b": spoiled_id},
                 )
 
         # A wrong passphrase: refused naming the folder, before anything is read from the API.

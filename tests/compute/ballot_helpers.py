@@ -14,12 +14,14 @@ from compute.ballot import (
     PlaintextBallotContest,
     PlaintextBallotSelection,
     SubmittedBallot,
+    contest_crypto_hash,
     get_ballot_code,
     make_submitted,
+    selection_crypto_hash,
 )
 from compute.constants import P
 from compute.context import ElectionContext, make_context
-from compute.elgamal import Ciphertext
+from compute.elgamal import Ciphertext, add, encrypt
 from compute.encrypt import encrypt_ballot
 from compute.group import g_pow_p, rand_q
 from compute.manifest import (
@@ -116,6 +118,40 @@ def clone(
     c = replace(ballot, object_id=new_id, contests=ballot.contests if contests is None else contests)
     h = c.crypto_hash_with(c.manifest_hash)
     return replace(c, crypto_hash=h, code=get_ballot_code(c.code_seed, c.timestamp, h))
+
+
+def rerandomised(
+    ballot: SubmittedBallot, new_id: str, public_key: mpz, *, proofs: bool = True
+) -> SubmittedBallot:
+    """What a dishonest service could make of a cast ballot to learn its votes from a "spoiled" ballot:
+    every selection ciphertext multiplied by a fresh encryption of zero (the same votes, ciphertexts no
+    fingerprint matches), every hash, accumulation and the code recomputed from public data, under a new
+    id and SPOILED; its proofs copied from the original (none verifies: each challenge covers its
+    ciphertext, and a new proof needs the ballot's nonces) or dropped."""
+    contests = []
+    for c in ballot.contests:
+        selections = []
+        for s in c.ballot_selections:
+            ct = s.ciphertext + encrypt(0, rand_q(), public_key)
+            selections.append(
+                replace(
+                    s,
+                    ciphertext=ct,
+                    crypto_hash=selection_crypto_hash(s.object_id, s.description_hash, ct),
+                    proof=s.proof if proofs else None,
+                )
+            )
+        sels = tuple(selections)
+        contests.append(
+            replace(
+                c,
+                ballot_selections=sels,
+                ciphertext_accumulation=add(s.ciphertext for s in sels),
+                crypto_hash=contest_crypto_hash(c.object_id, sels, c.description_hash),
+                proof=c.proof if proofs else None,
+            )
+        )
+    return replace(clone(ballot, new_id, tuple(contests)), state=BallotBoxState.SPOILED)
 
 
 def decrypt_vote(ct: Ciphertext, secret: mpz, limit: int = 10) -> int:

@@ -10,10 +10,11 @@ import pytest
 from compute.ballot import BallotBoxState, SubmittedBallot
 from compute.decryption_checks import PublishedCheck
 from compute.decryption_target import Target, target_of
-from compute.elgamal import Ciphertext
+from compute.elgamal import Ciphertext, encrypt
+from compute.group import rand_q
 from compute.tally import CiphertextTally, accumulate, new_tally, slice_tally, slices
 from tests.compute import ballot_helpers
-from tests.compute.ballot_helpers import clone, submitted_ballots
+from tests.compute.ballot_helpers import clone, rerandomised, submitted_ballots
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,12 @@ def _check(
     check.add_unit(
         "spoiled 1", "spoiled", presented if presented is not None else [target_of(b) for b in spoiled]
     )
+    # Each ballot presented for decryption as the election published it (GET .../ballots/{id}), a page
+    # (here: one ballot) at a time.
+    published = {b.object_id: b for b in [*cast, *spoiled]}
+    for bid in check.spoiled_to_check():
+        if bid in published:
+            check.add_spoiled_ballots([published[bid]], election.internal, election.context)
     check.add_cast_page(_page(cast[:2]))
     check.add_cast_page(_page(cast[2:], 3))
     if check.suspects():
@@ -93,14 +100,85 @@ def test_a_cast_ballot_presented_as_spoiled_is_refused(election: ballot_helpers.
     under_spoiled_id.object_id = spoiled[0].object_id
     problems = _check(election, cast, spoiled, presented=[under_spoiled_id, target_of(spoiled[1])])
     assert problems == [
+        f"spoiled 1: ballot {spoiled[0].object_id} is presented with ciphertexts that are not the ones the"
+        " election published for it",
         f"spoiled ballot {spoiled[0].object_id} (presented for decryption) repeats a selection ciphertext"
-        f" of cast ballot {cast[1].object_id}"
+        f" of cast ballot {cast[1].object_id}",
     ]
     problems = _check(election, cast, spoiled, presented=[target_of(cast[1])])
     assert (
         f"spoiled 1: ballot {cast[1].object_id} is presented for decryption but not published as spoiled"
         in problems
     )
+    assert (
+        f"spoiled ballot {cast[1].object_id} (presented for decryption) is published as cast, not spoiled"
+        in problems
+    )
+
+
+@pytest.mark.parametrize("proofs", [True, False], ids=["proofs-copied", "no-proofs"])
+def test_a_re_randomised_cast_ballot_presented_as_spoiled_is_refused(
+    election: ballot_helpers.Election, proofs: bool
+) -> None:
+    # A cast ballot's ciphertexts each times an encryption of zero: the same votes, no fingerprint in
+    # common with any cast ballot, every hash and the code recomputed, published as a spoiled ballot
+    # under a new id. Only its proofs betray it.
+    cast, spoiled = _split(submitted_ballots(election, 6, spoil_every=3))
+    fake = rerandomised(cast[1], "fake-spoiled", election.context.elgamal_public_key, proofs=proofs)
+    with_fake = [*spoiled, fake]
+    problems = _check(election, cast, with_fake)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(
+        "spoiled ballot fake-spoiled (presented for decryption) is not a valid ballot of this election:"
+        " ballot fake-spoiled, contest contest-1, selection "
+    ), problems
+    assert ("proof" in problems[0]) and (proofs or "has no proof" in problems[0]), problems
+    # Honest spoiled ballots beside it pass (only the fake is named), and without the fake all pass.
+    assert _check(election, cast, spoiled) == []
+
+
+def test_a_spoiled_ballot_presented_with_other_ciphertexts_than_its_own_is_refused(
+    election: ballot_helpers.Election,
+) -> None:
+    cast, spoiled = _split(submitted_ballots(election, 6, spoil_every=3))
+    k = election.context.elgamal_public_key
+    # One selection's ciphertext swapped for a fresh one (no ballot holds it: no repeat to find).
+    other = target_of(spoiled[0])
+    sid, _ = other.contests[1].selections[2]
+    other.contests[1].selections[2] = (sid, encrypt(1, rand_q(), k))
+    # A contest left out; the published ballot's contest ids under another description hash.
+    fewer = target_of(spoiled[1])
+    fewer.contests.pop()
+    problems = _check(election, cast, spoiled, presented=[other, fewer])
+    assert problems == [
+        f"spoiled 1: ballot {b.object_id} is presented with ciphertexts that are not the ones the election"
+        " published for it"
+        for b in spoiled
+    ]
+    renamed = target_of(spoiled[0])
+    renamed.contests[0].description_hash = renamed.contests[1].description_hash
+    problems = _check(election, cast, spoiled, presented=[renamed, target_of(spoiled[1])])
+    assert problems == [
+        f"spoiled 1: ballot {spoiled[0].object_id} is presented with ciphertexts that are not the ones the"
+        " election published for it"
+    ]
+
+
+def test_a_presented_spoiled_ballot_left_unchecked_is_refused(election: ballot_helpers.Election) -> None:
+    # Fail closed: a caller that never hands over the published ballots gets no verdict to decrypt.
+    cast, spoiled = _split(submitted_ballots(election, 6, spoil_every=3))
+    agg = accumulate(new_tally(election.internal), cast)
+    check = PublishedCheck(agg)
+    check.add_spoiled_ids(b.object_id for b in spoiled)
+    for i, keys in enumerate(slices(agg, 3)):
+        check.add_unit(f"slice {i + 1}", "slice", [target_of(slice_tally(agg, keys))])
+    check.add_unit("spoiled 1", "spoiled", [target_of(b) for b in spoiled])
+    check.add_cast_page(_page(cast))
+    check.add_spoiled_ballots(spoiled[1:], election.internal, election.context)
+    assert check.problems() == [
+        f"spoiled ballot {spoiled[0].object_id} (presented for decryption) was not checked against the"
+        " ballot the election published"
+    ]
 
 
 def test_two_cast_ballots_sharing_a_ciphertext_are_refused(election: ballot_helpers.Election) -> None:
