@@ -146,8 +146,10 @@ def _run(
     from service.db.models import Ballot
     from service.db.session import transaction
     from service.elections import ballots as ballot_service
+    from service.elections import custody
     from service.elections import elections as election_service
     from service.elections.results import results
+    from service.security.secrets import server_secret
 
     timings = Timings()
     rng = random.Random(seed)
@@ -155,7 +157,7 @@ def _run(
     pipe.connect()
     upgrade(settings.sqlalchemy_url)
     db = pipe.factory
-    credentials: dict[str, tuple[dict[str, Any], str]] | None = None
+    credentials: dict[str, tuple[dict[str, Any], str]] | None
 
     if resume is None:
         console.print(
@@ -164,7 +166,6 @@ def _run(
         )
         with timings.phase("key ceremony"):
             ids = [f"guardian-{i + 1}" for i in range(n)]
-            passphrases = {g: secrets.token_urlsafe(16) for g in ids}
             with transaction(db) as s:
                 e = election_service.create_election(
                     s,
@@ -175,15 +176,20 @@ def _run(
                     created_by="demo",
                 )
                 eid = e.id
-                issued = election_service.run_key_ceremony(s, eid, passphrases)
+                # Custodial: each private record stays sealed under the server secret until claimed.
+                election_service.run_key_ceremony(s, eid, ids, server_secret(settings))
                 election_service.open_election(s, eid)
                 manifest, context, state = e.manifest, e.context, e.state
-            credentials = {c.guardian_id: (c.credentials, passphrases[c.guardian_id]) for c in issued}
         where = f"AMARVOTE_DATA_DIR={settings.data_dir} " if settings.database_url is None else ""
         console.print(
             f"election {eid}; if interrupted, continue with: {where}amarvote demo --resume {eid}"
             f" --seed {seed} --ballots {n_ballots} --missing {n_missing} --spoil-every {spoil_every}"
         )
+        with timings.phase("claims"):
+            # Each guardian that will decrypt claims its credential file with its own passphrase; the
+            # absent ones never do, so theirs stays in the service's custody.
+            absent = ids[len(ids) - n_missing :] if n_missing else []
+            credentials = _claim(pipe, eid, [g for g in ids if g not in absent], _claims_dir(settings, eid))
     else:
         with transaction(db) as s:
             e = election_service.get_election(s, resume)
@@ -191,10 +197,15 @@ def _run(
                 raise typer.BadParameter(f"election {resume} has no keys: its key ceremony never finished")
             eid, manifest, context, state = e.id, e.manifest, e.context, e.state
             ids = [g.guardian_id for g in election_service.guardians_of(s, eid)]
+            held = [g for g, at in custody.claims_of(s, eid).items() if at is None]
         console.print(f"[bold]amarvote demo[/bold]: resuming election {eid} ({state}); {mode(settings)}")
+        absent = ids[len(ids) - n_missing :] if n_missing else []
+        # A guardian that had not claimed its file before the interruption claims it now; a claimed
+        # file's passphrase lived only in the interrupted process.
+        unclaimed = [g for g in ids if g not in absent and g in held]
+        credentials = _claim(pipe, eid, unclaimed, _claims_dir(settings, eid)) if unclaimed else None
 
     plaintexts, expected = synthetic_ballots(manifest, n_ballots, spoil_every, rng)
-    absent = ids[len(ids) - n_missing :] if n_missing else []
     with pipe.running(), progress_bars() as bar:
         report = pipe.progress = reporter(bar)
         if state == "open":
@@ -217,11 +228,11 @@ def _run(
                     report("encrypt + cast", done, n_ballots)
                 with transaction(db) as s:
                     election_service.close_election(s, eid)
-        if credentials is not None:
-            present = {g: c for g, c in credentials.items() if g not in absent}
-            pipe.run_jobs(eid, chunk_size, present, absent, timings)
+        if resume is None:
+            assert credentials is not None
+            pipe.run_jobs(eid, chunk_size, credentials, absent, timings)
         else:
-            pipe.resume_jobs(eid, chunk_size, None, absent, timings)
+            pipe.resume_jobs(eid, chunk_size, credentials, absent, timings)
         with timings.phase("verify job"):
             # What an operator runs through the API (POST /api/verify/create): the same checks as the
             # record's, from the database, one task per tally chunk.
@@ -247,16 +258,66 @@ def _run(
         }
     )
     console.print(f"record: {record_dir}")
+    failed = got != expected or bool(problems)
     if got != expected:
         console.print("[red]the decrypted counts differ from the plaintexts that were cast[/red]")
+    for p in problems:
+        console.print(f"[red]FAIL[/red] {p}")
+    if not failed:
+        console.print(
+            "[green]counts equal the cast plaintexts; the record verifies, and so does the verify job"
+            f"[/green] (`amarvote record verify {record_dir}`)"
+        )
+    with transaction(db) as s:
+        claims = custody.claims_of(s, eid)
+    _print_secrets(claims, _claims_dir(settings, eid))
+    if failed:
         raise typer.Exit(1)
-    if problems:
-        for p in problems:
-            console.print(f"[red]FAIL[/red] {p}")
-        raise typer.Exit(1)
+
+
+def _claims_dir(settings: Any, eid: int) -> Path:
+    return Path(settings.data_dir).resolve() / f"election-{eid}-credentials"
+
+
+def _claim(
+    pipe: Any, eid: int, guardian_ids: list[str], folder: Path
+) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each guardian claims its credential file with its own passphrase (a random one, kept in this
+    process's memory only); the files are written to ``folder`` (0700, each file 0600)."""
+    import os
+
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    credentials = {}
+    for g in guardian_ids:
+        passphrase = secrets.token_urlsafe(16)
+        file = pipe.claim(eid, g, passphrase)
+        path = folder / f"{g}.credential.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(file, f, indent=1)
+        credentials[g] = (file, passphrase)
+    return credentials
+
+
+def _print_secrets(claims: dict[str, Any], folder: Path) -> None:
+    """Where the guardians' secrets are: the demo's last lines."""
+    held = [g for g, at in claims.items() if at is None]
+    claimed = [g for g, at in claims.items() if at is not None]
+    # Unwrapped, so the folder can be copied whole.
     console.print(
-        "[green]counts equal the cast plaintexts; the record verifies, and so does the verify job[/green] "
-        f"(`amarvote record verify {record_dir}`)"
+        "guardians' secrets (custodial): sealed under the server secret until claimed;"
+        f" claimed files are in {folder}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"  still held by the service (table custodial_claim): {', '.join(held) or 'none'}; the service,"
+        " and whoever runs it, can decrypt with them while it holds them",
+        soft_wrap=True,
+    )
+    console.print(
+        f"  claimed: {', '.join(claimed) or 'none'} (each file sealed under a passphrase this run kept in"
+        " memory only; the service erased its copy at the claim)",
+        soft_wrap=True,
     )
 
 

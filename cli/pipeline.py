@@ -200,6 +200,28 @@ class Pipeline:
             job_ids += [j.job_id for j in jobs]
         return job_ids
 
+    def claim(self, election_id: int, guardian_id: str, passphrase: str) -> dict[str, Any]:
+        """A custodial guardian's claim of its credential file (the service's copy erased), as the
+        guardian's own token would make it over the API (``POST .../guardians/{id}/claim``)."""
+        from service.elections import custody
+        from service.security.auth import Principal, Role
+        from service.security.kdf_gate import kdf_gate
+        from service.security.sealing import KdfParams
+        from service.security.secrets import server_secret
+
+        s = self.settings
+        guardian = Principal(f"guardian:{election_id}:{guardian_id}", Role.GUARDIAN, election_id, guardian_id)
+        return custody.claim(
+            self.factory,
+            server_secret(s),
+            kdf_gate(s),
+            guardian,
+            election_id=election_id,
+            guardian_id=guardian_id,
+            passphrase=passphrase,
+            kdf=KdfParams(s.kdf_time_cost, s.kdf_memory_kib, s.kdf_parallelism),
+        ).credentials
+
     def combine(self, election_id: int) -> uuid.UUID:
         with transaction(self.factory) as s:
             job_id = planning.create_combine_job(s, election_id, self.created_by).job_id

@@ -403,12 +403,17 @@ class Harness:
         eid = run.election_id = int(e["election_id"])
         passwords = {f"g{i + 1}": f"passphrase of g{i + 1}" for i in range(a.guardians)}
         kc = api.json(
-            "POST",
-            f"/api/elections/{eid}/key-ceremony",
-            token=admin,
-            body={"guardians": [{"guardian_id": g, "passphrase": p} for g, p in passwords.items()]},
+            "POST", f"/api/elections/{eid}/key-ceremony", token=admin, body={"guardian_ids": list(passwords)}
         )
         creds = {g["guardian_id"]: g for g in kc["guardians"]}
+        for g in creds.values():
+            # Each guardian takes its credential file out of the service's custody with its own token.
+            g["credentials"] = api.json(
+                "POST",
+                f"/api/elections/{eid}/guardians/{g['guardian_id']}/claim",
+                token=g["token"],
+                body={"passphrase": passwords[g["guardian_id"]]},
+            )["credentials"]
         api.json("POST", f"/api/elections/{eid}/open", token=admin)
         expected: Counter[str] = Counter()
         spoiled: dict[str, str | None] = {}

@@ -38,6 +38,12 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class Gone(DomainError):
+    """What was asked for existed once and was handed out or erased for good (a claimed credential file)."""
+
+    status_code = 410
+
+
 class Invalid(DomainError):
     """The content is malformed or fails validation (a ballot's proofs, a credential file)."""
 

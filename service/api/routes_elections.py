@@ -15,17 +15,18 @@ from service.api.errors import errors
 from service.api.metrics import BALLOTS_ACCEPTED, BALLOTS_REJECTED
 from service.api.schemas import (
     BulkBallots,
+    ClaimCredentials,
     CreateElection,
     EncryptBallot,
     KeyCeremony,
     ReplaceManifest,
     SubmitBallot,
 )
-from service.api.types import BallotId, Id
+from service.api.types import BallotId, GuardianId, Id
 from service.db.models import Ballot, Election
 from service.elections import ballots as ballot_svc
-from service.elections import challenge, crypto, elections, results
-from service.errors import DomainError, Invalid, NotFound
+from service.elections import challenge, crypto, custody, elections, results
+from service.errors import DomainError, NotFound
 from service.security.auth import Role, issue_token, require_admin, require_election_access
 
 T = TypeVar("T")
@@ -95,38 +96,85 @@ def get_context(election_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
         return e.context
 
 
+def _guardian_token(ctx: Ctx, election_id: int, guardian_id: str) -> str:
+    return issue_token(
+        ctx.settings,
+        f"guardian:{election_id}:{guardian_id}",
+        Role.GUARDIAN,
+        election_id=election_id,
+        guardian_id=guardian_id,
+        key=ctx.jwt_key,
+    )
+
+
 @router.post(
     "/{election_id}/key-ceremony",
-    summary="Run the key ceremony; each guardian's credential file is returned once and never stored",
+    summary="Run the custodial key ceremony: public data and each guardian's token only; every private"
+    " record stays sealed under the server secret until its guardian claims it",
+    responses=errors(
+        (403, "the caller is not an admin"),
+        (404, "the election does not exist"),
+        (409, "the key ceremony has run, or the election is guardian-held"),
+        (
+            422,
+            "a guardian id is unsafe or repeated, their number is not the election's, or the body carries"
+            " passphrases (each guardian claims its file with its own passphrase instead)",
+        ),
+    ),
 )
 def key_ceremony(election_id: Id, body: KeyCeremony, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     require_admin(caller)
-    passphrases = {g.guardian_id: g.passphrase.get_secret_value() for g in body.guardians}
-    if len(passphrases) != len(body.guardians):
-        raise Invalid("a guardian id is given twice")
     with ctx.tx() as s:
-        issued = elections.run_key_ceremony(s, election_id, passphrases, ctx.kdf)
+        made = elections.run_key_ceremony(s, election_id, list(body.guardian_ids), ctx.server_secret)
         e = elections.get_election(s, election_id)
         return {
             "election_id": election_id,
+            "key_mode": e.key_mode,
             "context": e.context,
             "guardians": [
                 {
-                    "guardian_id": i.guardian_id,
-                    "sequence_order": i.sequence_order,
-                    "credentials": i.credentials,
-                    "token": issue_token(
-                        ctx.settings,
-                        f"guardian:{election_id}:{i.guardian_id}",
-                        Role.GUARDIAN,
-                        election_id=election_id,
-                        guardian_id=i.guardian_id,
-                        key=ctx.jwt_key,
-                    ),
+                    "guardian_id": g.guardian_id,
+                    "sequence_order": g.sequence_order,
+                    "token": _guardian_token(ctx, election_id, g.guardian_id),
+                    "claim_url": f"/api/elections/{election_id}/guardians/{g.guardian_id}/claim",
                 }
-                for i in issued
+                for g in made
             ],
         }
+
+
+@router.post(
+    "/{election_id}/guardians/{guardian_id}/claim",
+    summary="A guardian takes its credential file out of the service's custody, once: sealed under its"
+    " passphrase, for POST /api/decryption/create; the service's copy is erased",
+    responses=errors(
+        (403, "not this guardian's own token (another guardian's, another election's, or an admin's)"),
+        (404, "the election does not exist, or the service holds no credential file of this guardian"),
+        (409, "the held record does not open under this server's secret"),
+        (410, "the file was claimed already: the reason says when"),
+        (422, "the passphrase is shorter than 8 characters"),
+        (503, "every KDF slot of this API process is busy: retry"),
+    ),
+)
+def claim_credentials(
+    election_id: Id, guardian_id: GuardianId, body: ClaimCredentials, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
+    claimed = custody.claim(
+        ctx.engine,
+        ctx.server_secret,
+        ctx.kdf_gate,
+        caller,
+        election_id=election_id,
+        guardian_id=guardian_id,
+        passphrase=body.passphrase.get_secret_value(),
+        kdf=ctx.kdf,
+    )
+    return {
+        "election_id": claimed.election_id,
+        "guardian_id": claimed.guardian_id,
+        "claimed_at": claimed.claimed_at.isoformat(),
+        "credentials": claimed.credentials,
+    }
 
 
 @router.post("/{election_id}/open")

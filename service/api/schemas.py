@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 # Kept importable from here for route modules written before service.api.errors held them.
 from service.api.errors import ErrorBody as ErrorBody
 from service.api.errors import ErrorBody as ErrorDetail  # noqa: F401
 from service.api.errors import errors as errors
 from service.api.types import PASSPHRASE_MAX, BallotJson, ElectionName, GuardianId, Id, Label
+from service.elections.elections import PASSPHRASES_MOVED
 
 
 class _Body(BaseModel):
@@ -35,17 +36,42 @@ class ReplaceManifest(_Body):
     manifest: dict[str, Any]
 
 
-class GuardianPassphrase(_Body):
-    guardian_id: GuardianId
+class KeyCeremony(_Body):
+    """The custodial key ceremony's request: guardian ids only. A body carrying passphrases (the old
+    ``{guardians: [{guardian_id, passphrase}]}``) is refused: a guardian's passphrase goes with its own
+    claim, never through the admin."""
+
+    guardian_ids: list[GuardianId] = Field(
+        min_length=1,
+        max_length=100,
+        description="One per guardian of the election; sequence orders 1..n in this order",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_passphrases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("guardians" in data or _has_key(data, "passphrase")):
+            raise ValueError(PASSPHRASES_MOVED)
+        return data
+
+
+def _has_key(data: Any, key: str, depth: int = 0) -> bool:
+    if depth > 8:
+        return False
+    if isinstance(data, dict):
+        return key in data or any(_has_key(v, key, depth + 1) for v in data.values())
+    if isinstance(data, list):
+        return any(_has_key(v, key, depth + 1) for v in data[:200])
+    return False
+
+
+class ClaimCredentials(_Body):
     passphrase: SecretStr = Field(
         min_length=1,
         max_length=PASSPHRASE_MAX,
-        description="Chosen by the guardian; seals its credential file",
+        description="Chosen by the guardian, at least 8 characters; seals the credential file returned"
+        " (and is needed with it for POST /api/decryption/create)",
     )
-
-
-class KeyCeremony(_Body):
-    guardians: list[GuardianPassphrase] = Field(max_length=100)
 
 
 class SubmitBallot(_Body):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -140,6 +141,35 @@ class Guardian(Base):
     public_record: Mapped[dict[str, Any]] = mapped_column(Json)  # reference GuardianRecord JSON
 
     __table_args__ = (UniqueConstraint("election_id", "sequence_order"),)
+
+
+class CustodialClaim(Base):
+    """A custodial ceremony's private guardian record in the service's custody (migration 0011;
+    ``service.elections.custody`` owns every write): ``sealed`` under the server secret, bound to the
+    election and guardian, until the guardian claims it with its own token and passphrase. The claim
+    erases ``sealed`` and records ``claimed_at`` (and the token's subject) in one transaction, so the row
+    says when, and the service no longer holds the record."""
+
+    __tablename__ = "custodial_claim"
+
+    election_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    guardian_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["election_id", "guardian_id"],
+            ["guardian.election_id", "guardian.guardian_id"],
+            ondelete="CASCADE",
+            name="fk_custodial_claim_guardian",
+        ),
+        CheckConstraint(
+            "(sealed IS NULL) = (claimed_at IS NOT NULL)", name="custodial_claim_held_or_claimed"
+        ),
+    )
 
 
 class CeremonyState(enum.StrEnum):

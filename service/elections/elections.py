@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from service.db.models import Ballot, Election, ElectionState, Guardian
 from service.elections import crypto
 from service.errors import Conflict, Invalid, NotFound
-from service.security.sealing import KdfParams, check_passphrase, seal_with_passphrase
+from service.security.sealing import KdfParams, seal_with_passphrase
 
 CREDENTIAL_KIND = "amarvote.private_guardian_record"
 
@@ -100,10 +101,31 @@ def replace_manifest(session: Session, election_id: int, manifest: dict[str, Any
 
 
 @dataclass(frozen=True, slots=True)
-class IssuedCredential:
+class CustodialGuardian:
+    """A guardian of a custodial ceremony: public data only (its record waits in ``custody``)."""
+
     guardian_id: str
     sequence_order: int
-    credentials: dict[str, Any]  # the sealed credential file: hand it to the guardian, never store it
+
+
+def credential_file(
+    election_id: int,
+    manifest_hash: str | None,
+    guardian_id: str,
+    private_record: dict[str, Any],
+    passphrase: str,
+    kdf: KdfParams | None = None,
+) -> dict[str, Any]:
+    """A guardian's credential file: its private record sealed under its passphrase, bound to the
+    election (the KDF runs here: callers outside a transaction, in a ``kdf_gate`` slot)."""
+    owner = {
+        "kind": CREDENTIAL_KIND,
+        "election_id": election_id,
+        "guardian_id": guardian_id,
+        "manifest_hash": manifest_hash,
+    }
+    plaintext = json.dumps(private_record, separators=(",", ":")).encode("utf-8")
+    return seal_with_passphrase(plaintext, passphrase, owner=owner, params=kdf)
 
 
 def seal_credential(
@@ -114,59 +136,68 @@ def seal_credential(
     kdf: KdfParams | None = None,
 ) -> dict[str, Any]:
     """A guardian's credential file: its private record sealed under its passphrase, bound to the election."""
-    owner = {
-        "kind": CREDENTIAL_KIND,
-        "election_id": e.id,
-        "guardian_id": guardian_id,
-        "manifest_hash": e.manifest_hash,
-    }
-    plaintext = json.dumps(private_record, separators=(",", ":")).encode("utf-8")
-    return seal_with_passphrase(plaintext, passphrase, owner=owner, params=kdf)
+    return credential_file(e.id, e.manifest_hash, guardian_id, private_record, passphrase, kdf)
+
+
+PASSPHRASES_MOVED = (
+    "the key ceremony takes guardian ids only ({guardian_ids: [...]}), never a passphrase: each guardian"
+    " claims its own credential file, sealed under a passphrase it chooses, with its own token at"
+    " POST /api/elections/{id}/guardians/{guardian_id}/claim"
+)
 
 
 def run_key_ceremony(
     session: Session,
     election_id: int,
-    passphrases: dict[str, str],
-    kdf: KdfParams | None = None,
-) -> list[IssuedCredential]:
-    """Make every guardian's keys, keep the public records and the context, and return each private
-    record once, sealed under the passphrase its guardian chose. Plaintext records and passphrases
-    leave this function only inside the sealed files."""
+    guardian_ids: Sequence[str],
+    secret: bytes,
+) -> list[CustodialGuardian]:
+    """Make every guardian's keys, keep the public records and the context, and keep each private
+    record in the service's custody, sealed under the server secret, until its guardian claims it
+    (``service.elections.custody``). Nothing secret is returned: the admin who runs the ceremony
+    receives public data (and the guardians' tokens) only."""
+    from service.elections import custody
+
     e = get_election(session, election_id, lock=True)
     if e.state != ElectionState.SETUP.value or e.context is not None:
         raise Conflict(f"election {election_id}'s key ceremony has already run")
     if e.key_mode == "guardian":
         raise Conflict(f"election {election_id}'s guardians hold their own keys: its ceremony is remote")
-    ids = list(passphrases)
+    if isinstance(guardian_ids, dict) or any(not isinstance(g, str) for g in guardian_ids):
+        raise Invalid(PASSPHRASES_MOVED)
+    ids = list(guardian_ids)
     if len(ids) != e.number_of_guardians:
         raise Invalid(f"election {election_id} has {e.number_of_guardians} guardians, {len(ids)} were given")
+    if len(set(ids)) != len(ids):
+        raise Invalid("a guardian id is given twice")
     for gid in ids:
-        if not isinstance(gid, str) or not gid or len(gid) > 128:
+        if not gid or len(gid) > 128:
             raise Invalid("a guardian id is a non-empty string of at most 128 characters")
-        try:
-            check_passphrase(passphrases[gid])
-        except ValueError as exc:
-            raise Invalid(f"guardian {gid!r}: {exc}") from None
     if e.manifest_hash is None:
         raise Conflict(f"election {election_id} has no manifest hash")
     privates, records, context = crypto.key_ceremony(e.number_of_guardians, e.quorum, e.manifest_hash, ids)
-    issued = []
-    for private, record in zip(privates, records, strict=True):
-        gid = record["guardian_id"]
+    guardians = []
+    for record in records:
         session.add(
             Guardian(
                 election_id=e.id,
-                guardian_id=gid,
+                guardian_id=record["guardian_id"],
                 sequence_order=record["sequence_order"],
                 public_record=record,
             )
         )
-        sealed = seal_credential(e, gid, private, passphrases[gid], kdf)
-        issued.append(IssuedCredential(gid, record["sequence_order"], sealed))
+        guardians.append(CustodialGuardian(record["guardian_id"], record["sequence_order"]))
+    session.flush()
+    custody.hold(
+        session,
+        secret,
+        e,
+        [(r["guardian_id"], p) for p, r in zip(privates, records, strict=True)],
+    )
+    del privates
     e.context = context
     session.flush()
-    return issued
+    return guardians
 
 
 def open_election(session: Session, election_id: int) -> Election:

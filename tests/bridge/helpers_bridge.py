@@ -22,6 +22,8 @@ from service.security.sealing import KdfParams
 # A real election's set-up (3 guardians, quorum 2, one candidate per ballot), cheap KDF for tests.
 KDF = KdfParams(time_cost=1, memory_cost=64, parallelism=1)
 PASS = {g: f"passphrase of {g} 123" for g in ("g1", "g2", "g3")}
+# The server secret the custodial ceremony holds the private records under until the claims.
+CEREMONY_SECRET = b"bridge-test-ceremony-secret-0123456789"
 
 
 def make_tally_job(
@@ -148,19 +150,50 @@ def _plaintext(i: int, choice: str) -> dict[str, Any]:
     }
 
 
+def claim_all(
+    factory: SessionFactory, election_id: int, secret: bytes, passphrases: dict[str, str]
+) -> dict[str, Any]:
+    """Each guardian's claim of its custodial credential file, as its own token would make it."""
+    from service.elections import custody
+    from service.security.auth import Principal, Role
+    from service.security.kdf_gate import KdfGate
+
+    gate = KdfGate(2, 5)
+    return {
+        g: custody.claim(
+            factory,
+            secret,
+            gate,
+            Principal(f"guardian:{election_id}:{g}", Role.GUARDIAN, election_id, g),
+            election_id=election_id,
+            guardian_id=g,
+            passphrase=p,
+            kdf=KDF,
+        ).credentials
+        for g, p in passphrases.items()
+    }
+
+
 def closed_election_with_tally(
-    factory: SessionFactory, name: str, votes: list[str], spoiled: set[int], chunk_size: int
-) -> tuple[int, dict[str, str], uuid.UUID]:
-    """A real election (key ceremony of g1..g3, quorum 2, candidates A, B, C): ``votes[i]`` is ballot i's
-    choice, the indexes in ``spoiled`` spoiled; closed, with its tally job planned. Returns (election id,
-    the guardians' credential files, the tally job id)."""
+    factory: SessionFactory,
+    name: str,
+    votes: list[str],
+    spoiled: set[int],
+    chunk_size: int,
+    server_secret: bytes = CEREMONY_SECRET,
+) -> tuple[int, dict[str, Any], uuid.UUID]:
+    """A real election (custodial key ceremony of g1..g3, quorum 2, candidates A, B, C; each guardian then
+    claims its file): ``votes[i]`` is ballot i's choice, the indexes in ``spoiled`` spoiled; closed, with
+    its tally job planned. Returns (election id, the guardians' claimed credential files, the tally job
+    id)."""
     with factory.begin() as s:
         e = elections.create_election(
             s, name=name, number_of_guardians=3, quorum=2, candidate_names=["A", "B", "C"]
         )
         election_id = e.id
-        creds = {c.guardian_id: c.credentials for c in elections.run_key_ceremony(s, e.id, PASS, KDF)}
+        elections.run_key_ceremony(s, e.id, list(PASS), server_secret)
         elections.open_election(s, e.id)
+    creds = claim_all(factory, election_id, server_secret, PASS)
     with factory.begin() as s:
         snap = ballots.snapshot_for_ballots(s, election_id)
         prepared = [
@@ -180,7 +213,7 @@ def start_decryptions(
     settings: Any,
     server_secret: bytes,
     election_id: int,
-    creds: dict[str, str],
+    creds: dict[str, Any],
     guardians: tuple[str, ...] = ("g1", "g2"),
     missing: tuple[str, ...] = ("g3",),
 ) -> list[uuid.UUID]:

@@ -47,6 +47,7 @@ from tests.bridge.helpers_bridge import job_row, wait_for
 from tests.bridge.test_bridge_flow import pipeline
 from tests.conftest import TEST_JWT_SECRET
 from tests.oracle import require_oracle, run_oracle
+from tests.service.helpers_service import custodial_keys
 
 pytestmark = pytest.mark.services
 GUARDIANS = ("g1", "g2", "g3", "g4", "g5")
@@ -103,13 +104,7 @@ class Election:
             201,
         )
         self.id = e["election_id"]
-        kc = _ok(
-            client.post(
-                f"/api/elections/{self.id}/key-ceremony",
-                json={"guardians": [{"guardian_id": g, "passphrase": PASS[g]} for g in GUARDIANS]},
-                headers=self.admin,
-            )
-        )
+        kc = custodial_keys(client, self.admin, self.id, {g: PASS[g] for g in GUARDIANS})
         self.creds = {g["guardian_id"]: g["credentials"] for g in kc["guardians"]}
         self.tokens = {g["guardian_id"]: {"Authorization": f"Bearer {g['token']}"} for g in kc["guardians"]}
         _ok(client.post(f"/api/elections/{self.id}/open", headers=self.admin))

@@ -20,6 +20,16 @@ def test_demo_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> N
     assert (tmp_path / "amarvote-data").is_dir(), (
         "the embedded default keeps its SQLite in the working directory"
     )
+    # The last lines say where the guardians' secrets are: the two absent guardians' records still held
+    # by the service, the three others claimed into files only their owner can read.
+    last = " ".join(r.stdout.strip().splitlines()[-6:])
+    assert "sealed under the server secret until claimed; claimed files are in" in last, last
+    assert "guardian-4, guardian-5" in last and "guardian-1, guardian-2, guardian-3" in last, last
+    claimed = re.search(r"claimed files are in\s+(\S+)", r.stdout)
+    assert claimed, r.stdout[-2000:]
+    files = sorted(Path(claimed[1]).glob("*.credential.json"))
+    assert [f.name for f in files] == [f"guardian-{i}.credential.json" for i in (1, 2, 3)]
+    assert all(f.stat().st_mode & 0o077 == 0 for f in files)
     assert len(list((out / "election_record" / "spoiled_ballots").glob("*.json"))) == 3
     assert len(list((out / "election_record" / "submitted_ballots").glob("*.json"))) == 12
 

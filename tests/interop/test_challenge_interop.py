@@ -106,8 +106,7 @@ def test_the_reference_checks_a_challenged_ballot_with_its_opening(
     client, admin = api
     body = {"name": "Interop challenge", "number_of_guardians": 2, "quorum": 2, "manifest": demo_manifest()}
     eid = _ok(client.post("/api/elections", json=body, headers=admin), 201)["election_id"]
-    guardians = [{"guardian_id": g, "passphrase": f"passphrase of {g}"} for g in ("g1", "g2")]
-    _ok(client.post(f"/api/elections/{eid}/key-ceremony", json={"guardians": guardians}, headers=admin))
+    _ok(client.post(f"/api/elections/{eid}/key-ceremony", json={"guardian_ids": ["g1", "g2"]}, headers=admin))
     _ok(client.post(f"/api/elections/{eid}/open", headers=admin))
     manifest = _ok(client.get(f"/api/elections/{eid}/manifest", headers=admin))["manifest"]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))

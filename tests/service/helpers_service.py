@@ -35,6 +35,31 @@ def admin_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(settings, 'admin', Role.ADMIN)}"}
 
 
+def custodial_keys(
+    client: Any, admin: dict[str, str], election_id: int, passphrases: dict[str, str]
+) -> dict[str, Any]:
+    """The custodial key ceremony as its callers now run it: the admin sends guardian ids only and gets
+    public data and tokens; then each guardian claims its own credential file with its own token and
+    passphrase. Returns the ceremony's response with each guardian's claimed ``credentials`` (and
+    ``claimed_at``) added, the shape the ceremony's response had before claims."""
+    r = client.post(
+        f"/api/elections/{election_id}/key-ceremony", json={"guardian_ids": list(passphrases)}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    kc = r.json()
+    for g in kc["guardians"]:
+        assert "credentials" not in g
+        claim = client.post(
+            f"/api/elections/{election_id}/guardians/{g['guardian_id']}/claim",
+            json={"passphrase": passphrases[g["guardian_id"]]},
+            headers={"Authorization": f"Bearer {g['token']}"},
+        )
+        assert claim.status_code == 200, claim.text
+        g["credentials"] = claim.json()["credentials"]
+        g["claimed_at"] = claim.json()["claimed_at"]
+    return kc
+
+
 def row_counts(engine: Engine) -> dict[str, int]:
     """Rows in every table: a failed request must leave these unchanged."""
     with engine.connect() as c:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import api_settings, complete_tally, row_counts
+from helpers_service import api_settings, complete_tally, custodial_keys, row_counts
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, update
 
@@ -93,12 +93,7 @@ def _new_election(
         ),
         201,
     )
-    guardians = [{"guardian_id": g, "passphrase": PASS[g]} for g in list(PASS)[:n]]
-    kc = _ok(
-        client.post(
-            f"/api/elections/{e['election_id']}/key-ceremony", json={"guardians": guardians}, headers=admin
-        )
-    )
+    kc = custodial_keys(client, admin, e["election_id"], {g: PASS[g] for g in list(PASS)[:n]})
     manifest = _ok(client.get(f"/api/elections/{e['election_id']}/manifest", headers=admin))["manifest"]
     return {
         **e,
@@ -541,7 +536,7 @@ def test_election_and_tally_refusals(
         f"/api/elections/{eid}/key-ceremony",
         409,
         "already run",
-        json={"guardians": [{"guardian_id": "a", "passphrase": "12345678"}]},
+        json={"guardian_ids": ["a"]},
         headers=admin,
     )
     body = {"name": "x", "number_of_guardians": 3, "quorum": 4, "candidate_names": ["a"]}
@@ -570,9 +565,10 @@ def test_election_and_tally_refusals(
     _refused(
         client, engine, "POST", f"/api/elections/{e['election_id']}/open", 409, "no keys yet", headers=admin
     )
-    short = {
+    # Passphrases are no longer the ceremony's: a body carrying them is refused, pointing to the claim.
+    old_body = {
         "guardians": [
-            {"guardian_id": "a", "passphrase": "tiny"},
+            {"guardian_id": "a", "passphrase": "long enough"},
             {"guardian_id": "b", "passphrase": "long enough"},
         ]
     }
@@ -582,12 +578,11 @@ def test_election_and_tally_refusals(
         "POST",
         f"/api/elections/{e['election_id']}/key-ceremony",
         422,
-        "at least 8",
-        json=short,
+        "/claim",
+        json=old_body,
         headers=admin,
     )
-    assert "tiny" not in detail
-    one = {"guardians": [{"guardian_id": "a", "passphrase": "long enough"}]}
+    assert "long enough" not in detail
     _refused(
         client,
         engine,
@@ -595,7 +590,17 @@ def test_election_and_tally_refusals(
         f"/api/elections/{e['election_id']}/key-ceremony",
         422,
         "2 guardians",
-        json=one,
+        json={"guardian_ids": ["a"]},
+        headers=admin,
+    )
+    _refused(
+        client,
+        engine,
+        "POST",
+        f"/api/elections/{e['election_id']}/key-ceremony",
+        422,
+        "twice",
+        json={"guardian_ids": ["a", "a"]},
         headers=admin,
     )
 
@@ -801,7 +806,7 @@ def test_reference_manifest_and_versioned_replacement(
     _ok(
         client.post(
             f"/api/elections/{eid}/key-ceremony",
-            json={"guardians": [{"guardian_id": "only", "passphrase": "long enough"}]},
+            json={"guardian_ids": ["only"]},
             headers=admin,
         )
     )

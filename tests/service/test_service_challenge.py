@@ -85,7 +85,7 @@ def _open_election(client: TestClient, admin: dict[str, str], name: str) -> dict
     body = {"name": name, "number_of_guardians": 1, "quorum": 1, "candidate_names": CANDIDATES}
     e = _ok(client.post("/api/elections", json=body, headers=admin), 201)
     eid = e["election_id"]
-    guardians = {"guardians": [{"guardian_id": "g1", "passphrase": "one guardian only"}]}
+    guardians = {"guardian_ids": ["g1"]}
     context = _ok(client.post(f"/api/elections/{eid}/key-ceremony", json=guardians, headers=admin))["context"]
     _ok(client.post(f"/api/elections/{eid}/open", headers=admin))
     manifest = _ok(client.get(f"/api/elections/{eid}/manifest", headers=admin))["manifest"]

@@ -61,7 +61,7 @@ def election(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
     kc = _ok(
         client.post(
             f"/api/elections/{eid}/key-ceremony",
-            json={"guardians": [{"guardian_id": "solo", "passphrase": "only guardian here"}]},
+            json={"guardian_ids": ["solo"]},
             headers=admin,
         )
     )

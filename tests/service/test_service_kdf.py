@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import complete_tally, row_counts
+from helpers_service import complete_tally, custodial_keys, row_counts
 from sqlalchemy import Engine, select
 
 from compute import sealing  # the passphrase format (and its KDF) lives in compute/sealing.py
@@ -75,13 +75,7 @@ def _tallied_election(client: TestClient, settings: Settings, engine: Engine) ->
         201,
     )
     eid = e["election_id"]
-    kc = _ok(
-        client.post(
-            f"/api/elections/{eid}/key-ceremony",
-            json={"guardians": [{"guardian_id": "solo", "passphrase": PASSPHRASE}]},
-            headers=admin,
-        )
-    )
+    kc = custodial_keys(client, admin, eid, {"solo": PASSPHRASE})
     _ok(client.post(f"/api/elections/{eid}/open", headers=admin))
     for i in range(2):
         ballot = {

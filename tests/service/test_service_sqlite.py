@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import complete_tally
+from helpers_service import complete_tally, custodial_keys
 from sqlalchemy import select, text
 
 from compute.ballot import BallotBoxState, SubmittedBallot
@@ -47,11 +47,7 @@ def test_embedded_flow_on_sqlite(embedded: Settings) -> None:
             headers=h,
         ).json()
         eid = e["election_id"]
-        kc = client.post(
-            f"/api/elections/{eid}/key-ceremony",
-            json={"guardians": [{"guardian_id": "solo", "passphrase": "only guardian here"}]},
-            headers=h,
-        ).json()
+        kc = custodial_keys(client, h, eid, {"solo": "only guardian here"})
         assert client.post(f"/api/elections/{eid}/open", headers=h).status_code == 200
         for i in range(5):
             ballot = {

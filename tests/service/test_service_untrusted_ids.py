@@ -95,9 +95,7 @@ def test_an_unsafe_guardian_id_is_422_naming_the_rule(
     )
     url = f"/api/elections/{e['election_id']}/key-ceremony"
     for bad in ("../../tmp/PWNED_guardian", "g/1", ".g", "g\\1", "g 1"):
-        _refused_naming_the_rule(
-            client, engine, url, {"guardians": [{"guardian_id": bad, "passphrase": "pw pw pw pw"}]}, admin
-        )
+        _refused_naming_the_rule(client, engine, url, {"guardian_ids": [bad]}, admin)
         _refused_naming_the_rule(
             client,
             engine,
@@ -108,7 +106,7 @@ def test_an_unsafe_guardian_id_is_422_naming_the_rule(
     kc = _ok(
         client.post(
             url,
-            json={"guardians": [{"guardian_id": "guardian-1", "passphrase": "pw pw pw pw"}]},
+            json={"guardian_ids": ["guardian-1"]},
             headers=admin,
         )
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers_service import custodial_keys
 from sqlalchemy import Engine, select, text
 
 from service.api.app import create_app
@@ -151,13 +152,7 @@ def test_whole_election_decrypts_only_the_aggregate_and_spoiled_ballots(
             201,
         )
         eid = e["election_id"]
-        kc = _ok(
-            client.post(
-                f"/api/elections/{eid}/key-ceremony",
-                json={"guardians": [{"guardian_id": g, "passphrase": p} for g, p in pw.items()]},
-                headers=admin,
-            )
-        )
+        kc = custodial_keys(client, admin, eid, pw)
         creds = {g["guardian_id"]: g for g in kc["guardians"]}
         ok(client.post(f"/api/elections/{eid}/open", headers=admin))
         for i, v in enumerate(VOTES):
