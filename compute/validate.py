@@ -322,13 +322,16 @@ def validate_ballots(
     ballots: Sequence[AnyBallot],
     internal_manifest: InternalManifest,
     context: ElectionContext,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     workers: int = 1,
 ) -> list[BallotFailure]:
     """Validate many ballots; returns one failure per invalid ballot (empty if all are valid).
 
     Proofs are checked in batches of ``batch_size`` ballots (one multi-exponentiation each); with
-    ``workers`` > 1 batches run in threads (gmpy2 releases the GIL in long exponentiations).
+    ``workers`` > 1 batches run in threads (gmpy2 releases the GIL in long exponentiations). Larger
+    batches cost fewer multiplies per selection (wider Pippenger windows: about 120 at 256 ballots of
+    10 selections, 98 at 1,024, 82 at 4,096; ``compute.multiexp.multiplies``) for a bucket table of
+    2^c elements (1 MiB at 1,024 ballots) beside the ballots themselves, which the caller holds anyway.
     """
     check_context(context)
     if context.manifest_hash != internal_manifest.manifest_hash:
