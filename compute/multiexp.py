@@ -6,6 +6,9 @@ One pass per window of ``c`` exponent bits: each term multiplies its base into t
 cost is about N*b/c + (b/c)*2^(c+1) multiplies instead of N full exponentiations (~1.5*b multiplies
 each), so short random exponents (64 bits) and large batches are where it wins. Terms with short
 exponents only touch the low windows, so mixing 64-bit and 256-bit exponents in one call is fine.
+The window is the one that minimises the multiplies counting each term only in the windows its exponent
+reaches (``choose_window``), up to 16 bits (a bucket table of 2^16 elements, 34 MiB; batches reach it only
+past about 2^17 terms); terms are sorted by length so that a window walks only the terms it holds.
 ``product_of_powers`` keeps plain powmods for the few terms where the buckets do not pay.
 """
 
@@ -18,16 +21,32 @@ from gmpy2 import mpz
 
 from compute.constants import ONE, P
 
+# Bucket table of 2^c elements of 512 bytes (about 530 with the mpz header): 16 bits is 34 MiB at most,
+# reached only by batches of about 2^17 terms or more (the cost model below picks the window).
+MAX_WINDOW = 16
 
-def _cost(c: int, digits_per_bit_total: int, nwin_bits: int) -> float:
-    nwin = -(-nwin_bits // c)
-    return digits_per_bit_total / c + nwin * (2 ** (c + 1))
+
+def _window_costs(bit_lengths: Sequence[int], c: int) -> float:
+    """Multiplies mod p for windows of ``c`` bits: one per non-zero digit (a fraction 1 - 2^-c of the
+    digits of random exponents), 2^(c+1) per window to combine its buckets, c squarings per window."""
+    digits = sum(-(-b // c) for b in bit_lengths)
+    nwin = -(-max(bit_lengths, default=1) // c)
+    return digits * (1 - 2.0**-c) + nwin * (2 ** (c + 1) + c)
 
 
-def choose_window(exponents: Sequence[int]) -> int:
-    total_bits = sum(e.bit_length() for e in exponents)
-    max_bits = max((e.bit_length() for e in exponents), default=1)
-    return min(range(2, 13), key=lambda c: _cost(c, total_bits, max_bits))
+def choose_window(exponents: Sequence[int], max_window: int = MAX_WINDOW) -> int:
+    """The window width that minimises the multiplies, counting each term only in the windows its
+    exponent reaches (a batch mixes 64-bit and 256-bit exponents: the high windows hold few terms)."""
+    lengths = [e.bit_length() for e in exponents]
+    return min(range(2, max_window + 1), key=lambda c: _window_costs(lengths, c))
+
+
+def multiplies(exponents: Sequence[int], window: int | None = None) -> float:
+    """About how many multiplies mod p ``multiexp`` does for these exponents (its cost model)."""
+    lengths = [int(e).bit_length() for e in exponents if e]
+    if not lengths:
+        return 0.0
+    return _window_costs(lengths, window or choose_window([int(e) for e in exponents if e]))
 
 
 def multiexp(
@@ -36,37 +55,41 @@ def multiexp(
     """prod bases[i]^exponents[i] mod ``modulus`` for non-negative exponents."""
     if len(bases) != len(exponents):
         raise ValueError("bases and exponents differ in length")
-    terms = [(mpz(b), int(e)) for b, e in zip(bases, exponents, strict=True) if e]
+    terms = [(int(e), mpz(b)) for b, e in zip(bases, exponents, strict=True) if e]
     if not terms:
         return ONE
-    if any(e < 0 for _, e in terms):
+    if any(e < 0 for e, _ in terms):
         raise ValueError("negative exponent")
     if len(terms) == 1:
-        return gmpy2.powmod(terms[0][0], terms[0][1], modulus)
-    c = window or choose_window([e for _, e in terms])
+        return gmpy2.powmod(terms[0][1], terms[0][0], modulus)
+    # longest exponents first: window w then touches only a prefix of the terms
+    terms.sort(key=lambda t: t[0].bit_length(), reverse=True)
+    lengths = [e.bit_length() for e, _ in terms]
+    c = window or choose_window([e for e, _ in terms])
     mask = (1 << c) - 1
-    max_bits = max(e.bit_length() for _, e in terms)
-    nwin = -(-max_bits // c)
-    # digits per term, extracted once (Python int ops are cheap next to a 4096-bit mulmod)
-    digit_rows: list[list[int]] = []
-    for _, e in terms:
-        row = []
-        while e:
-            row.append(e & mask)
-            e >>= c
-        digit_rows.append(row)
+    nwin = -(-lengths[0] // c)
+    reach = [0] * nwin  # reach[w]: how many terms have a digit in window w
+    for w in range(nwin):
+        lo, hi = 0, len(lengths)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if lengths[mid] > w * c:
+                lo = mid + 1
+            else:
+                hi = mid
+        reach[w] = lo
     acc = ONE
     shift_pow = 1 << c
     for w in range(nwin - 1, -1, -1):
         if acc != ONE:
             acc = gmpy2.powmod(acc, shift_pow, modulus)
         buckets: list[mpz | None] = [None] * (mask + 1)
-        for (b, _), row in zip(terms, digit_rows, strict=True):
-            if w < len(row):
-                d = row[w]
-                if d:
-                    cur = buckets[d]
-                    buckets[d] = b if cur is None else cur * b % modulus
+        shift = w * c
+        for e, b in terms[: reach[w]]:
+            d = (e >> shift) & mask
+            if d:
+                cur = buckets[d]
+                buckets[d] = b if cur is None else cur * b % modulus
         # sum_d d * bucket[d] (multiplicatively) with a running product from the top digit down
         running: mpz | None = None
         total: mpz | None = None

@@ -13,6 +13,7 @@ from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
 from compute.fixedbase import FixedBaseTable, fixed_pow, table_for
 from compute.group import g_pow_p, rand_q
+from compute.hashing import hash_elems
 from compute.multiexp import multiexp
 from compute.selection_proofs import (
     ConstantChaumPedersenProof,
@@ -208,4 +209,112 @@ def test_batch_detects_order_r_component_in_a_ciphertext():
     assert not batch.check()
     batch = ProofBatch(K, QBAR)
     batch.add_constant(cts, acc, proof)
+    assert batch.check()
+
+
+# --- what each check of the batch is for: a forged proof that only that check rejects ---------------
+
+
+def _forged_zero(r: mpz, pad: mpz, a0_factor: int = 1, b0_factor: int = 1) -> DisjunctiveChaumPedersenProof:
+    """A proof of a 0 made as ``make_disjunctive_chaum_pedersen`` makes it, for a ciphertext (pad, K^r)
+    whose pad the caller chooses and with the real branch's commitments multiplied by the given factors
+    before they are hashed: the prover's freedom, to aim at one check at a time."""
+    beta = fixed_pow(K, r)
+    c1, v, u0 = rand_q(), rand_q(), rand_q()
+    a0, b0 = g_pow_p(u0) * a0_factor % P, fixed_pow(K, u0) * b0_factor % P
+    a1, b1 = g_pow_p(v), fixed_pow(K, v) * g_pow_p(c1) % P
+    c = hash_elems(QBAR, pad, beta, a0, b0, a1, b1)
+    c0 = (c - c1) % Q
+    return DisjunctiveChaumPedersenProof(
+        a0, b0, a1, b1, mpz(c0), mpz(c1), c, mpz((u0 + c0 * r) % Q), mpz((v + c1 * r) % Q)
+    )
+
+
+def _equations_hold_in_zp(ct: Ciphertext, p: DisjunctiveChaumPedersenProof) -> bool:
+    """The four verification equations in Z_p^* (no membership test): what the batch combines."""
+    alpha, beta = ct.pad, ct.data
+    return (
+        g_pow_p(p.proof_zero_response)
+        == p.proof_zero_pad * gmpy2.powmod(alpha, p.proof_zero_challenge, P) % P
+        and g_pow_p(p.proof_one_response)
+        == p.proof_one_pad * gmpy2.powmod(alpha, p.proof_one_challenge, P) % P
+        and fixed_pow(K, p.proof_zero_response)
+        == p.proof_zero_data * gmpy2.powmod(beta, p.proof_zero_challenge, P) % P
+        and g_pow_p(p.proof_one_challenge) * fixed_pow(K, p.proof_one_response) % P
+        == p.proof_one_data * gmpy2.powmod(beta, p.proof_one_challenge, P) % P
+    )
+
+
+def _rejected_every_time(
+    items: list[tuple[Ciphertext, DisjunctiveChaumPedersenProof]], times: int = 16
+) -> bool:
+    """Whether ``times`` fresh batches of ``items`` (plus valid proofs) all reject: a check that only a
+    random weight's parity could catch would let one of them through with probability 1 - 2^-times."""
+    for _ in range(times):
+        batch = ProofBatch(K, QBAR)
+        for ct, proof in [_selection(0), *items, _selection(1)]:
+            if batch.add_disjunctive(ct, proof) is not None:
+                break
+        else:
+            if batch.check():
+                return False
+    return True
+
+
+def test_batch_rejects_an_order_2_twist_of_a_commitment():
+    # a0 -> p - a0 before hashing: the equations then fail by exactly -1 (order 2). A random weight's
+    # parity sees that half the time; only the commitment's Jacobi symbol rejects it every time.
+    r = rand_q()
+    ct = Ciphertext(g_pow_p(r), fixed_pow(K, r))
+    forged = _forged_zero(r, ct.pad, a0_factor=P - 1)
+    assert not verify_disjunctive(forged, ct, K, QBAR)
+    assert _equations_hold_in_zp(Ciphertext(ct.pad, ct.data), _forged_zero(r, ct.pad))
+    assert _rejected_every_time([(ct, forged)])
+
+
+def test_batch_rejects_an_order_2_twist_of_a_ciphertext_whose_equations_hold():
+    # (p - alpha, beta) with a proof whose challenges c0, c1 are even: every equation holds exactly in
+    # Z_p^*, so only a membership test can reject it (the reference's alpha^q = 1; ours, its Jacobi symbol)
+    r = rand_q()
+    alpha, beta = g_pow_p(r), fixed_pow(K, r)
+    twisted = Ciphertext(P - alpha, beta)
+    while True:
+        forged = _forged_zero(r, twisted.pad)
+        if forged.proof_zero_challenge % 2 == 0 and forged.proof_one_challenge % 2 == 0:
+            break
+    assert _equations_hold_in_zp(twisted, forged)
+    assert not verify_disjunctive(forged, twisted, K, QBAR)
+    assert _rejected_every_time([(twisted, forged)])
+
+
+def test_batch_rejects_two_order_2_twists_that_cancel_in_a_product():
+    # two proofs each off by -1: their product is off by (-1)^2 = 1, so a check of the product's sign
+    # (odd weights and one Jacobi symbol for the batch) would pass them; each element's symbol does not
+    r1, r2 = rand_q(), rand_q()
+    ct1 = Ciphertext(g_pow_p(r1), fixed_pow(K, r1))
+    ct2 = Ciphertext(g_pow_p(r2), fixed_pow(K, r2))
+    f1 = _forged_zero(r1, ct1.pad, a0_factor=P - 1)
+    f2 = _forged_zero(r2, ct2.pad, b0_factor=P - 1)
+    assert _rejected_every_time([(ct1, f1), (ct2, f2)])
+
+
+def test_batch_with_one_bad_proof_among_many_is_rejected():
+    # a0 times g^k and b0 times g^-k: each equation of the real branch fails, but their errors cancel
+    # when they share a weight, so the batch needs independent weights per equation, not per proof
+    r, k = rand_q(), rand_q()
+    ct = Ciphertext(g_pow_p(r), fixed_pow(K, r))
+    forged = _forged_zero(r, ct.pad, a0_factor=g_pow_p(k), b0_factor=g_pow_p(Q - k))
+    assert not verify_disjunctive(forged, ct, K, QBAR)
+    good = [_selection(i % 2) for i in range(30)]
+    for _ in range(4):
+        batch = ProofBatch(K, QBAR)
+        for c, p in good[:15]:
+            assert batch.add_disjunctive(c, p) is None
+        assert batch.add_disjunctive(ct, forged) is None  # nothing cheap catches it
+        for c, p in good[15:]:
+            batch.add_disjunctive(c, p)
+        assert not batch.check()
+    batch = ProofBatch(K, QBAR)
+    for c, p in good:
+        batch.add_disjunctive(c, p)
     assert batch.check()
