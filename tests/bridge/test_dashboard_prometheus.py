@@ -227,7 +227,12 @@ def test_every_dashboard_query_returns_what_its_panel_shows(  # type: ignore[no-
     )
     # 6 chunks; chunk 2 fails every attempt (3), so the job ends FAILED with one chunk dead-lettered.
     _, job_id = make_tally_job(factory, ballots=24, chunk_size=4, metadata={"sleep": 0.5, "poison": [2]})
-    node_env = {"AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET}
+    node_env = {
+        "AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET,
+        # Fixed by default (44227, 44217), so another session's cluster may hold them.
+        "DASHBOARD_METRIC_PORT": str(_free_port()),
+        "AUTOSCALER_METRIC_PORT": str(_free_port()),
+    }
     with ray_cluster(node_env, cpus=2, own_temp_dir=True) as cluster, api_server(settings) as api:
         assert cluster.temp_dir is not None
         discovery = Path(cluster.temp_dir) / "session_latest" / "prom_metrics_service_discovery.json"
