@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL and RabbitMQ answer on localhost: start them when stopped, install them
-# (Debian/Ubuntu, as root) when absent; install chromium and prometheus for the tests when absent. Idempotent; used by scripts/test.sh.
+# (Debian/Ubuntu, as root) when absent; enable RabbitMQ's Prometheus plugin (on 127.0.0.1); install chromium and
+# prometheus for the tests when absent. Idempotent; used by scripts/test.sh.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -35,6 +36,19 @@ if ! rabbit_up; then
   as_root rabbitmq-server -detached >/dev/null 2>&1 || true
   for _ in $(seq 60); do rabbit_up && break; sleep 2; done
   rabbit_up || { log "RabbitMQ did not start"; exit 1; }
+fi
+# The dashboard's queue panels read RabbitMQ's own Prometheus plugin; the tests scrape it on 127.0.0.1:15692.
+rabbit_conf=/etc/rabbitmq/rabbitmq.conf
+if ! grep -qs '^prometheus.tcp.ip' "$rabbit_conf"; then
+  log "binding RabbitMQ's Prometheus endpoint to 127.0.0.1:15692 ($rabbit_conf)"
+  printf 'prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = 15692\n' | as_root tee -a "$rabbit_conf" >/dev/null
+fi
+if ! rabbitmq-plugins -q is_enabled rabbitmq_prometheus >/dev/null 2>&1; then
+  log "enabling rabbitmq_prometheus (the dashboard's queue depths)"
+  # The running node read its configuration at boot: give the plugin its address before it starts.
+  as_root rabbitmqctl -q eval 'application:load(rabbitmq_prometheus),
+    application:set_env(rabbitmq_prometheus, tcp_config, [{ip, "127.0.0.1"}, {port, 15692}]).' >/dev/null
+  as_root rabbitmq-plugins -q enable rabbitmq_prometheus >/dev/null
 fi
 # The deployment tests check docker-compose.yml with docker-compose's own validator (no engine needed).
 command -v docker-compose >/dev/null || { log "installing docker-compose (to validate docker-compose.yml)"; apt_install docker-compose; }

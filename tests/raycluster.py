@@ -39,6 +39,7 @@ class RayCluster:
     port: int
     token_path: str
     metrics_ports: tuple[int, ...] = ()  # each node's Prometheus endpoint (http://127.0.0.1:<port>/metrics)
+    temp_dir: str | None = None  # Ray's session files, when the cluster has its own (``own_temp_dir``)
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -77,18 +78,27 @@ def _processes_of(port: int) -> list[psutil.Process]:
 
 def stop_cluster(port: int) -> None:
     procs = _processes_of(port)
+    # And their children: a node's dashboard and runtime-env agents rename themselves
+    # (``ray::DashboardAgent``) so no port names them, outlive their raylet and ignore SIGTERM for seconds.
+    children: list[psutil.Process] = []
     for p in procs:
+        try:
+            children += [c for c in p.children(recursive=True) if c not in procs and c not in children]
+        except psutil.Error:
+            pass
+    for p in procs + children:
         try:
             p.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=10)
-    for p in alive:
+    _, alive_children = psutil.wait_procs(children, timeout=1)
+    for p in alive + alive_children:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=10)
+    psutil.wait_procs(alive + alive_children, timeout=10)
 
 
 @contextmanager
@@ -110,6 +120,7 @@ def ray_cluster(
     Path(token_path).write_text(secrets.token_hex(32))
     env = {**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
     metrics_ports = [free_port() for _ in range(workers + 1)]
+    dashboard_port = free_port()  # Ray's default, 8265, may be another session's (and it does not retry)
     try:
         _ray_start(
             [
@@ -118,6 +129,7 @@ def ray_cluster(
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}",
                 f"--metrics-export-port={metrics_ports[0]}",
+                f"--dashboard-port={dashboard_port}",
                 *temp_args,
             ],
             env,
@@ -136,7 +148,7 @@ def ray_cluster(
                 cwd,
             )
         time.sleep(1.0)
-        yield RayCluster(address, port, token_path, tuple(metrics_ports))
+        yield RayCluster(address, port, token_path, tuple(metrics_ports), temp_dir)
     finally:
         stop_cluster(port)
         shutil.rmtree(cwd, ignore_errors=True)
