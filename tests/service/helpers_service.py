@@ -161,3 +161,44 @@ def complete_tally(engine: Engine, tally_job_id: object, selections: int = 5) ->
             .where(ElectionCenter.tally_job_id == tally_job_id, ElectionCenter.kind == "election")
             .values(encrypted_tally=fake_aggregate(selections))
         )
+
+
+# Two contests, so one contest of a ballot can be copied alone (tests of clones and of ballot fields).
+TWO_CONTEST_CHOICES = [
+    {"contest-1": ["Ann"], "council": ["council-0", "council-9"]},
+    {"contest-1": ["Bob"], "council": ["council-1"]},
+]
+
+
+def ok(r: Any, code: int = 200) -> Any:
+    assert r.status_code == code, r.text
+    return r.json()
+
+
+def open_two_contest_election(client: Any, admin: dict[str, str], name: str) -> dict[str, Any]:
+    """An open one-guardian election with two contests: its id, manifest, context and ballots URL."""
+    from tests.compute.ballot_helpers import two_contest_manifest
+
+    body = {"name": name, "number_of_guardians": 1, "quorum": 1, "manifest": two_contest_manifest().to_json()}
+    eid = ok(client.post("/api/elections", json=body, headers=admin), 201)["election_id"]
+    kc = ok(client.post(f"/api/elections/{eid}/key-ceremony", json={"guardian_ids": ["solo"]}, headers=admin))
+    ok(client.post(f"/api/elections/{eid}/open", headers=admin))
+    manifest = ok(client.get(f"/api/elections/{eid}/manifest", headers=admin))["manifest"]
+    return {"id": eid, "manifest": manifest, "context": kc["context"], "url": f"/api/elections/{eid}/ballots"}
+
+
+def device_ballot(e: dict[str, Any], bid: str, choice: int = 0) -> Any:
+    """A valid cast ballot made by a voting device outside the service, for ``open_two_contest_election``."""
+    from compute.ballot import BallotBoxState
+    from compute.encrypt import encrypt_ballot, submit
+    from compute.group import from_hex
+    from service.elections import crypto
+    from tests.compute.ballot_helpers import plaintext
+
+    ct = encrypt_ballot(
+        plaintext(bid, TWO_CONTEST_CHOICES[choice]),
+        crypto.internal_manifest(e["manifest"]),
+        crypto.context_of(e["context"]),
+        from_hex("AB"),
+    )
+    return submit(ct, BallotBoxState.CAST)

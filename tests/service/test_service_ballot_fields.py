@@ -12,27 +12,29 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import api_settings, row_counts
+from helpers_service import (
+    TWO_CONTEST_CHOICES,
+    api_settings,
+    device_ballot,
+    ok,
+    open_two_contest_election,
+    row_counts,
+)
 from sqlalchemy import Engine, func, select
 
-from compute.ballot import BallotBoxState, SubmittedBallot
+from compute.ballot import SubmittedBallot
 from compute.constants import Q
-from compute.encrypt import encrypt_ballot, submit
-from compute.group import from_hex, to_hex
+from compute.group import to_hex
 from service.db.models import Ballot
 from service.db.session import transaction
 from service.elections import ballots as ballot_svc
-from service.elections import crypto
 from service.errors import Conflict
 from service.settings import Settings
-from tests.compute.ballot_helpers import plaintext, two_contest_manifest
+from tests.compute.ballot_helpers import plaintext
 
 pytestmark = pytest.mark.services
 
-CHOICES = [
-    {"contest-1": ["Ann"], "council": ["council-0", "council-9"]},
-    {"contest-1": ["Bob"], "council": ["council-1"]},
-]
+CHOICES = TWO_CONTEST_CHOICES
 CHAIN = "tracking code does not chain from its code seed, timestamp and crypto hash"
 
 
@@ -41,48 +43,9 @@ def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return api_settings(db_url, tmp_path_factory.mktemp("data"))
 
 
-def _ok(r: Any, code: int = 200) -> Any:
-    assert r.status_code == code, r.text
-    return r.json()
-
-
 @pytest.fixture(scope="module")
 def election(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
-    e = _ok(
-        client.post(
-            "/api/elections",
-            json={
-                "name": "Fields",
-                "number_of_guardians": 1,
-                "quorum": 1,
-                "manifest": two_contest_manifest().to_json(),
-            },
-            headers=admin,
-        ),
-        201,
-    )
-    eid = e["election_id"]
-    kc = _ok(
-        client.post(
-            f"/api/elections/{eid}/key-ceremony",
-            json={"guardian_ids": ["solo"]},
-            headers=admin,
-        )
-    )
-    _ok(client.post(f"/api/elections/{eid}/open", headers=admin))
-    manifest = _ok(client.get(f"/api/elections/{eid}/manifest", headers=admin))["manifest"]
-    return {"id": eid, "manifest": manifest, "context": kc["context"], "url": f"/api/elections/{eid}/ballots"}
-
-
-def _encrypted(e: dict[str, Any], bid: str, choice: int = 0) -> SubmittedBallot:
-    """A valid ballot made by a voting device outside the service."""
-    ct = encrypt_ballot(
-        plaintext(bid, CHOICES[choice]),
-        crypto.internal_manifest(e["manifest"]),
-        crypto.context_of(e["context"]),
-        from_hex("AB"),
-    )
-    return submit(ct, BallotBoxState.CAST)
+    return open_two_contest_election(client, admin, "Fields")
 
 
 def _refused(client: TestClient, engine: Engine, url: str, code: int, *matches: str, **kw: Any) -> str:
@@ -108,9 +71,9 @@ def test_a_forged_code_is_refused_single_and_bulk(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
     """The attack: a fresh valid ballot carrying another voter's tracking code (two ballots, one receipt)."""
-    alice = _encrypted(election, "code-alice")
-    _ok(client.post(election["url"], json={"ballot": alice.to_json()}, headers=admin), 201)
-    mallory = dataclasses.replace(_encrypted(election, "code-mallory", 1), code=alice.code)
+    alice = device_ballot(election, "code-alice")
+    ok(client.post(election["url"], json={"ballot": alice.to_json()}, headers=admin), 201)
+    mallory = dataclasses.replace(device_ballot(election, "code-mallory", 1), code=alice.code)
     _refused(
         client,
         engine,
@@ -120,7 +83,7 @@ def test_a_forged_code_is_refused_single_and_bulk(
         json={"ballot": mallory.to_json()},
         headers=admin,
     )
-    good = _encrypted(election, "code-good")
+    good = device_ballot(election, "code-good")
     bulk = [{"ballot": good.to_json()}, {"ballot": mallory.to_json()}]
     _refused(
         client,
@@ -137,7 +100,7 @@ def _prepared(election: dict[str, Any], bid: str, code_of: SubmittedBallot | Non
     """A checked ballot's row, its code replaced by another's: what the unique index alone must stop (a
     code that chains is a function of the ballot's hash, so only a row written past the checks repeats
     one)."""
-    p = ballot_svc.prepared(_encrypted(election, bid))
+    p = ballot_svc.prepared(device_ballot(election, bid))
     return p if code_of is None else dataclasses.replace(p, code=to_hex(code_of.code))
 
 
@@ -150,7 +113,7 @@ def test_a_repeated_code_is_409_stored_bulk_and_within_a_request(
     engine: Engine, election: dict[str, Any]
 ) -> None:
     eid = election["id"]
-    first = _encrypted(election, "dup-first")
+    first = device_ballot(election, "dup-first")
     _store(engine, eid, [ballot_svc.prepared(first)])
     code = to_hex(first.code)
     before = row_counts(engine)
@@ -162,7 +125,7 @@ def test_a_repeated_code_is_409_stored_bulk_and_within_a_request(
         Conflict, match=f"tracking code {code} of ballot dup-bulk-2 is already ballot dup-first's"
     ):
         _store(engine, eid, [_prepared(election, "dup-bulk-1"), _prepared(election, "dup-bulk-2", first)])
-    twin_of = _encrypted(election, "dup-twin-1")
+    twin_of = device_ballot(election, "dup-twin-1")
     twins = [ballot_svc.prepared(twin_of), _prepared(election, "dup-twin-2", twin_of)]
     with pytest.raises(
         Conflict,
@@ -200,7 +163,7 @@ def test_concurrent_ballots_with_one_code_store_exactly_one(engine: Engine, elec
     """Eight requests, each a different ballot with one code, committed at once: the unique index lets one
     through; the others wait for it and are refused naming the code."""
     eid = election["id"]
-    base = _encrypted(election, "race-code-0")
+    base = device_ballot(election, "race-code-0")
     rows = [ballot_svc.prepared(base)] + [_prepared(election, f"race-code-{i}", base) for i in range(1, 8)]
     before = _ballots(engine, eid)
     start = threading.Barrier(len(rows))
@@ -236,10 +199,10 @@ def test_concurrent_ballots_with_one_code_store_exactly_one(engine: Engine, elec
 def test_extended_data_is_neither_stored_nor_published(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
-    d = _encrypted(election, "marked").to_json()
+    d = device_ballot(election, "marked").to_json()
     d["contests"][0]["extended_data"]["data"] = "voter-id:ALICE-SMITH-1234 " + "A" * 3_000_000
-    _ok(client.post(election["url"], json={"ballot": d}, headers=admin), 201)
-    served = _ok(client.get(f"{election['url']}/marked", headers=admin))
+    ok(client.post(election["url"], json={"ballot": d}, headers=admin), 201)
+    served = ok(client.get(f"{election['url']}/marked", headers=admin))
     assert [c["extended_data"] for c in served["contests"]] == [None, None]
     with engine.connect() as c:
         payload = c.scalar(
@@ -251,7 +214,7 @@ def test_extended_data_is_neither_stored_nor_published(
         k: d[k] for k in ("code", "crypto_hash", "timestamp")
     }
     # the service's own encryption publishes none either
-    r = _ok(
+    r = ok(
         client.post(
             election["url"] + "/encrypt",
             json={"ballot": plaintext("kiosk-ext", CHOICES[1]).to_json(), "action": "cast"},
@@ -265,7 +228,7 @@ def test_extended_data_is_neither_stored_nor_published(
 def test_a_chosen_proof_usage_is_422_naming_ballot_contest_and_selection(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
-    d = _encrypted(election, "usage").to_json()
+    d = device_ballot(election, "usage").to_json()
     d["contests"][1]["ballot_selections"][2]["proof"]["usage"] = "voter-id:ALICE-SMITH-1234"
     _refused(
         client,
@@ -278,7 +241,7 @@ def test_a_chosen_proof_usage_is_422_naming_ballot_contest_and_selection(
         json={"ballot": d},
         headers=admin,
     )
-    d = _encrypted(election, "usage").to_json()
+    d = device_ballot(election, "usage").to_json()
     d["contests"][0]["proof"]["usage"] = "Prove knowledge of secret value"  # the reference's, another proof's
     _refused(
         client,
@@ -327,7 +290,7 @@ def test_out_of_range_numbers_are_422_naming_the_field(
     field: str,
     change: Any,
 ) -> None:
-    d = _encrypted(election, "range").to_json()
+    d = device_ballot(election, "range").to_json()
     change(d)
     _refused(
         client, engine, election["url"], 422, "ballot range", f"{field}: ", json={"ballot": d}, headers=admin

@@ -9,26 +9,27 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers_service import api_settings, row_counts
+from helpers_service import (
+    TWO_CONTEST_CHOICES,
+    api_settings,
+    device_ballot,
+    ok,
+    open_two_contest_election,
+    row_counts,
+)
 from sqlalchemy import Engine, func, select
 
-from compute.ballot import BallotBoxState, SubmittedBallot
-from compute.encrypt import encrypt_ballot, submit
-from compute.group import from_hex
+from compute.ballot import SubmittedBallot
 from service.db.models import Ballot, BallotCiphertext
 from service.db.session import transaction
 from service.elections import ballots as ballot_svc
-from service.elections import crypto
 from service.errors import Conflict
 from service.settings import Settings
-from tests.compute.ballot_helpers import clone, plaintext, two_contest_manifest
+from tests.compute.ballot_helpers import clone, plaintext
 
 pytestmark = pytest.mark.services
 
-CHOICES = [
-    {"contest-1": ["Ann"], "council": ["council-0", "council-9"]},
-    {"contest-1": ["Bob"], "council": ["council-1"]},
-]
+CHOICES = TWO_CONTEST_CHOICES
 
 
 @pytest.fixture(scope="module")
@@ -36,53 +37,13 @@ def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return api_settings(db_url, tmp_path_factory.mktemp("data"))
 
 
-def _ok(r: Any, code: int = 200) -> Any:
-    assert r.status_code == code, r.text
-    return r.json()
-
-
 @pytest.fixture(scope="module")
 def election(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
-    """An open one-guardian election with two contests (so one contest can be copied alone)."""
-    e = _ok(
-        client.post(
-            "/api/elections",
-            json={
-                "name": "Clones",
-                "number_of_guardians": 1,
-                "quorum": 1,
-                "manifest": two_contest_manifest().to_json(),
-            },
-            headers=admin,
-        ),
-        201,
-    )
-    eid = e["election_id"]
-    kc = _ok(
-        client.post(
-            f"/api/elections/{eid}/key-ceremony",
-            json={"guardian_ids": ["solo"]},
-            headers=admin,
-        )
-    )
-    _ok(client.post(f"/api/elections/{eid}/open", headers=admin))
-    manifest = _ok(client.get(f"/api/elections/{eid}/manifest", headers=admin))["manifest"]
-    return {"id": eid, "manifest": manifest, "context": kc["context"], "url": f"/api/elections/{eid}/ballots"}
-
-
-def _encrypted(e: dict[str, Any], bid: str, choice: int = 0) -> SubmittedBallot:
-    """A ballot made by a voting device outside the service."""
-    ct = encrypt_ballot(
-        plaintext(bid, CHOICES[choice]),
-        crypto.internal_manifest(e["manifest"]),
-        crypto.context_of(e["context"]),
-        from_hex("AB"),
-    )
-    return submit(ct, BallotBoxState.CAST)
+    return open_two_contest_election(client, admin, "Clones")
 
 
 def _cast(client: TestClient, admin: dict[str, str], e: dict[str, Any], b: SubmittedBallot) -> None:
-    _ok(client.post(e["url"], json={"ballot": b.to_json()}, headers=admin), 201)
+    ok(client.post(e["url"], json={"ballot": b.to_json()}, headers=admin), 201)
 
 
 def _refused(client: TestClient, engine: Engine, url: str, match: str, **kw: Any) -> None:
@@ -101,7 +62,7 @@ def _ballots(engine: Engine, eid: int) -> int:
 def test_single_clone_is_refused_naming_the_original(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
-    original = _encrypted(election, "orig-single")
+    original = device_ballot(election, "orig-single")
     _cast(client, admin, election, original)
     for i in range(3):  # the attack that was seen: three new ids for one cast ballot
         _refused(
@@ -130,9 +91,9 @@ def test_single_clone_is_refused_naming_the_original(
 def test_partial_clone_is_refused(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
-    original = _encrypted(election, "orig-partial", 0)
+    original = device_ballot(election, "orig-partial", 0)
     _cast(client, admin, election, original)
-    fresh = _encrypted(election, "mixed", 1)
+    fresh = device_ballot(election, "mixed", 1)
     mixed = clone(fresh, "mixed", (fresh.contests[0], original.contests[1]))  # council copied only
     _refused(
         client,
@@ -148,9 +109,9 @@ def test_partial_clone_is_refused(
 def test_bulk_with_a_clone_stores_none(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
-    original = _encrypted(election, "orig-bulk")
+    original = device_ballot(election, "orig-bulk")
     _cast(client, admin, election, original)
-    good = _encrypted(election, "bulk-good")
+    good = device_ballot(election, "bulk-good")
     bulk = [{"ballot": good.to_json()}, {"ballot": clone(original, "bulk-clone").to_json()}]
     _refused(
         client,
@@ -171,17 +132,15 @@ def test_bulk_with_a_clone_stores_none(
         headers=admin,
     )
     assert (
-        _ok(client.post(election["url"] + "/bulk", json={"ballots": bulk[:1]}, headers=admin), 201)[
-            "accepted"
-        ]
+        ok(client.post(election["url"] + "/bulk", json={"ballots": bulk[:1]}, headers=admin), 201)["accepted"]
         == 1
     )
 
 
-def test_clone_of_a_ballot_the_service_encrypted(
+def test_clone_of_a_ballot_the_servicedevice_ballot(
     client: TestClient, admin: dict[str, str], engine: Engine, election: dict[str, Any]
 ) -> None:
-    r = _ok(
+    r = ok(
         client.post(
             election["url"] + "/encrypt",
             json={"ballot": plaintext("kiosk", CHOICES[1]).to_json(), "action": "cast"},
@@ -204,7 +163,7 @@ def test_concurrent_clones_store_exactly_one(engine: Engine, election: dict[str,
     """Eight requests carrying one ballot under eight ids, committed at once: the unique index lets one
     through; the others wait for it and are refused naming it."""
     eid = election["id"]
-    base = _encrypted(election, "race-0")
+    base = device_ballot(election, "race-0")
     with transaction(engine) as s:
         snap = ballot_svc.snapshot_for_ballots(s, eid)
     prepared = [
@@ -241,7 +200,7 @@ def test_concurrent_clones_store_exactly_one(engine: Engine, election: dict[str,
 def test_record_import_refuses_a_clone(engine: Engine, election: dict[str, Any]) -> None:
     """``amarvote record run`` imports a record's ballots in batches through prepare_bulk + store."""
     eid = election["id"]
-    record = [_encrypted(election, f"rec-{i}", i % 2) for i in range(3)]
+    record = [device_ballot(election, f"rec-{i}", i % 2) for i in range(3)]
 
     def import_batch(ballots: list[SubmittedBallot]) -> None:
         with transaction(engine) as s:
