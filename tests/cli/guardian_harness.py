@@ -5,7 +5,6 @@ Ray, and each guardian run as its own ``amarvote guardian`` process with its own
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -21,13 +20,11 @@ from typing import Any
 
 import httpx
 import uvicorn
-from sqlalchemy import Engine, text
 
 from compute.guardian import PrivateGuardianRecord
 from compute.polynomial import compute_polynomial_coordinate
 from compute.sealing import open_with_passphrase
 from service.api.app import create_app
-from service.db.models import Base
 from service.security.auth import Role, issue_token
 from service.settings import Settings
 from tests.conftest import TEST_JWT_SECRET, TEST_SERVER_SECRET
@@ -299,22 +296,3 @@ def secrets_of(guardians: list[Guardian]) -> list[int]:
             assert coordinate is not None
             out.append(int(coordinate))
     return out
-
-
-def leaks(haystack: str, numbers: list[int]) -> list[str]:
-    found = []
-    for x in numbers:
-        forms = [format(x, "X"), format(x, "x"), str(x), base64.b64encode(x.to_bytes(512, "big")).decode()]
-        for form in forms:
-            if len(form) >= 16 and form in haystack:
-                found.append(form[:12] + "...")
-    return found
-
-
-def dump(engine: Engine) -> str:
-    """Every column of every row of every table, as text."""
-    parts = []
-    with engine.connect() as c:
-        for name in Base.metadata.tables:
-            parts += [str(row[0]) for row in c.execute(text(f'SELECT t::text FROM "{name}" t'))]
-    return "\n".join(parts)

@@ -30,10 +30,8 @@ from service.settings import Settings
 from tests.cli.guardian_harness import (
     Admin,
     ballots,
-    dump,
     executing,
     finish,
-    leaks,
     run,
     run_ceremony,
     secrets_of,
@@ -45,6 +43,7 @@ from tests.cli.guardian_harness import (
 from tests.cli.run import amarvote
 from tests.compute.ballot_helpers import rerandomised
 from tests.conftest import new_database
+from tests.secret_search import dump, leaks
 
 pytestmark = pytest.mark.services
 VOTES = ["A", "B", "A", "C", "A", "B", "A", "C"]

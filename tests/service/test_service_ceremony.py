@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from helpers_service import api_settings
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from compute.ballot import BallotBoxState, PlaintextBallot
 from compute.ceremony import (
@@ -41,9 +41,9 @@ from compute.polynomial import compute_polynomial_coordinate
 from compute.record import ElectionRecord
 from compute.tally import accumulate, new_tally
 from compute.verify import verify_guardians
-from service.db.models import Base
 from service.elections import crypto
 from service.settings import Settings
+from tests.secret_search import dump, leaks
 
 pytestmark = pytest.mark.services
 
@@ -171,24 +171,6 @@ def _numbers(guardians: list[Remote]) -> list[int]:
     return out
 
 
-def _leaks(haystack: str, numbers: list[int]) -> list[str]:
-    found = []
-    for x in numbers:
-        for form in (format(x, "X"), format(x, "x"), str(x)):
-            if len(form) >= 16 and form in haystack:
-                found.append(form[:12] + "...")
-    return found
-
-
-def _dump(engine: Engine) -> str:
-    """Every column of every row of every table, as text."""
-    parts = []
-    with engine.connect() as c:
-        for name in Base.metadata.tables:
-            parts += [str(row[0]) for row in c.execute(text(f'SELECT t::text FROM "{name}" t'))]
-    return "\n".join(parts)
-
-
 def _ballot(manifest: dict[str, Any], bid: str, choice: int) -> PlaintextBallot:
     contest = manifest["contests"][0]
     return PlaintextBallot.from_json(
@@ -295,11 +277,11 @@ def test_remote_ceremony_of_five_opens_an_election_no_secret_reaches_the_service
     # No secret anywhere the service could see: tables, responses, logs.
     numbers = _numbers(guardians)
     assert len(numbers) == 5 * (1 + 3 + 5)
-    assert _leaks(_dump(engine), numbers) == []
-    assert _leaks("\n".join(api.bodies), numbers) == []
-    assert _leaks("\n".join(r.getMessage() for r in caplog.records) + caplog.text, numbers) == []
+    assert leaks(dump(engine), numbers) == []
+    assert leaks("\n".join(api.bodies), numbers) == []
+    assert leaks("\n".join(r.getMessage() for r in caplog.records) + caplog.text, numbers) == []
     # The search can fail: a secret key written into the text is found.
-    assert _leaks(format(numbers[0], "x"), numbers)
+    assert leaks(format(numbers[0], "x"), numbers)
 
 
 def test_public_key_refusals(client: TestClient, admin: dict[str, str]) -> None:

@@ -15,16 +15,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from helpers_service import api_settings, complete_tally, row_counts
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 from compute.polynomial import compute_polynomial_coordinate
 from service.api.app import create_app
-from service.db.models import Base, CustodialClaim
+from service.db.models import CustodialClaim
 from service.db.session import transaction
 from service.elections import crypto
 from service.security import sealing
 from service.security.auth import Role, issue_token
 from service.settings import Settings
+from tests.secret_search import dump, leaks
 
 pytestmark = pytest.mark.services
 
@@ -78,24 +79,6 @@ def _secrets(privates: list[crypto.PrivateGuardianRecord]) -> list[int]:
     return out
 
 
-def _leaks(haystack: str, numbers: list[int]) -> list[str]:
-    found = []
-    for x in numbers:
-        for form in (format(x, "X"), format(x, "x"), str(x)):
-            if len(form) >= 16 and form in haystack:
-                found.append(form[:12] + "...")
-    return found
-
-
-def _dump(engine: Engine) -> str:
-    """Every column of every row of every table, as text (bytea as hex)."""
-    parts = []
-    with engine.connect() as c:
-        for name in Base.metadata.tables:
-            parts += [str(row[0]) for row in c.execute(text(f'SELECT t::text FROM "{name}" t'))]
-    return "\n".join(parts)
-
-
 def _held(engine: Engine, eid: int) -> dict[str, CustodialClaim]:
     with transaction(engine) as s:
         rows = s.scalars(select(CustodialClaim).where(CustodialClaim.election_id == eid)).all()
@@ -128,9 +111,9 @@ def test_the_admins_ceremony_response_holds_no_credential_file_and_no_secret(
         privates.append(_private(creds, gid, PASS[gid]))
     numbers = _secrets(privates)
     assert len(numbers) == 3 * (1 + 2 + 3)
-    assert _leaks(r.text, numbers) == []
+    assert leaks(r.text, numbers) == []
     # Nor, the claims made, in any row.
-    assert _leaks(_dump(engine), numbers) == []
+    assert leaks(dump(engine), numbers) == []
 
 
 def test_a_guardian_claims_its_file_once_and_the_service_keeps_no_copy(
@@ -173,8 +156,8 @@ def test_a_guardian_claims_its_file_once_and_the_service_keeps_no_copy(
     assert row.sealed is None and row.claimed_at is not None
     assert row.claimed_at.isoformat() == first["claimed_at"]
     assert row.claimed_by == f"guardian:{eid}:g1"
-    assert g1_blob.hex() not in _dump(engine)
-    assert _leaks(_dump(engine), [int(private.election_keys.key_pair.secret_key)]) == []
+    assert g1_blob.hex() not in dump(engine)
+    assert leaks(dump(engine), [int(private.election_keys.key_pair.secret_key)]) == []
     # The other guardians' records are still held.
     assert all(_held(engine, eid)[g].sealed for g in ("g2", "g3"))
 
