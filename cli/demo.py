@@ -411,7 +411,8 @@ def _run_held(
                 rss = f", peak RSS of this process {t.peak_rss_mb:.0f} MB" if t.peak_rss_mb else ""
                 bar.console.print(
                     f"{t.guardian_id} decrypt: checks {t.checks:.2f} s ({t.cast} cast ballots), shares"
-                    f" {t.shares:.2f} s ({t.units} units, {n_missing} missing compensated){rss}"
+                    f" {t.shares:.2f} s ({t.units} units, {n_missing} missing compensated){rss}",
+                    soft_wrap=True,
                 )
             pipe.wait_for_jobs([uuid.UUID(j) for j in jobs], "decryption")
         with timings.phase("combine"):
