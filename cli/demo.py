@@ -1,11 +1,17 @@
 """Run a whole election: key ceremony, synthetic ballots (some spoiled), tally in chunks, decryption by
-the available guardians with the missing ones compensated, combine, export and verify the record."""
+the available guardians with the missing ones compensated, combine, export and verify the record.
+
+Guardian-held by default: the API served in this process, the administrator's steps over HTTP with an
+admin token, each simulated guardian's ceremony and decryption through ``amarvote guardian``'s own
+functions in a folder of its own (``cli/demo_held.py``). ``--custodial``: the service makes the keys and
+each available guardian claims its credential file."""
 
 from __future__ import annotations
 
 import json
 import random
 import secrets
+import uuid
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -57,7 +63,9 @@ def synthetic_ballots(
     return ballots, expected
 
 
-def _encrypt_remote() -> Any:
+def _encrypt_remote(as_json: bool = False) -> Any:
+    """A Ray task encrypting a batch of plaintexts: the rows to store, or (``as_json``) the submitted
+    ballots' JSON with their actions, for ``POST .../ballots/bulk``."""
     import ray
 
     @ray.remote
@@ -66,13 +74,15 @@ def _encrypt_remote() -> Any:
     ) -> list[Any]:
         from service.elections import ballots, crypto
 
-        out = []
+        out: list[Any] = []
         for plaintext, action in items:
             # Only the submitted ballot (no nonce) leaves the task: nobody challenges a demo ballot.
             submitted = crypto.encrypt_plaintext(plaintext, manifest, context, eid).submitted(
                 crypto.ballot_state(action)
             )
-            out.append(ballots.prepared(submitted))
+            out.append(
+                {"ballot": submitted.to_json(), "action": action} if as_json else ballots.prepared(submitted)
+            )
         return out
 
     return encrypt_batch
@@ -94,13 +104,19 @@ def demo(
     seed: int | None = typer.Option(
         None, "--seed", help="Seed for the synthetic choices (printed if not given)."
     ),
+    custodial: bool = typer.Option(
+        False,
+        "--custodial",
+        help="The custodial flow instead: the service makes every key, each available guardian claims its"
+        " credential file (default: guardian-held, each guardian's keys made and kept in its own folder).",
+    ),
     resume: int | None = typer.Option(
         None,
         "--resume",
         metavar="ELECTION_ID",
-        help="Continue an interrupted demo from its database: set AMARVOTE_DATA_DIR (or"
+        help="Continue an interrupted --custodial demo from its database: set AMARVOTE_DATA_DIR (or"
         " AMARVOTE_DATABASE_URL) to the run's and give its --seed, --ballots, --missing and --spoil-every"
-        " (the line it printed).",
+        " (the line it printed). A guardian-held run is started again instead.",
     ),
 ) -> None:
     if quorum > guardians:
@@ -123,7 +139,10 @@ def demo(
     seed = secrets.randbelow(2**31) if seed is None else seed
     # Eight chunks show the fan-out without drowning a small demo in per-task overhead.
     chunk_size = chunk_size or max(25, -(-ballots // 8))
-    _run(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed, resume)
+    if custodial or resume is not None:
+        _run(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed, resume)
+    else:
+        _run_held(settings, ballots, chunk_size, guardians, quorum, missing, spoil_every, out, seed)
 
 
 def _run(
@@ -148,20 +167,29 @@ def _run(
     from service.elections import ballots as ballot_service
     from service.elections import custody
     from service.elections import elections as election_service
-    from service.elections.results import results
     from service.security.secrets import server_secret
 
     timings = Timings()
     rng = random.Random(seed)
     pipe = Pipeline(settings, created_by="demo")
+    db = pipe.factory
+    if resume is not None:
+        # Refused before Ray starts: a guardian-held run is started again, not resumed.
+        from cli.demo_held import refuse_resume
+        from service.db.models import Election
+
+        upgrade(settings.sqlalchemy_url)  # the interrupted run's database: nothing to do
+        with transaction(db) as s:
+            interrupted = s.get(Election, resume)
+            if interrupted is not None and interrupted.key_mode == "guardian":
+                raise refuse_resume(resume)
     pipe.connect()
     upgrade(settings.sqlalchemy_url)
-    db = pipe.factory
     credentials: dict[str, tuple[dict[str, Any], str]] | None
 
     if resume is None:
         console.print(
-            f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians, quorum {k}, "
+            f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians (custodial), quorum {k}, "
             f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
         )
         with timings.phase("key ceremony"):
@@ -238,7 +266,30 @@ def _run(
             # record's, from the database, one task per tally chunk.
             verdict = pipe.verify(eid)
 
+    failed = _report(pipe, settings, eid, out, verdict, expected, timings, n_ballots)
     with transaction(db) as s:
+        claims = custody.claims_of(s, eid)
+    _print_secrets(claims, _claims_dir(settings, eid))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _report(
+    pipe: Any,
+    settings: Any,
+    eid: int,
+    out: Path | None,
+    verdict: dict[str, Any],
+    expected: Counter[tuple[str, str]],
+    timings: Any,
+    n_ballots: int,
+) -> bool:
+    """Export and verify the record, print the result against the plaintexts and the timings; whether
+    anything failed."""
+    from service.db.session import transaction
+    from service.elections.results import results
+
+    with transaction(pipe.factory) as s:
         result = results(s, eid)
     with timings.phase("export + verify"):
         record_dir = pipe.export_record(eid, out or settings.data_dir / f"election-{eid}")
@@ -268,9 +319,113 @@ def _run(
             "[green]counts equal the cast plaintexts; the record verifies, and so does the verify job"
             f"[/green] (`amarvote record verify {record_dir}`)"
         )
-    with transaction(db) as s:
-        claims = custody.claims_of(s, eid)
-    _print_secrets(claims, _claims_dir(settings, eid))
+    return failed
+
+
+def _run_held(
+    settings: Any,
+    n_ballots: int,
+    chunk_size: int,
+    n: int,
+    k: int,
+    n_missing: int,
+    spoil_every: int,
+    out: Path | None,
+    seed: int,
+) -> None:
+    """The guardian-held election: see ``cli/demo_held.py``."""
+    import ray
+
+    from cli import demo_held
+    from cli.pipeline import Pipeline, Timings
+    from service.db.migrate import upgrade
+    from service.security.auth import Role, issue_token
+    from service.security.secrets import jwt_key
+
+    timings = Timings()
+    rng = random.Random(seed)
+    settings = demo_held.api_settings(settings)
+    pipe = Pipeline(settings, created_by="demo")
+    pipe.connect()
+    upgrade(settings.sqlalchemy_url)
+    console.print(
+        f"[bold]amarvote demo[/bold]: {n_ballots} ballots, {n} guardians (guardian-held), quorum {k}, "
+        f"{n_missing} missing, chunks of {chunk_size}; {mode(settings)}"
+    )
+    ids = [f"guardian-{i + 1}" for i in range(n)]
+    absent = ids[len(ids) - n_missing :] if n_missing else []
+    manifest = demo_manifest()
+    plaintexts, expected = synthetic_ballots(manifest, n_ballots, spoil_every, rng)
+    with demo_held.served(settings) as url, pipe.running(), progress_bars() as bar:
+        report = pipe.progress = reporter(bar)
+        admin = demo_held.Admin(url, issue_token(settings, "demo-admin", Role.ADMIN, key=jwt_key(settings)))
+        with timings.phase("key ceremony"):
+            e = admin(
+                "POST",
+                "/api/elections",
+                name="amarvote demo",
+                number_of_guardians=n,
+                quorum=k,
+                manifest=manifest,
+            )
+            eid = int(e["election_id"])
+            base = demo_held.guardians_dir(settings, eid)
+            where = f"AMARVOTE_DATA_DIR={settings.data_dir} " if settings.database_url is None else ""
+            bar.console.print(
+                f"election {eid}; guardians' folders in {base} (a demo: each guardian's passphrase is"
+                f" generated and written into its own folder); to inspect later: {where}amarvote jobs list",
+                soft_wrap=True,
+            )
+            started = admin("POST", f"/api/elections/{eid}/ceremony", guardian_ids=ids)
+            guardians = demo_held.init_guardians(url, eid, started, base)
+            demo_held.run_ceremony(guardians)
+            context = admin.api.get(f"/api/elections/{eid}/context")
+        with timings.phase("encrypt + cast"):
+            admin("POST", f"/api/elections/{eid}/open")
+            encrypt_batch = _encrypt_remote(as_json=True)
+            refs = [
+                encrypt_batch.remote(plaintexts[i : i + ENCRYPT_BATCH], manifest, context, eid)
+                for i in range(0, len(plaintexts), ENCRYPT_BATCH)
+            ]
+            done = 0
+            while refs:
+                ready, refs = ray.wait(refs, num_returns=1)
+                batch = ray.get(ready[0])
+                admin("POST", f"/api/elections/{eid}/ballots/bulk", ballots=batch)
+                done += len(batch)
+                report("encrypt + cast", done, n_ballots)
+            admin("POST", f"/api/elections/{eid}/close")
+        with timings.phase("tally"):
+            job = admin("POST", "/api/tally/create", election_id=eid, chunk_size=chunk_size)
+            pipe.wait_for_jobs([uuid.UUID(job["jobId"])], "tally")
+        with timings.phase("decryption"):
+            admin("POST", f"/api/elections/{eid}/missing-guardians", guardian_ids=absent)
+            jobs: list[str] = []
+            split = []
+            for g in guardians:
+                if g.guardian_id in absent:
+                    continue
+                got, t = demo_held.decrypt(g, bar)
+                jobs += got
+                split.append(t)
+                rss = f", peak RSS of this process {t.peak_rss_mb:.0f} MB" if t.peak_rss_mb else ""
+                bar.console.print(
+                    f"{t.guardian_id} decrypt: checks {t.checks:.2f} s ({t.cast} cast ballots), shares"
+                    f" {t.shares:.2f} s ({t.units} units, {n_missing} missing compensated){rss}",
+                    soft_wrap=True,
+                )
+            pipe.wait_for_jobs([uuid.UUID(j) for j in jobs], "decryption")
+        with timings.phase("combine"):
+            job = admin("POST", "/api/combine/decryption", election_id=eid)
+            pipe.wait_for_jobs([uuid.UUID(job["jobId"])], "combine")
+        with timings.phase("verify job"):
+            job = admin("POST", "/api/verify/create", election_id=eid)
+            pipe.wait_for_jobs([uuid.UUID(job["jobId"])], "verify")
+            verdict = admin.api.get(f"/api/jobs/{job['jobId']}/status")["verification"]
+        admin.close()
+
+    failed = _report(pipe, settings, eid, out, verdict, expected, timings, n_ballots)
+    demo_held.print_secrets(guardians)
     if failed:
         raise typer.Exit(1)
 

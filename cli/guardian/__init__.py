@@ -9,6 +9,7 @@ key ceremony that is due, ``decrypt`` checks what it is asked to decrypt and upl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,50 @@ def _progress() -> Progress:
     )
 
 
+def init_folder(
+    api: Api,
+    path: Path,
+    election_id: int,
+    guardian_id: str,
+    token: str,
+    passphrase: Callable[[], str],
+) -> tuple[Folder, PrivateGuardianRecord]:
+    """``init``'s work: check the slot is this guardian's and free, then make its keys and seal them in a
+    new folder at ``path`` under ``passphrase()`` (asked only once the checks pass); the folder and the
+    record it sealed."""
+    if path.exists() and any(path.iterdir()):
+        raise GuardianError(
+            f"{path} already exists and is not empty: `amarvote guardian ceremony --dir {path}`"
+        )
+    base = f"/api/elections/{election_id}"
+    st = api.get(f"{base}/ceremony")
+    if st.get("due") is None:
+        raise GuardianError("this is not a guardian's own token (an admin's cannot act for a guardian)")
+    slot = next((g for g in st["guardians"] if g["guardian_id"] == guardian_id), None)
+    if slot is None:
+        raise GuardianError(f"guardian {guardian_id!r} has no slot in election {election_id}'s key ceremony")
+    if any(k.get("owner_id") == guardian_id for k in api.get(f"{base}/ceremony/keys")):
+        raise slot_taken(guardian_id, election_id)
+    secret = passphrase()
+    keys = make_guardian_keys(guardian_id, int(slot["sequence_order"]), int(st["quorum"]))
+    folder = Folder.create(
+        path,
+        {
+            "api_url": api.url,
+            "election_id": election_id,
+            "guardian_id": guardian_id,
+            "token": token,
+            "sequence_order": int(slot["sequence_order"]),
+            "quorum": int(st["quorum"]),
+            "number_of_guardians": int(st["number_of_guardians"]),
+            "key_fingerprint": key_fingerprint(keys.key_pair.public_key),
+        },
+    )
+    record = PrivateGuardianRecord(guardian_id, keys)
+    folder.seal(record, secret)
+    return folder, record
+
+
 @app.command()
 def init(
     api_url: str = typer.Option(..., "--api", help="The amarvote API's URL, e.g. https://vote.example/"),
@@ -82,37 +127,15 @@ def init(
 ) -> None:
     """Make this guardian's key pair and polynomial, sealed in its own folder; print its key fingerprint."""
     path = directory or default_dir(election_id, guardian_id)
-    if path.exists() and any(path.iterdir()):
-        raise GuardianError(
-            f"{path} already exists and is not empty: `amarvote guardian ceremony --dir {path}`"
-        )
-    api = Api(api_url, token)
-    base = f"/api/elections/{election_id}"
-    st = api.get(f"{base}/ceremony")
-    if st.get("due") is None:
-        raise GuardianError("this is not a guardian's own token (an admin's cannot act for a guardian)")
-    slot = next((g for g in st["guardians"] if g["guardian_id"] == guardian_id), None)
-    if slot is None:
-        raise GuardianError(f"guardian {guardian_id!r} has no slot in election {election_id}'s key ceremony")
-    if any(k.get("owner_id") == guardian_id for k in api.get(f"{base}/ceremony/keys")):
-        raise slot_taken(guardian_id, election_id)
-    passphrase = read_passphrase(passphrase_file, new=True)
-    keys = make_guardian_keys(guardian_id, int(slot["sequence_order"]), int(st["quorum"]))
-    fp = key_fingerprint(keys.key_pair.public_key)
-    folder = Folder.create(
+    folder, _ = init_folder(
+        Api(api_url, token),
         path,
-        {
-            "api_url": api.url,
-            "election_id": election_id,
-            "guardian_id": guardian_id,
-            "token": token,
-            "sequence_order": int(slot["sequence_order"]),
-            "quorum": int(st["quorum"]),
-            "number_of_guardians": int(st["number_of_guardians"]),
-            "key_fingerprint": fp,
-        },
+        election_id,
+        guardian_id,
+        token,
+        lambda: read_passphrase(passphrase_file, new=True),
     )
-    folder.seal(PrivateGuardianRecord(guardian_id, keys), passphrase)
+    fp = folder.config["key_fingerprint"]
     console.print(f"guardian {guardian_id!r} of election {election_id}: keys made and sealed in {path}")
     console.print(f"key fingerprint: [bold]{fp}[/bold]  (compare it with the administrator out of band)")
     console.print(f"next: amarvote guardian ceremony --dir {path} --wait")
@@ -161,16 +184,7 @@ def decrypt(
         state = folder.state()
         jobs: list[str] = list(state.get("jobs") or [])
         if not jobs:
-            context = d.context()
-            units = d.units()
-            hashes = d.check(units["units"], context)
-            progress.console.print(
-                f"checked: the aggregate is the product of the {d.timings.cast} cast ballots, no ciphertext"
-                f" repeats, the {len(units['units'])} units decrypt only the aggregate and published spoiled"
-                f" ballots, each valid ({d.timings.checks:.1f} s)"
-            )
-            d.upload(units["units"], hashes, list(units["missing_guardian_ids"]), context, workers)
-            jobs = d.submit()
+            jobs = d.prepare(workers)
         if not wait:
             console.print(f"submitted; jobs: {', '.join(jobs)} (`amarvote guardian status` follows them)")
             _timings(d.timings)

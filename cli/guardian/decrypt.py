@@ -260,6 +260,21 @@ class Decryption:
         self.timings.shares = time.monotonic() - started
         self.timings.units = len(units)
 
+    def prepare(self, workers: int) -> list[str]:
+        """What ``amarvote guardian decrypt`` does before it waits: the context checked against this
+        guardian's keys, every check of what it is asked to decrypt, then its shares computed, uploaded
+        and submitted; the jobs that check them."""
+        context = self.context()
+        units = self.units()
+        hashes = self.check(units["units"], context)
+        self.progress.console.print(
+            f"checked: the aggregate is the product of the {self.timings.cast} cast ballots, no ciphertext"
+            f" repeats, the {len(units['units'])} units decrypt only the aggregate and published spoiled"
+            f" ballots, each valid ({self.timings.checks:.1f} s)"
+        )
+        self.upload(units["units"], hashes, list(units["missing_guardian_ids"]), context, workers)
+        return self.submit()
+
     def submit(self) -> list[str]:
         state = self.folder.state()
         if state.get("jobs"):

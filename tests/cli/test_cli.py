@@ -10,10 +10,110 @@ import pytest
 from tests.cli.run import amarvote
 
 
-def test_demo_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> None:
+def _secrets_in_folder(folder: Path) -> list[int]:
+    """A demo guardian's secrets, read from its folder with its passphrase file: its election secret key,
+    its polynomial's coefficients, the coordinates it sent, and the backups it received, opened."""
+    from cli.guardian.folder import Folder, read_passphrase
+    from compute.polynomial import compute_polynomial_coordinate
+
+    f = Folder.open(folder)
+    record = f.open_record(read_passphrase(folder / "passphrase.txt", new=False))
+    keys = record.election_keys
+    out = [int(keys.key_pair.secret_key)] + [int(c.value) for c in keys.polynomial.coefficients]
+    out += [int(compute_polynomial_coordinate(i, keys.polynomial)) for i in range(1, 6)]
+    for b in record.guardian_election_partial_key_backups.values():
+        coordinate = b.decrypt(keys)
+        assert coordinate is not None
+        out.append(int(coordinate))
+    return out
+
+
+def _sqlite_dump(path: Path) -> str:
+    """Every value of every row of every table of the SQLite database, as text (a blob also in hex)."""
+    import sqlite3
+
+    parts: list[str] = []
+    with sqlite3.connect(path) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "election" in tables and "guardian" in tables, tables
+        for t in tables:
+            for row in c.execute(f'SELECT * FROM "{t}"'):
+                for v in row:
+                    parts.append(v.hex() + "\n" + v.decode("latin-1") if isinstance(v, bytes) else str(v))
+    return "\n".join(parts)
+
+
+def test_demo_runs_a_guardian_held_election_on_the_embedded_default(tmp_path: Path) -> None:
+    """The default demo: each guardian's keys made and kept in its own folder (0700, files 0600) through
+    ``amarvote guardian``'s functions against the API; the counts right, the record verifies, and no
+    guardian secret anywhere in the database."""
+    from tests.cli.guardian_harness import leaks
+
     out = tmp_path / "record"
     r = amarvote(
         "demo", "--ballots", "12", "--chunk-size", "5", "--spoil-every", "4", "--out", str(out), cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "5 guardians (guardian-held)" in r.stdout, r.stdout[:2000]
+    assert "counts equal the cast plaintexts; the record verifies, and so does the verify job" in r.stdout
+    assert len(list((out / "election_record" / "spoiled_ballots").glob("*.json"))) == 3
+    assert len(list((out / "election_record" / "submitted_ballots").glob("*.json"))) == 12
+    v = amarvote("record", "verify", str(out), cwd=tmp_path)
+    assert v.returncode == 0 and "OK" in v.stdout, v.stdout + v.stderr
+    # Each available guardian's decrypt step ran its checks and uploaded its shares.
+    for g in (1, 2, 3):
+        assert re.search(rf"guardian-{g} decrypt: checks [0-9.]+ s \(9 cast ballots\), shares", r.stdout)
+
+    # The last lines: where the secrets are (every guardian's sealed record), the service never held them.
+    last = " ".join(r.stdout.strip().splitlines()[-4:])
+    assert "in each guardian's folder, sealed under its passphrase:" in last, last
+    assert "the service never held them" in last, last
+    started = re.search(r"election (\d+); guardians' folders in (\S+)", r.stdout)
+    data = re.search(r"AMARVOTE_DATA_DIR=(\S+)", r.stdout)
+    assert started and data, r.stdout[:3000]
+    base = Path(started[2])
+    assert base == (tmp_path / data[1] / f"election-{started[1]}-guardians").resolve()
+    folders = sorted(base.iterdir())
+    assert [f.name for f in folders] == [f"guardian-{i}" for i in range(1, 6)]
+    for f in folders:
+        assert str(f / "record.sealed.json") in last, last
+        assert f.stat().st_mode & 0o777 == 0o700, f
+        files = {x.name: x.stat().st_mode & 0o777 for x in f.iterdir()}
+        assert files == dict.fromkeys(
+            ["guardian.json", "public-key.json", "record.sealed.json", "passphrase.txt"]
+            + (["decryption.json"] if f.name in ("guardian-1", "guardian-2", "guardian-3") else []),
+            0o600,
+        ), files
+
+    # No guardian's secret key, coefficient or backup coordinate in any table, in hex or decimal.
+    numbers = [x for f in folders for x in _secrets_in_folder(f)]
+    assert len(numbers) == 5 * (1 + 3 + 5 + 4)
+    db = tmp_path / data[1] / "amarvote.sqlite3"
+    dumped = _sqlite_dump(db)
+    assert str(started[1]) in dumped and len(dumped) > 100_000  # the election's rows, ballots included
+    assert leaks(dumped, numbers) == []
+
+    # A guardian-held run is started again, not resumed: refused before anything starts.
+    again = amarvote(
+        "demo", "--resume", started[1], "--seed", "1", cwd=tmp_path, env={"AMARVOTE_DATA_DIR": data[1]}
+    )
+    assert again.returncode == 2 and "--custodial" in again.stdout + again.stderr, again.stdout + again.stderr
+
+
+def test_demo_custodial_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> None:
+    out = tmp_path / "record"
+    r = amarvote(
+        "demo",
+        "--custodial",
+        "--ballots",
+        "12",
+        "--chunk-size",
+        "5",
+        "--spoil-every",
+        "4",
+        "--out",
+        str(out),
+        cwd=tmp_path,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "counts equal the cast plaintexts; the record verifies, and so does the verify job" in r.stdout
