@@ -47,7 +47,7 @@ def test_demo_runs_a_guardian_held_election_on_the_embedded_default(tmp_path: Pa
     """The default demo: each guardian's keys made and kept in its own folder (0700, files 0600) through
     ``amarvote guardian``'s functions against the API; the counts right, the record verifies, and no
     guardian secret anywhere in the database."""
-    from tests.cli.guardian_harness import leaks
+    from tests.secret_search import leaks
 
     out = tmp_path / "record"
     r = amarvote(
