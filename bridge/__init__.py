@@ -2,16 +2,22 @@
 
 Module map (each small, one job):
 
-- ``broker``      what the executor needs of a broker (``Broker``) and the relay of a publisher
-- ``brokers/``    ``rabbitmq`` (topology, consumer, publisher: the only module that imports pika),
-                  ``outbox`` (the database's outbox itself: the embedded default), ``stub`` (in memory, tests)
-- ``executor``    the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
-- ``relay``       the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
-- ``reconciler``  republishes chunk tasks PostgreSQL says are stuck; erases expired key escrows
-- ``tasks``       the Ray task (``run_chunk``) and one body per operation (tally, decryption, combine)
-- ``ray_runtime`` connect to a Ray cluster by address, or start a local one of our own
-- ``probe``       at start, every Ray node must hold this service's server secret and version
-- ``metrics``     custom Ray metrics: chunks done/failed, chunk latency, ballots processed
+- ``broker``        what the executor needs of a broker (``Broker``) and the relay of a publisher
+- ``brokers/``      ``rabbitmq`` (topology, consumer, publisher: the only module that imports pika),
+                    ``outbox`` (the database's outbox itself: the embedded default), ``stub`` (in memory,
+                    tests)
+- ``executor``      the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
+- ``relay``         the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
+- ``reconciler``    republishes chunk tasks PostgreSQL says are stuck, flags stuck jobs, delivers the
+                    completion callbacks, erases expired key escrows
+- ``tasks/``        the Ray task (``run_chunk``) and one body per operation: ``tally``, ``decryption``
+                    (shares from an escrowed key), ``share_check`` (shares a guardian uploaded), ``combine``,
+                    ``verify`` (a VERIFY job's units); ``common`` loads what every body needs
+- ``verify``        ``record verify`` on Ray: a record's ballot files checked in chunks, one task each
+- ``worker_memory`` hands a Ray worker's freed heap back to the system after each task (glibc)
+- ``ray_runtime``   connect to a Ray cluster by address, or start a local one of our own
+- ``probe``         at start, every Ray node must hold this service's server secret and version
+- ``metrics``       custom Ray metrics: chunks done/failed, chunk latency, ballots processed
 
 The state machine itself (claim, complete, fail, release, re-drive) lives in
 ``service.jobs.transitions``; the outbox in ``service.jobs.outbox``; what happens when a job's last chunk
