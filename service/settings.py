@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(
         default=600, ge=5, description="A RUNNING chunk task with an older lease is free"
     )
-    # Measured: a 5,000-ballot chunk peaked at 160 MiB RSS (54 MiB above a worker's baseline); ballots
-    # are streamed in batches of at most 4 MiB, so the peak does not grow with the chunk or election.
+    # Measured: a chunk task's whole Ray worker peaks at 201 to 286 MiB RSS (benchmarks/README.md; the
+    # chunk's own share about 54 MiB above the worker's baseline); ballots are streamed in batches of at
+    # most 4 MiB, so the peak does not grow with the chunk or election. Ray uses this for admission only.
     task_memory_mb: int = Field(default=256, ge=64, description="Ray memory= per chunk task (admission)")
     max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
     # A chunk of the default size takes seconds to a minute (benchmarks/README.md); one that runs for an

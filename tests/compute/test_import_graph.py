@@ -78,7 +78,8 @@ def test_compute_has_no_import_cycle() -> None:
 def test_compute_imports_only_stdlib_gmpy2_and_itself() -> None:
     # dateutil: manifest's late fallback for dates fromisoformat rejects, as the reference parses them
     allowed = set(sys.stdlib_module_names) | {"gmpy2", "compute", "dateutil"}
-    # sealing: the passphrase format (argon2id, AES-GCM), pure but for these two; no Ray worker imports it
+    # sealing: the passphrase format (argon2id, AES-GCM), pure but for these two; decryption tasks import it
+    # (through the escrow) but never run argon2: escrow is opened with HKDF
     also = {"sealing.py": {"argon2", "cryptography"}}
     outside = {
         (path.name, m)
