@@ -55,7 +55,7 @@ def configure(level: int, *, rich: bool = False) -> int:
         if rich:
             from rich.logging import RichHandler
 
-            from cli.ui import console
+            from cli.console import console
 
             handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))

@@ -6,13 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cli.console import console
 from cli.pipeline import Progress as Report
 from service.settings import Settings
-
-console = Console()
 
 
 def run_settings(kind: str) -> Settings:
