@@ -39,7 +39,6 @@ from compute.guardian import (
     ElectionPublicKey,
     GuardianRecord,
 )
-from compute.ids import GUARDIAN_ID_MAX, UnsafeId, check_id
 from compute.keyceremony import verify_public_key
 from service.db.models import (
     CeremonyBackup,
@@ -49,7 +48,7 @@ from service.db.models import (
     Guardian,
     KeyCeremony,
 )
-from service.elections.elections import get_election
+from service.elections.elections import check_guardian_ids, get_election
 from service.errors import Conflict, Invalid, NotFound
 
 GUARDIAN_MODE = "guardian"
@@ -134,17 +133,7 @@ def start(
         raise Conflict(f"election {election_id} already has guardians")
     if e.manifest_hash is None:
         raise Conflict(f"election {election_id} has no manifest hash")
-    if len(guardian_ids) != e.number_of_guardians:
-        raise Invalid(
-            f"election {election_id} has {e.number_of_guardians} guardians, {len(guardian_ids)} were given"
-        )
-    for gid in guardian_ids:
-        try:
-            check_id(gid, "a guardian id", GUARDIAN_ID_MAX)
-        except UnsafeId as exc:
-            raise Invalid(str(exc)) from None
-    if len(set(guardian_ids)) != len(guardian_ids):
-        raise Invalid("a guardian id is given twice")
+    check_guardian_ids(e, guardian_ids)
     e.key_mode = GUARDIAN_MODE
     c = KeyCeremony(election_id=election_id, state=CeremonyState.KEYS.value, created_by=created_by)
     session.add(c)

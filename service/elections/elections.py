@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from compute.ids import GUARDIAN_ID_MAX, UnsafeId, check_id
 from service.db.models import Ballot, Election, ElectionState, Guardian
 from service.elections import crypto
 from service.errors import Conflict, Invalid, NotFound
@@ -165,14 +166,7 @@ def run_key_ceremony(
         raise Conflict(f"election {election_id}'s guardians hold their own keys: its ceremony is remote")
     if isinstance(guardian_ids, dict) or any(not isinstance(g, str) for g in guardian_ids):
         raise Invalid(PASSPHRASES_MOVED)
-    ids = list(guardian_ids)
-    if len(ids) != e.number_of_guardians:
-        raise Invalid(f"election {election_id} has {e.number_of_guardians} guardians, {len(ids)} were given")
-    if len(set(ids)) != len(ids):
-        raise Invalid("a guardian id is given twice")
-    for gid in ids:
-        if not gid or len(gid) > 128:
-            raise Invalid("a guardian id is a non-empty string of at most 128 characters")
+    ids = check_guardian_ids(e, guardian_ids)
     if e.manifest_hash is None:
         raise Conflict(f"election {election_id} has no manifest hash")
     privates, records, context = crypto.key_ceremony(e.number_of_guardians, e.quorum, e.manifest_hash, ids)
@@ -198,6 +192,22 @@ def run_key_ceremony(
     e.context = context
     session.flush()
     return guardians
+
+
+def check_guardian_ids(e: Election, guardian_ids: Sequence[str]) -> list[str]:
+    """A ceremony's guardian ids (custodial or remote): one per guardian, distinct, each a safe id
+    (``compute.ids``: it becomes a file name in the record and a URL segment)."""
+    ids = list(guardian_ids)
+    if len(ids) != e.number_of_guardians:
+        raise Invalid(f"election {e.id} has {e.number_of_guardians} guardians, {len(ids)} were given")
+    for gid in ids:
+        try:
+            check_id(gid, "a guardian id", GUARDIAN_ID_MAX)
+        except UnsafeId as exc:
+            raise Invalid(str(exc)) from None
+    if len(set(ids)) != len(ids):
+        raise Invalid("a guardian id is given twice")
+    return ids
 
 
 def open_election(session: Session, election_id: int) -> Election:
