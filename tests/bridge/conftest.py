@@ -16,6 +16,7 @@ from bridge.brokers import rabbitmq as topology
 from service.db import migrate
 from service.db.session import SessionFactory, session_factory
 from service.settings import Settings
+from tests.bridge.helpers_bridge import bridge_settings
 from tests.conftest import TEST_SERVER_SECRET
 
 
@@ -43,16 +44,7 @@ def server_secret(local_ray: None) -> bytes:
 
 @pytest.fixture()
 def settings(bridge_db: str, amqp_url: str, server_secret: bytes) -> Settings:
-    return Settings(
-        database_url=bridge_db,
-        amqp_url=amqp_url,
-        max_attempts=3,
-        retry_backoff_seconds=0.2,
-        lease_seconds=5,
-        task_memory_mb=64,
-        max_in_flight=4,
-        server_secret=server_secret.decode(),
-    )
+    return bridge_settings(bridge_db, amqp_url, server_secret)
 
 
 def _purge(url: str) -> None:

@@ -18,6 +18,7 @@ from service.db.session import SessionFactory
 from service.elections import ballots, elections
 from service.jobs import planning
 from service.security.sealing import KdfParams
+from service.settings import Settings
 
 # A real election's set-up (3 guardians, quorum 2, one candidate per ballot), cheap KDF for tests.
 KDF = KdfParams(time_cost=1, memory_cost=64, parallelism=1)
@@ -51,6 +52,21 @@ def make_tally_job(
             job.metadata_ = {**(job.metadata_ or {}), **metadata}
         job.priority = priority
         return e.id, job.job_id
+
+
+def bridge_settings(database_url: str, amqp_url: str, server_secret: bytes, **overrides: Any) -> Settings:
+    """The bridge tests' settings: quick retries, small tasks, four in flight (``overrides`` on top)."""
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "amqp_url": amqp_url,
+        "max_attempts": 3,
+        "retry_backoff_seconds": 0.2,
+        "lease_seconds": 5,
+        "task_memory_mb": 64,
+        "max_in_flight": 4,
+        "server_secret": server_secret.decode(),
+    }
+    return Settings(**{**base, **overrides})
 
 
 def job_row(factory: SessionFactory, job_id: uuid.UUID) -> ElectionJob:
@@ -90,6 +106,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: flo
 
 def job_ended(factory: SessionFactory, job_id: uuid.UUID) -> Callable[[], bool]:
     return lambda: job_row(factory, job_id).status in ("COMPLETED", "FAILED")
+
+
+def wait_completed(factory: SessionFactory, job_id: uuid.UUID, timeout: float = 300) -> None:
+    """Wait for the job to end, and fail with its error unless it COMPLETED."""
+    wait_for(job_ended(factory, job_id), timeout=timeout)
+    job = job_row(factory, job_id)
+    assert job.status == "COMPLETED", job.error_message
 
 
 def drain_queue(amqp_url: str, queue: str) -> list[dict[str, Any]]:

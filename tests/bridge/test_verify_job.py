@@ -24,7 +24,14 @@ from service.db.session import SessionFactory
 from service.elections import results
 from service.jobs import planning, status
 from service.settings import Settings
-from tests.bridge.helpers_bridge import closed_election_with_tally, job_row, start_decryptions, wait_for
+from tests.bridge.helpers_bridge import (
+    bridge_settings,
+    closed_election_with_tally,
+    job_row,
+    start_decryptions,
+    wait_completed,
+    wait_for,
+)
 from tests.bridge.test_bridge_flow import pipeline
 
 pytestmark = pytest.mark.services
@@ -40,38 +47,23 @@ class Decrypted:
     election_id: int
 
 
-def _wait_completed(factory: SessionFactory, job_id: uuid.UUID, timeout: float = 300) -> None:
-    wait_for(lambda: job_row(factory, job_id).status in ("COMPLETED", "FAILED"), timeout=timeout)
-    job = job_row(factory, job_id)
-    assert job.status == "COMPLETED", job.error_message
-
-
 @pytest.fixture(scope="module")
 def decrypted(
     bridge_db: str, factory: SessionFactory, amqp_url: str, server_secret: bytes, ray_local: None
 ) -> Iterator[Decrypted]:
-    settings = Settings(
-        database_url=bridge_db,
-        amqp_url=amqp_url,
-        max_attempts=3,
-        retry_backoff_seconds=0.2,
-        lease_seconds=30,
-        task_memory_mb=64,
-        max_in_flight=4,
-        server_secret=server_secret.decode(),
-    )
+    settings = bridge_settings(bridge_db, amqp_url, server_secret, lease_seconds=30)
     with factory.begin() as s:
         s.execute(text("TRUNCATE election, outbox RESTART IDENTITY CASCADE"))
     election_id, creds, tally_job = closed_election_with_tally(factory, "verify", VOTES, SPOILED, CHUNK)
 
     with pipeline(settings, factory, bridge=Executor(settings, RabbitMQBroker(amqp_url), shutdown_grace=10)):
-        _wait_completed(factory, tally_job)
+        wait_completed(factory, tally_job)
         jobs = start_decryptions(factory, settings, server_secret, election_id, creds)
         for j in jobs:
-            _wait_completed(factory, j)
+            wait_completed(factory, j)
         with factory.begin() as s:
             combine = planning.create_combine_job(s, election_id).job_id
-        _wait_completed(factory, combine)
+        wait_completed(factory, combine)
         with factory() as s:
             assert s.get(Election, election_id).state == "decrypted"  # type: ignore[union-attr]
         yield Decrypted(settings, factory, election_id)
@@ -85,7 +77,7 @@ def _verify(d: Decrypted) -> tuple[uuid.UUID, dict[str, Any]]:
         job = planning.create_verify_job(s, d.election_id, "admin")
         job_id, total = job.job_id, job.total_chunks
     assert total == 3 + 1  # the tally's chunks and the election row
-    _wait_completed(d.factory, job_id)
+    wait_completed(d.factory, job_id)
     with d.factory() as s:
         doc = status.job_document(s, status.get_job(s, job_id))
     return job_id, doc

@@ -34,10 +34,12 @@ from service.jobs import planning
 from service.security.auth import Role, issue_token
 from service.settings import Settings
 from tests.bridge.helpers_bridge import (
+    bridge_settings,
     closed_election_with_tally,
     job_row,
     make_tally_job,
     start_decryptions,
+    wait_completed,
     wait_for,
 )
 from tests.bridge.test_bridge_flow import executor, pipeline
@@ -310,36 +312,23 @@ def published(
     web: Web, bridge_db: str, factory: SessionFactory, amqp_url: str, server_secret: bytes, ray_local: None
 ) -> Iterator[Published]:
     """A decrypted and verified election (real arithmetic: 3 guardians, quorum 2, every one present)."""
-    settings = Settings(
-        database_url=bridge_db,
-        amqp_url=amqp_url,
-        max_attempts=3,
-        retry_backoff_seconds=0.2,
-        lease_seconds=30,
-        task_memory_mb=64,
-        max_in_flight=4,
-        server_secret=server_secret.decode(),
-    )
+    settings = bridge_settings(bridge_db, amqp_url, server_secret, lease_seconds=30)
     with factory.begin() as s:
         s.execute(text("TRUNCATE election, outbox RESTART IDENTITY CASCADE"))
     election_id, creds, tally_job = closed_election_with_tally(factory, "board", VOTES, SPOILED, 4)
 
-    def done(job_id: Any) -> None:
-        wait_for(lambda: job_row(factory, job_id).status in ("COMPLETED", "FAILED"), timeout=300)
-        assert job_row(factory, job_id).status == "COMPLETED", job_row(factory, job_id).error_message
-
     with pipeline(settings, factory, bridge=Executor(settings, RabbitMQBroker(amqp_url), shutdown_grace=10)):
-        done(tally_job)
+        wait_completed(factory, tally_job)
         for j in start_decryptions(
             factory, settings, server_secret, election_id, creds, guardians=("g1", "g2", "g3"), missing=()
         ):
-            done(j)
+            wait_completed(factory, j)
         with factory.begin() as s:
             combine = planning.create_combine_job(s, election_id, "admin").job_id
-        done(combine)
+        wait_completed(factory, combine)
         with factory.begin() as s:
             verify = planning.create_verify_job(s, election_id, "admin").job_id
-        done(verify)
+        wait_completed(factory, verify)
     with factory() as s:
         codes = {
             b.object_id: b.code for b in s.scalars(select(Ballot).where(Ballot.election_id == election_id))
