@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text
 
 from compute.ballot import encode_submitted_ballot
 from compute.fingerprints import selection_fingerprints
@@ -65,6 +65,15 @@ def _diff(url: str) -> list:
             return compare_metadata(mc, Base.metadata)
     finally:
         engine.dispose()
+
+
+def _raw_elections(c: Connection, n: int) -> list[int]:
+    """``n`` bare open election rows written with SQL (the models may be ahead of the schema tested)."""
+    sql = text(
+        "INSERT INTO election (name, state, manifest, manifest_version, number_of_guardians, quorum)"
+        " VALUES ('m', 'open', '{}', 1, 1, 1) RETURNING id"
+    )
+    return [c.execute(sql).scalar_one() for _ in range(n)]
 
 
 def test_upgrade_empty_postgres_creates_every_table(empty_pg: str) -> None:
@@ -120,15 +129,7 @@ def test_upgrade_backfills_fingerprints_of_stored_ballots(
     engine = create_engine(empty_pg)
     try:
         with engine.begin() as c:
-            e1, e2 = (
-                c.execute(
-                    text(
-                        "INSERT INTO election (name, state, manifest, manifest_version, number_of_guardians,"
-                        " quorum) VALUES ('m', 'open', '{}', 1, 1, 1) RETURNING id"
-                    )
-                ).scalar_one()
-                for _ in range(2)
-            )
+            e1, e2 = _raw_elections(c, 2)
             rows = [(e1, oid, encode_submitted_ballot(b)) for oid, b in first]
             rows += [(e2, "b1-elsewhere", encode_submitted_ballot(b1)), (e1, "garbage", b"\0")]
             c.execute(
@@ -326,15 +327,7 @@ def test_upgrade_stops_on_a_repeated_tracking_code_naming_it(empty_pg: str) -> N
     engine = create_engine(empty_pg)
     try:
         with engine.begin() as c:
-            e1, e2 = (
-                c.execute(
-                    text(
-                        "INSERT INTO election (name, state, manifest, manifest_version, number_of_guardians,"
-                        " quorum) VALUES ('m', 'open', '{}', 1, 1, 1) RETURNING id"
-                    )
-                ).scalar_one()
-                for _ in range(2)
-            )
+            e1, e2 = _raw_elections(c, 2)
             rows = [(e1, "alice", alice), (e1, "mallory", mallory), (e2, "alice-elsewhere", alice)]
             c.execute(
                 text(
