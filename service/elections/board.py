@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from compute.group import to_hex
 from service.db.models import Ballot, BallotState, ElectionState, JobStatus, OperationType
 from service.elections.elections import ballot_counts, get_election, guardians_of
 from service.elections.results import counts_of, spoiled_decryptions_of
@@ -124,17 +125,12 @@ def lookup(session: Session, election_id: int, code: str) -> dict[str, Any]:
     code = code.strip()
     if not _CODE.match(code):
         return {"found": False, "code": None}
+    # Stored as the reference writes it (upper case, even digits): one form to look up, however typed.
     row = session.execute(
         select(Ballot.seq, Ballot.object_id, Ballot.state, Ballot.code).where(
-            Ballot.election_id == election_id, Ballot.code == code.upper()
+            Ballot.election_id == election_id, Ballot.code == to_hex(int(code, 16))
         )
     ).first()
-    if row is None:
-        row = session.execute(
-            select(Ballot.seq, Ballot.object_id, Ballot.state, Ballot.code).where(
-                Ballot.election_id == election_id, Ballot.code == code.lower()
-            )
-        ).first()
     if row is None:
         return {"found": False, "code": code}
     spoiled = row.state == BallotState.SPOILED
