@@ -22,7 +22,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
-from bridge.tasks.common import election_context, election_data, guardian_records, job_of
+from bridge.tasks.common import (
+    decryption_targets,
+    election_context,
+    election_data,
+    guardian_records,
+    job_of,
+)
 from bridge.tasks.decryption import write_compensated_share, write_share
 from service.db.models import ChunkKind, ChunkTask, ElectionJob
 from service.elections import uploads
@@ -48,9 +54,9 @@ def _check(ctx: ChunkContext, missing_id: str | None) -> tuple[ElectionJob, dict
             + (f" for missing guardian {missing_id}" if missing_id else "")
             + " is staged; upload the unit again"
         )
-    targets = ctx.read(
-        lambda s: uploads.targets_of_unit(s, unit)
-    )  # a spoiled run's ballots, bounded by the unit
+    # What the escrowed bodies decrypt, loaded as they load it (a tally chunk refused, ballots streamed).
+    tally, ballots = decryption_targets(ctx, unit)
+    targets = [tally] if tally is not None else ballots
     context = election_context(election_data(ctx))
     records = guardian_records(ctx)
     result = check_unit_share(
