@@ -8,8 +8,11 @@ Module map (each small, one job):
                     tests)
 - ``executor``      the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
 - ``relay``         the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
-- ``reconciler``    republishes chunk tasks PostgreSQL says are stuck, flags stuck jobs, delivers the
-                    completion callbacks, erases expired key escrows
+- ``loop``          the periodic loop (``run``/``stop``/``run_once``) of the three housekeeping workers:
+- ``reconciler``    republishes chunk tasks PostgreSQL says are stuck (fails those whose worker died at
+                    every attempt), notes what it found on stuck jobs
+- ``callback_sender`` delivers the due completion callbacks (signed POSTs, never from a chunk worker)
+- ``escrow_sweeper`` erases key escrows that outlived their job
 - ``tasks/``        the Ray task (``run_chunk``) and one body per operation: ``tally``, ``decryption``
                     (shares from an escrowed key), ``share_check`` (shares a guardian uploaded), ``combine``,
                     ``verify`` (a VERIFY job's units); ``common`` loads what every body needs
@@ -21,6 +24,6 @@ Module map (each small, one job):
 
 The state machine itself (claim, complete, fail, release, re-drive) lives in
 ``service.jobs.transitions``; the outbox in ``service.jobs.outbox``; what happens when a job's last chunk
-lands, in ``service.jobs.finalize``. The composition (which broker, with which relay and reconciler) is
+lands, in ``service.jobs.finalize``. The composition (which broker, with which relay and housekeeping) is
 the CLI's (``cli/worker.py``).
 """
