@@ -239,7 +239,7 @@ def _plan_cte(session: Session) -> str:
     return _PLAN_POSTGRES if is_postgres(session) else _PLAN_WINDOW
 
 
-def plan_chunks(session: Session, election_id: int, chunk_size: int) -> list[PlannedChunk]:
+def plan_ballot_chunks(session: Session, election_id: int, chunk_size: int) -> list[PlannedChunk]:
     """Consecutive runs of ``chunk_size`` ballots in seq order (cast and spoiled alike), computed in
     the database. Reads only (election_id, seq) through the ``ix_ballot_election_seq`` index."""
     rows = session.execute(
