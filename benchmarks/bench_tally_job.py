@@ -256,6 +256,7 @@ sys.path.insert(0, {root!r})
 import psutil
 from service.db.session import in_transaction, session_factory
 from bridge.tasks import ChunkContext
+from service.settings import Settings
 import bridge.tasks.tally as tally_body
 from service.db.models import ChunkTask
 from service.jobs import transitions
@@ -272,7 +273,7 @@ def sample():
     while not done.wait(0.005):
         peak = max(peak, proc.memory_info().rss)
 t = threading.Thread(target=sample); t.start()
-ctx = ChunkContext(claim=claim, database_url=url)
+ctx = ChunkContext(claim=claim, database_url=url, settings=Settings())
 t0 = time.perf_counter()
 tally_body.run(ctx)
 seconds = time.perf_counter() - t0

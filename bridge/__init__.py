@@ -8,9 +8,14 @@ Module map (each small, one job):
                     tests)
 - ``executor``      the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
 - ``relay``         the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
-- ``reconciler``    republishes chunk tasks PostgreSQL says are stuck, flags stuck jobs, delivers the
-                    completion callbacks, erases expired key escrows
-- ``tasks/``        the Ray task (``run_chunk``) and one body per operation: ``tally``, ``decryption``
+- ``loop``          the periodic loop (``run``/``stop``/``run_once``) of the three housekeeping workers,
+                    each its own module with one job:
+- ``reconciler``    republishes chunk tasks PostgreSQL says are stuck (fails those whose worker died at
+                    every attempt), notes what it found on stuck jobs
+- ``callback_sender`` delivers the due completion callbacks (signed POSTs, never from a chunk worker)
+- ``escrow_sweeper`` erases key escrows that outlived their job
+- ``tasks/``        the Ray task (``run_chunk``: the worker's own settings, read once, in the body's
+                    ``ChunkContext``) and one body per operation: ``tally``, ``decryption``
                     (shares from an escrowed key), ``share_check`` (shares a guardian uploaded), ``combine``,
                     ``verify`` (a VERIFY job's units); ``common`` loads what every body needs
 - ``verify``        ``record verify`` on Ray: a record's ballot files checked in chunks, one task each
@@ -21,6 +26,6 @@ Module map (each small, one job):
 
 The state machine itself (claim, complete, fail, release, re-drive) lives in
 ``service.jobs.transitions``; the outbox in ``service.jobs.outbox``; what happens when a job's last chunk
-lands, in ``service.jobs.finalize``. The composition (which broker, with which relay and reconciler) is
+lands, in ``service.jobs.finalize``. The composition (which broker, with which relay and housekeeping) is
 the CLI's (``cli/worker.py``).
 """

@@ -1,4 +1,4 @@
-"""Running the pieces: the API, the bridge (with relay and reconciler), the database, and jobs."""
+"""Running the pieces: the API, the bridge (with relay and housekeeping), the database, and jobs."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 
 def bridge(
     relay: bool = typer.Option(True, help="Also relay the outbox to RabbitMQ in this process."),
-    reconcile: bool = typer.Option(True, help="Also run the reconciler in this process."),
+    reconcile: bool = typer.Option(
+        True, help="Also run the reconciler, the callback sender and the escrow sweeper in this process."
+    ),
 ) -> None:
     """Consume chunk messages and run them as Ray tasks; without an AMQP URL, drain the outbox in-process."""
     from cli.worker import make_worker, run_until_signalled
@@ -62,7 +64,7 @@ def bridge(
     settings = Settings()
     if settings.embedded:
         console.print("no AMQP URL set: single-machine mode, chunk tasks taken from the database's outbox")
-    run_until_signalled(make_worker(settings, with_relay=relay, with_reconciler=reconcile))
+    run_until_signalled(make_worker(settings, with_relay=relay, with_housekeeping=reconcile))
 
 
 def relay() -> None:
@@ -75,12 +77,13 @@ def relay() -> None:
 
 
 def reconcile(interval: float = 30.0) -> None:
-    """Republish chunk tasks that PostgreSQL holds pending or leased-and-expired with nobody on them."""
-    from cli.worker import make_reconciler, run_until_signalled
+    """Republish chunk tasks that PostgreSQL holds pending or leased-and-expired with nobody on them; send
+    due completion callbacks; erase expired key escrows."""
+    from cli.worker import Together, make_housekeeping, run_until_signalled
 
     _logging()
     settings = Settings()
-    run_until_signalled(make_reconciler(settings, _db(settings), interval=interval))
+    run_until_signalled(Together(make_housekeeping(settings, _db(settings), interval=interval)))
 
 
 @db_app.command()
@@ -116,7 +119,7 @@ def list_jobs(
     after = settings.stuck_after_seconds
     with transaction(_db(settings)) as s:
         now = db_now(s)
-        jobs = query(s, election_id, None, stuck_after=after, stuck_only=stuck)
+        jobs = query(s, election_id, None, stuck_after=after if stuck else None)
         docs = [job_document(s, j, detail=False, stuck_after=after, now=now) for j in jobs]
     columns = ("job id", "election", "operation", "status", "prio", "done/total", "failed", "last progress")
     table = Table(*columns)
@@ -142,9 +145,10 @@ def show(job_id: str) -> None:
     from service.errors import DomainError
     from service.jobs.status import get_job, job_document
 
+    settings = Settings()
     try:
-        with transaction(_db()) as s:
-            doc = job_document(s, get_job(s, _job_id(job_id)))
+        with transaction(_db(settings)) as s:
+            doc = job_document(s, get_job(s, _job_id(job_id)), stuck_after=settings.stuck_after_seconds)
     except DomainError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from None

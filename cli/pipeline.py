@@ -2,7 +2,7 @@
 
 The jobs are created by the same service functions the API calls, and executed by the same worker a
 deployment runs (``cli.worker.make_worker``: the executor over the embedded outbox when no AMQP URL is
-set, else over RabbitMQ with its relay and reconciler), in a background thread against the configured
+set, else over RabbitMQ with its relay and housekeeping), in a background thread against the configured
 Ray. This module only waits and reports; it does no cryptography of its own.
 """
 

@@ -1,10 +1,10 @@
 """Ray task bodies: one chunk task per Ray task, one body per operation.
 
-A body gets a :class:`ChunkContext` (the claim's ids and a session factory of its own process),
-loads its chunk from the database, calls ``compute/``, and commits its result together with the
-task's DONE state through :meth:`ChunkContext.complete`. It returns the transition's outcome. An
-exception is the attempt's failure: the bridge records it with ``transitions.fail`` (attempts are
-counted in PostgreSQL), so Ray is told never to retry exceptions itself.
+A body gets a :class:`ChunkContext` (the claim's ids, a session factory of its own process and the
+worker's own settings), loads its chunk from the database, calls ``compute/``, and commits its result
+together with the task's DONE state through :meth:`ChunkContext.complete`. It returns the transition's
+outcome. An exception is the attempt's failure: the bridge records it with ``transitions.fail``
+(attempts are counted in PostgreSQL), so Ray is told never to retry exceptions itself.
 
 Bodies are named by import path (``"module:function"``) rather than passed as functions, so a
 Ray worker on another machine imports them itself, and a bridge can be configured with other
@@ -30,6 +30,7 @@ from service.db.models import Ballot, ElectionCenter, OperationType
 from service.db.session import SessionFactory, in_transaction, session_factory, with_own_password
 from service.jobs import transitions
 from service.jobs.transitions import Claim, Finalizer, Outcome, WriteResult
+from service.settings import Settings
 
 # The real bodies, by operation. Each module imports compute/ lazily, on the worker.
 DEFAULT_BODIES: dict[str, str] = {
@@ -55,8 +56,13 @@ Body = Callable[["ChunkContext"], Outcome]
 
 @dataclass(slots=True)
 class ChunkContext:
+    """What a body works with. ``settings`` are the worker's own (its environment: the database password
+    and the server secret never travel in a Ray argument), built once per task by :func:`run_chunk` and
+    passed down to every helper that needs one; none reads the process's settings itself."""
+
     claim: Claim
     database_url: str
+    settings: Settings
     batch_size: int = STREAM_BATCH
     batch_bytes: int = STREAM_BATCH_BYTES
     ballots_processed: int = 0
@@ -156,13 +162,13 @@ def run_chunk(body_path: str, database_url: str, claim: Claim) -> str:
     The database URL travels as a task argument without its password (``without_password``); the worker
     connects with its own ``AMARVOTE_DATABASE_URL`` when that names the same database (a cluster node
     sets it, with the password, as it sets the server secret). Key material is never an argument: bodies
-    read what they need from the job's escrow themselves.
+    read what they need from the job's escrow themselves, with the server secret of the worker's own
+    settings, which are read here once and handed to the body in its context.
     """
-    from service.settings import Settings
-
     started = time.perf_counter()
-    url = with_own_password(database_url, Settings().database_url)
-    ctx = ChunkContext(claim=claim, database_url=url)
+    settings = Settings()
+    url = with_own_password(database_url, settings.database_url)
+    ctx = ChunkContext(claim=claim, database_url=url, settings=settings)
     try:
         outcome = resolve(body_path)(ctx)
     except Exception as exc:

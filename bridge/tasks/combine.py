@@ -1,19 +1,17 @@
 """COMBINE_DECRYPTION of one decryption unit: plaintexts from the guardians' shares.
 
-The available guardians' shares are read from ``decryption_share``; each missing guardian's share is
-reconstructed from the available guardians' compensated shares with Lagrange coefficients. Every proof
-is checked (``combine_shares(verify=True)``) before anything is decrypted. A slice's result is the
-reference's PlaintextTally JSON of its selections of the aggregate; a spoiled run's is
-``{"spoiled_ballots": {ballot id: PlaintextTally JSON}, "spoiled_counts": {ballot id: votes}}``. The
-finalizer merges the slices into the election's tally. A tally chunk has no shares and is never combined.
+The available guardians' shares are read from ``decryption_share`` (``service.elections.shares``); each
+missing guardian's share is reconstructed from the available guardians' compensated shares with Lagrange
+coefficients. Every proof is checked (``combine_shares(verify=True)``) before anything is decrypted. A
+slice's result is the reference's PlaintextTally JSON of its selections of the aggregate; a spoiled run's
+is ``{"spoiled_ballots": {ballot id: PlaintextTally JSON}, "spoiled_counts": {ballot id: votes}}``,
+written by ``service.elections.results.write_unit_result``. The finalizer merges the slices into the
+election's tally. A tally chunk has no shares and is never combined.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
 from bridge.tasks.common import (
@@ -24,8 +22,9 @@ from bridge.tasks.common import (
     internal_manifest,
     job_of,
 )
-from service.db.models import ChunkTask, CompensatedShare, DecryptionShare, ElectionCenter, ElectionJob
-from service.elections.results import counts_of
+from service.db.models import ElectionCenter
+from service.elections.results import counts_of, write_unit_result
+from service.elections.shares import unit_shares
 from service.jobs.transitions import Outcome
 
 
@@ -71,19 +70,7 @@ def run(ctx: ChunkContext) -> Outcome:
     guardians = guardian_records(ctx)
     lagrange = compute_lagrange_coefficients((g, guardians[g].sequence_order) for g in available)
 
-    def read_shares(s: Session) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        direct = {
-            r.guardian_id: r.share
-            for r in s.scalars(select(DecryptionShare).where(DecryptionShare.chunk_id == unit.id))
-            if r.guardian_id in available
-        }
-        comp: dict[str, dict[str, Any]] = {m: {} for m in missing}
-        for r in s.scalars(select(CompensatedShare).where(CompensatedShare.chunk_id == unit.id)):
-            if r.missing_guardian_id in comp and r.guardian_id in available:
-                comp[r.missing_guardian_id][r.guardian_id] = r.share
-        return direct, comp
-
-    direct, comp = ctx.read(read_shares)
+    direct, comp = ctx.read(lambda s: unit_shares(s, unit.id, available, missing))
     if set(direct) != set(available) or any(set(p) != set(available) for p in comp.values()):
         raise LookupError(f"{unit.kind} {unit.chunk_number}: shares are incomplete for the combine")
 
@@ -114,9 +101,4 @@ def run(ctx: ChunkContext) -> Outcome:
         # Kept beside them for the results (a few hundred bytes a ballot against 300 KB).
         result["spoiled_counts"] = {bid: counts_of(t) for bid, t in result["spoiled_ballots"].items()}
 
-    def write(session: Session, task: ChunkTask, _job: ElectionJob) -> None:
-        row = session.get(ElectionCenter, task.chunk_id)
-        assert row is not None
-        row.result = result
-
-    return ctx.complete(write)
+    return ctx.complete(lambda session, task, _job: write_unit_result(session, task.chunk_id, result))

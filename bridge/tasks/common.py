@@ -2,8 +2,8 @@
 
 All of it is read from the database by the worker itself; none of it travels in a message or a Ray
 argument. Key material is unsealed from the job's own ``guardian_key_escrow`` row with the server secret of
-the worker's own settings (``AMARVOTE_SERVER_SECRET`` on cluster nodes; the data directory's secret file
-locally).
+the worker's own settings, ``ctx.settings`` (``AMARVOTE_SERVER_SECRET`` on cluster nodes; the data
+directory's secret file locally).
 """
 
 from __future__ import annotations
@@ -72,9 +72,8 @@ def escrowed_key(ctx: ChunkContext, job: ElectionJob) -> Any:
     partial job, the CompensationKey of its one missing guardian for a compensated job."""
     from service.elections.escrow import load_key
     from service.security.secrets import server_secret
-    from service.settings import get_settings
 
-    secret = server_secret(get_settings())
+    secret = server_secret(ctx.settings)
     return ctx.read(lambda s: load_key(s, job.job_id, secret))
 
 

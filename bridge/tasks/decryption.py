@@ -3,17 +3,15 @@
 A unit is a slice of the aggregate tally's selections or a run of spoiled ballots
 (``service.jobs.planning.ensure_decryption_units``); a tally chunk is refused (``NotDecryptable``). The
 guardian's share, with Chaum-Pedersen proofs, is written as one ``decryption_share`` (or
-``compensated_share``) row: the reference's share JSON of the slice, or ``{"spoiled_ballots": {ballot id:
-share JSON}}``. The job's key material comes from its own escrow: the secret key alone for a partial job,
-the one backup coordinate for a compensated job.
+``compensated_share``) row by ``service.elections.shares``, which owns both tables: the reference's share
+JSON of the slice, or ``{"spoiled_ballots": {ballot id: share JSON}}``. The job's key material comes
+from its own escrow: the secret key alone for a partial job, the one backup coordinate for a compensated
+job.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
 
 from bridge.tasks import ChunkContext
 from bridge.tasks.common import (
@@ -24,43 +22,8 @@ from bridge.tasks.common import (
     guardian_records,
     job_of,
 )
-from service.db.models import ChunkTask, CompensatedShare, DecryptionShare, ElectionJob
+from service.elections.shares import write_compensated_share, write_share
 from service.jobs.transitions import Outcome
-
-
-def _upsert(session: Session, model: Any, values: dict[str, Any]) -> None:
-    # The task row lock already makes this write once; ON CONFLICT keeps a re-drive after a manual
-    # cleanup from tripping over a row that is still there.
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(pg_insert(model).values(**values).on_conflict_do_nothing())
-    else:
-        session.merge(model(**values))
-
-
-def write_share(session: Session, task: ChunkTask, job: ElectionJob, share: dict[str, Any]) -> None:
-    """The ``decryption_share`` row of a task's unit: escrowed and uploaded shares alike land here."""
-    _upsert(
-        session,
-        DecryptionShare,
-        {"chunk_id": task.chunk_id, "guardian_id": job.guardian_id, "job_id": job.job_id, "share": share},
-    )
-
-
-def write_compensated_share(
-    session: Session, task: ChunkTask, job: ElectionJob, share: dict[str, Any]
-) -> None:
-    """The ``compensated_share`` row of a task's unit, for the job's missing guardian."""
-    _upsert(
-        session,
-        CompensatedShare,
-        {
-            "chunk_id": task.chunk_id,
-            "guardian_id": job.guardian_id,
-            "missing_guardian_id": job.missing_guardian_id,
-            "job_id": job.job_id,
-            "share": share,
-        },
-    )
 
 
 def _document(tally_share: Any, ballots: list[Any], ballot_shares: list[Any]) -> dict[str, Any]:
@@ -86,7 +49,7 @@ def run_partial(ctx: ChunkContext) -> Outcome:
     del key
     share = _document(shares[0] if tally is not None else None, ballots, shares)
 
-    return ctx.complete(lambda session, task, job: write_share(session, task, job, share))
+    return ctx.complete(lambda session, task, job: write_share(session, job, task.chunk_id, share))
 
 
 def run_compensated(ctx: ChunkContext) -> Outcome:
@@ -109,4 +72,6 @@ def run_compensated(ctx: ChunkContext) -> Outcome:
     del key
     share = _document(shares[0] if tally is not None else None, ballots, shares)
 
-    return ctx.complete(lambda session, task, job: write_compensated_share(session, task, job, share))
+    return ctx.complete(
+        lambda session, task, job: write_compensated_share(session, job, task.chunk_id, share)
+    )

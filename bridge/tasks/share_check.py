@@ -6,7 +6,8 @@ Nothing is computed from a key: the body reads the unit's staged document (``sha
 (a spoiled run) and every Chaum-Pedersen proof, against the guardian's public key or, for a compensated
 share, the recovery key g^P_j(l) computed from the missing guardian's published commitments
 (``compute.uploaded_shares.check_unit_share``), then writes the ``decryption_share`` /
-``compensated_share`` row exactly as ``bridge/tasks/decryption.py`` does and erases the staged document,
+``compensated_share`` row with ``service.elections.shares``, as ``bridge/tasks/decryption.py`` does, and
+erases the staged document,
 in the transaction that marks the task DONE. So combine, results, the record and the verify job read
 what they always read.
 
@@ -29,9 +30,9 @@ from bridge.tasks.common import (
     guardian_records,
     job_of,
 )
-from bridge.tasks.decryption import write_compensated_share, write_share
 from service.db.models import ChunkKind, ChunkTask, ElectionJob
 from service.elections import uploads
+from service.elections.shares import write_compensated_share, write_share
 from service.jobs.transitions import Outcome, PermanentFailure
 
 
@@ -79,7 +80,7 @@ def run_partial(ctx: ChunkContext) -> Outcome:
     _job, share = _check(ctx, None)
 
     def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
-        write_share(session, task, job, share)
+        write_share(session, job, task.chunk_id, share)
         uploads.erase_staged(session, task.chunk_id, job.guardian_id or "", None)
 
     return ctx.complete(write)
@@ -92,7 +93,7 @@ def run_compensated(ctx: ChunkContext) -> Outcome:
     _job, share = _check(ctx, job.missing_guardian_id)
 
     def write(session: Session, task: ChunkTask, job: ElectionJob) -> None:
-        write_compensated_share(session, task, job, share)
+        write_compensated_share(session, job, task.chunk_id, share)
         uploads.erase_staged(session, task.chunk_id, job.guardian_id or "", job.missing_guardian_id)
 
     return ctx.complete(write)

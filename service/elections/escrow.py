@@ -8,8 +8,8 @@ secret, one row per job.
 Written by ``service.elections.decryption`` once the guardian's credentials passed their checks; read
 by the job's Ray tasks (``load_key``); erased when the job completes (``erase_job_escrow``, from the
 job's finalizer), by an operator (``erase_election_escrows``), or, for a FAILED job kept for a re-drive,
-once it has been FAILED for longer than the retention (``erase_expired``, from the reconciler). Never in a
-message, a log or a Ray argument.
+once it has been FAILED for longer than the retention (``erase_expired``, from ``bridge.escrow_sweeper``).
+Never in a message, a log or a Ray argument.
 """
 
 from __future__ import annotations

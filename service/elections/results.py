@@ -1,5 +1,10 @@
 """Results of a decrypted election, and its election record in the reference's layout (a zip or a
-directory), written a file at a time."""
+directory), written a file at a time.
+
+A decryption unit's result (``election_center.result``: a slice's plaintexts, a spoiled run's decrypted
+ballots) is written here alone (``write_unit_result``, from the combine task in its DONE transaction); the
+combine's finalizer reads the units back to publish the election's tally (``service.jobs.finalize``).
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,14 @@ def counts_of(tally: dict[str, Any]) -> dict[str, dict[str, int]]:
         cid: {sid: int(s["tally"]) for sid, s in (c.get("selections") or {}).items()}
         for cid, c in (tally.get("contests") or {}).items()
     }
+
+
+def write_unit_result(session: Session, unit_id: int, result: dict[str, Any]) -> None:
+    """A decryption unit's combined result (``election_center.result``)."""
+    row = session.get(ElectionCenter, unit_id)
+    if row is None:
+        raise LookupError(f"decryption unit {unit_id} does not exist")
+    row.result = result
 
 
 def _candidate_names(manifest: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -3,11 +3,12 @@
 When a job with a ``callback_url`` ends (COMPLETED or FAILED), :func:`enqueue` writes one row in the
 transaction that ends it (``service.jobs.transitions._settle_job``), so there is exactly one notification
 per end (a re-drive that ends the job again makes another). The row holds the exact bytes to send: the
-job's status document as it was when it ended. The reconciler's thread (``bridge.reconciler``) delivers
+job's status document as it was when it ended. The callback sender (``bridge.callback_sender``) delivers
 due rows, never a chunk worker: :func:`take_due` leases a row for an attempt, the POST happens outside
-any transaction, :func:`record` writes the outcome (a retry with exponential backoff, or FAILED once
-``max_attempts`` are spent). A crash between the POST and :func:`record` sends it again after the lease:
-receivers dedupe on ``X-Amarvote-Delivery``.
+any transaction, :func:`record` writes the outcome (a retry with exponential backoff,
+``service.jobs.clock.backoff``, or FAILED once ``max_attempts`` are spent). A crash between the POST and
+:func:`record` sends it again after the lease: receivers dedupe on ``X-Amarvote-Delivery``. A job's
+status shows its last notification's state (``service.jobs.status.callback_state``).
 
 The signature (``X-Amarvote-Signature: sha256=<hex>``) is HMAC-SHA256 under the callback secret over
 ``<X-Amarvote-Timestamp>.<raw body>``: covering the timestamp lets a receiver refuse a replayed old
@@ -29,8 +30,7 @@ import string
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session
 
 from service.db.models import CallbackState, ElectionJob, JobCallback
 from service.errors import Invalid
-from service.jobs.clock import db_now
+from service.jobs.clock import backoff, db_now
+from service.jobs.status import job_document
 from service.settings import Settings
 
 SIGNATURE_HEADER = "X-Amarvote-Signature"
@@ -200,8 +201,6 @@ def enqueue(session: Session, job: ElectionJob) -> None:
     """The notification of ``job``'s end, if it has a callback URL (in the transaction that ends it)."""
     if not job.callback_url:
         return
-    from service.jobs.status import job_document
-
     session.flush()
     # An explicit threshold: this runs in the chunk's transaction (maybe on a Ray worker), which must not
     # depend on reading the process's settings; an ended job is never stuck anyway.
@@ -223,8 +222,8 @@ def enqueue(session: Session, job: ElectionJob) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """One attempt to make: ids, the URL and the bytes (never the secret)."""
+class Notification:
+    """A due notification, leased for one attempt: ids, the URL and the bytes (never the secret)."""
 
     id: int
     job_id: uuid.UUID
@@ -233,9 +232,10 @@ class Delivery:
     attempt: int
 
 
-def take_due(session: Session, limit: int = 20) -> list[Delivery]:
-    """Lease up to ``limit`` due notifications for one attempt each (``SKIP LOCKED``: several reconcilers
-    may run); the attempt is counted now, so one that never reports back still moves toward the limit."""
+def take_due(session: Session, limit: int = 20) -> list[Notification]:
+    """Lease up to ``limit`` due notifications for one attempt each (``SKIP LOCKED``: several callback
+    senders may run); the attempt is counted now, so one that never reports back still moves toward the
+    limit."""
     now = db_now(session)
     rows = list(
         session.scalars(
@@ -249,11 +249,7 @@ def take_due(session: Session, limit: int = 20) -> list[Delivery]:
     for row in rows:
         row.attempts += 1
         row.next_attempt_at = now + ATTEMPT_LEASE
-    return [Delivery(r.id, r.job_id, r.url, r.payload.encode(), r.attempts) for r in rows]
-
-
-def backoff(base_seconds: float, attempts: int) -> timedelta:
-    return timedelta(seconds=min(base_seconds * 2 ** max(attempts - 1, 0), 3600.0))
+    return [Notification(r.id, r.job_id, r.url, r.payload.encode(), r.attempts) for r in rows]
 
 
 def record(
@@ -280,24 +276,3 @@ def record(
         else:
             row.next_attempt_at = now + backoff(backoff_seconds, row.attempts)
     return row.state
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat() if dt else None
-
-
-def latest(session: Session, job_id: uuid.UUID) -> dict[str, Any] | None:
-    """The delivery state of the job's last notification, for its status document."""
-    row = session.scalars(
-        select(JobCallback).where(JobCallback.job_id == job_id).order_by(JobCallback.id.desc()).limit(1)
-    ).first()
-    if row is None:
-        return None
-    return {
-        "jobStatus": row.job_status,
-        "state": row.state,
-        "attempts": row.attempts,
-        "lastError": row.last_error,
-        "createdAt": _iso(row.created_at),
-        "deliveredAt": _iso(row.delivered_at),
-    }

@@ -9,10 +9,14 @@ the embedded default on one machine: there the machine's clock is the only one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+
+from service.db.session import is_postgres
+
+MAX_BACKOFF_SECONDS = 3600.0
 
 
 def utcnow() -> datetime:
@@ -29,8 +33,14 @@ def aware(dt: datetime | None) -> datetime | None:
 
 def db_now(session: Session) -> datetime:
     """The database's current time (timezone-aware UTC)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         value = aware(session.scalar(select(func.now())))
         assert value is not None
         return value.astimezone(UTC)
     return utcnow()
+
+
+def backoff(base_seconds: float, attempts: int) -> timedelta:
+    """The wait before the next attempt after ``attempts`` of them: 1x, 2x, 4x ... the base, capped at an
+    hour (a chunk task's retry and a callback's alike)."""
+    return timedelta(seconds=min(base_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))

@@ -153,11 +153,9 @@ def jobs(
         doc["callback"] = None
         out.append(doc)
     if any(j.callback_url for j in rows):
-        from service.jobs import callbacks
-
         for doc, j in zip(out, rows, strict=True):
             if j.callback_url:
-                doc["callback"] = callbacks.latest(session, j.job_id)
+                doc["callback"] = status.callback_state(session, j.job_id)
     return out
 
 

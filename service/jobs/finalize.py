@@ -167,9 +167,9 @@ def finalize_combine(session: Session, job: ElectionJob) -> None:
 
 
 def finalize_verify(session: Session, job: ElectionJob) -> None:
-    from service.jobs.verification import finalize_verify as verdict
+    from service.jobs.verification import store_verdict
 
-    verdict(session, job)
+    store_verdict(session, job)
 
 
 FINALIZERS: dict[str, Callable[[Session, ElectionJob], None]] = {

@@ -44,6 +44,7 @@ from service.db.models import (
     OperationType,
     TaskState,
 )
+from service.db.session import is_postgres
 from service.errors import Conflict, Invalid, NotFound
 from service.jobs import outbox
 from service.jobs.queries import (
@@ -235,10 +236,10 @@ WITH bounds(chunk_number, first_seq, last_seq, n) AS (
 
 
 def _plan_cte(session: Session) -> str:
-    return _PLAN_POSTGRES if session.get_bind().dialect.name == "postgresql" else _PLAN_WINDOW
+    return _PLAN_POSTGRES if is_postgres(session) else _PLAN_WINDOW
 
 
-def plan_chunks(session: Session, election_id: int, chunk_size: int) -> list[PlannedChunk]:
+def plan_ballot_chunks(session: Session, election_id: int, chunk_size: int) -> list[PlannedChunk]:
     """Consecutive runs of ``chunk_size`` ballots in seq order (cast and spoiled alike), computed in
     the database. Reads only (election_id, seq) through the ``ix_ballot_election_seq`` index."""
     rows = session.execute(

@@ -1,4 +1,10 @@
-"""Read side of jobs: the status document of a job, job lists and an election's decryption progress."""
+"""Read side of jobs: the status document of a job, job lists and an election's decryption progress.
+
+Whether a job is stuck depends on ``stuck_after`` (``AMARVOTE_STUCK_AFTER_SECONDS``), which every caller
+passes from its own settings: this module reads none. It also reads the delivery state of a job's last
+completion callback (``callback_state``); every write to ``job_callback`` is ``service.jobs.callbacks``'s,
+which imports this module for the document it sends, never the other way round.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,13 @@ from service.db.models import (
     Election,
     ElectionCenter,
     ElectionJob,
+    JobCallback,
     JobStatus,
     OperationType,
     TaskState,
 )
 from service.errors import NotFound
-from service.jobs import callbacks, queries
+from service.jobs import queries
 from service.jobs.clock import aware, db_now
 
 LIVE = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
@@ -76,11 +83,7 @@ def failed_chunks(session: Session, job_id: uuid.UUID, limit: int = 100) -> list
     ]
 
 
-def _stuck_after(stuck_after: timedelta | float | None) -> timedelta:
-    if stuck_after is None:
-        from service.settings import get_settings
-
-        stuck_after = get_settings().stuck_after_seconds
+def _stuck_after(stuck_after: timedelta | float) -> timedelta:
     return stuck_after if isinstance(stuck_after, timedelta) else timedelta(seconds=stuck_after)
 
 
@@ -97,7 +100,7 @@ def is_stuck(job: ElectionJob, now: datetime, stuck_after: timedelta) -> bool:
     return job.status in LIVE and since is not None and now - since > stuck_after
 
 
-def stuck_jobs(session: Session, stuck_after: timedelta | float | None = None) -> list[ElectionJob]:
+def stuck_jobs(session: Session, stuck_after: timedelta | float) -> list[ElectionJob]:
     """Live jobs that are stuck, oldest progress first (compared in Python: SQLite keeps timestamps as
     text in more than one form)."""
     threshold, now = _stuck_after(stuck_after), db_now(session)
@@ -110,8 +113,8 @@ def job_document(
     session: Session,
     job: ElectionJob,
     *,
+    stuck_after: timedelta | float,
     detail: bool = True,
-    stuck_after: timedelta | float | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     total = job.total_chunks or 0
@@ -152,8 +155,25 @@ def job_document(
         doc["verification"] = verdict_of(job)  # None until the job completes
     if detail:
         doc["failedChunkErrors"] = failed_chunks(session, job.job_id) if job.failed_chunks else []
-        doc["callback"] = callbacks.latest(session, job.job_id) if job.callback_url else None
+        doc["callback"] = callback_state(session, job.job_id) if job.callback_url else None
     return doc
+
+
+def callback_state(session: Session, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The delivery state of the job's last completion callback, for its status document."""
+    row = session.scalars(
+        select(JobCallback).where(JobCallback.job_id == job_id).order_by(JobCallback.id.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {
+        "jobStatus": row.job_status,
+        "state": row.state,
+        "attempts": row.attempts,
+        "lastError": row.last_error,
+        "createdAt": _iso(row.created_at),
+        "deliveredAt": _iso(row.delivered_at),
+    }
 
 
 def list_jobs(
@@ -162,11 +182,10 @@ def list_jobs(
     created_by: str | None,
     *,
     stuck_after: timedelta | float | None = None,
-    stuck_only: bool = False,
 ) -> list[ElectionJob]:
-    """Jobs, newest first; ``created_by`` restricts to one owner (non-admin callers); ``stuck_only``
-    to the stuck ones."""
-    if stuck_only:
+    """Jobs, newest first; ``created_by`` restricts to one owner (non-admin callers); ``stuck_after``, when
+    given, to the jobs stuck for that long."""
+    if stuck_after is not None:
         jobs = stuck_jobs(session, stuck_after)
         return [
             j

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from service.db.models import ChunkTask, ElectionCenter, ElectionJob, JobStatus, TaskState
 from service.db.session import rowcount
 from service.jobs import callbacks, outbox
-from service.jobs.clock import aware, db_now
+from service.jobs.clock import aware, backoff, db_now
 from service.settings import Settings
 
 MAX_ERROR_CHARS = 2000
@@ -95,8 +95,7 @@ class Policy:
         )
 
     def backoff(self, attempts: int) -> timedelta:
-        # Exponential: 1x, 2x, 4x ... the base, capped at an hour.
-        return timedelta(seconds=min(self.backoff_seconds * 2 ** max(attempts - 1, 0), 3600.0))
+        return backoff(self.backoff_seconds, attempts)
 
 
 def _lock_task(session: Session, task_id: int) -> ChunkTask | None:

@@ -2,7 +2,7 @@
 
 This module alone writes and reads ``verify_report``. A verify task (``bridge/tasks/verify.py``) checks
 its unit with ``compute.verify.RecordCheck`` and writes its ``ChunkReport`` here, in the transaction that
-marks the task DONE (``write_report``). When the last task lands, ``finalize_verify`` (called by
+marks the task DONE (``write_report``). When the last task lands, ``store_verdict`` (called by
 ``service.jobs.finalize`` under the job's lock) adds the reports up (``Totals``, streamed a few rows at
 a time), makes the checks that need them all (``RecordCheck.finish``: the clone check, the encrypted
 tally against the product of the cast ballots, stray decryptions, the Lagrange coefficients) and stores
@@ -156,7 +156,7 @@ def _first(items: list[str], more: Sequence[str]) -> None:
     items.extend(more[: max(0, LISTED - len(items))])
 
 
-def finalize_verify(session: Session, job: ElectionJob) -> None:
+def store_verdict(session: Session, job: ElectionJob) -> None:
     """The verdict of a VERIFY job whose every task is DONE: stored in ``job.metadata_["verification"]``."""
     from compute.verify import Totals
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from bridge.reconciler import CallbackConfig, deliver_callbacks
+from bridge.callback_sender import CallbackConfig, deliver_callbacks
 from service.db.models import CallbackState, JobCallback
 from service.db.session import SessionFactory
 from tests.bridge.helpers_bridge import make_tally_job

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from bridge.reconciler import CallbackConfig, Reconciler, deliver_callbacks, reconcile_once
+from bridge.callback_sender import CallbackConfig, CallbackSender, deliver_callbacks
+from bridge.reconciler import Reconciler, reconcile_once
 from service.api.metrics import JobsByState
 from service.db.models import ElectionJob, JobCallback
 from service.db.session import make_engine
@@ -131,10 +132,9 @@ def test_one_signed_notification_per_job_end_despite_failed_attempts(
                 .where(ElectionJob.job_id == job_id)
                 .values(callback_url=receiver.url + str(job_id))
             )
-    reconciler = Reconciler(
-        factory, interval=0.5, stale_after=timedelta(seconds=3), callbacks=config, callback_interval=0.1
-    )
-    with fair_pipeline(settings, factory), InThread(reconciler):
+    reconciler = Reconciler(factory, interval=0.5, stale_after=timedelta(seconds=3))
+    sender = CallbackSender(factory, config, interval=0.1)
+    with fair_pipeline(settings, factory), InThread(reconciler), InThread(sender):
         for job_id in (ok, bad, silent):
             wait_for(job_ended(factory, job_id), timeout=90)
 

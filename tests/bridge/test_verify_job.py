@@ -79,7 +79,7 @@ def _verify(d: Decrypted) -> tuple[uuid.UUID, dict[str, Any]]:
     assert total == 3 + 1  # the tally's chunks and the election row
     wait_completed(d.factory, job_id)
     with d.factory() as s:
-        doc = status.job_document(s, status.get_job(s, job_id))
+        doc = status.job_document(s, status.get_job(s, job_id), stuck_after=600)
     return job_id, doc
 
 

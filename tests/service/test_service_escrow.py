@@ -97,8 +97,8 @@ def test_a_failed_job_keeps_its_escrow_for_the_retention_then_loses_it(engine: E
         redrive_job(s, partial.job_id)
 
 
-def test_the_reconciler_sweeps_expired_escrows(engine: Engine) -> None:
-    from bridge.reconciler import sweep_escrows
+def test_the_escrow_sweeper_erases_expired_escrows(engine: Engine) -> None:
+    from bridge.escrow_sweeper import sweep_escrows
 
     _, partial, _ = _jobs(engine)
     with transaction(engine) as s:

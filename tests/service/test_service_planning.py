@@ -81,8 +81,8 @@ def test_tally_plans_chunks_tasks_and_outbox(engine: Engine) -> None:
 
 def test_planning_is_deterministic(engine: Engine, session: Session) -> None:
     eid = make_election(engine, ballots=23)
-    a = planning.plan_chunks(session, eid, 7)
-    b = planning.plan_chunks(session, eid, 7)
+    a = planning.plan_ballot_chunks(session, eid, 7)
+    b = planning.plan_ballot_chunks(session, eid, 7)
     assert a == b and [c.ballot_count for c in a] == [7, 7, 7, 2]
 
 
@@ -299,7 +299,7 @@ def test_index_walk_plan_equals_window_plan_with_interleaved_elections(engine: E
             )
     with session_factory(engine)() as s:
         for size in (1, 4, 7, 45, 1000):
-            walk = planning.plan_chunks(s, a, size)
+            walk = planning.plan_ballot_chunks(s, a, size)
             window = [
                 planning.PlannedChunk(int(r[0]), int(r[1]), int(r[2]), int(r[3]))
                 for r in s.execute(
