@@ -524,11 +524,16 @@ class Summary:
         self._failed: dict[int, FailedChunk] = {}
         self._final: list[str] = []
 
+    def _new(self, position: int) -> None:
+        if position in self._units or position in self._failed:  # one would hide the other's problems
+            raise ValueError(f"verification unit at position {position} reported twice")
+
     def _cut(self, items: list[str]) -> list[str]:
         return items if self.listed is None else items[: self.listed]
 
     def add(self, position: int, report: ChunkReport, name: str | None = None, chunk: bool = True) -> None:
         """One unit's report; ``name`` is listed in ``chunks_with_problems`` when it has problems."""
+        self._new(position)
         problems, failed = report.problems, report.failed_ballots
         report.problems, report.failed_ballots = [], []  # counted and listed here: Totals keeps the rest
         self.totals.add(report)
@@ -539,6 +544,7 @@ class Summary:
 
     def fail(self, position: int, failed: FailedChunk) -> None:
         """A unit not checked: it is named, and the comparisons that need every unit are not made."""
+        self._new(position)
         self._failed[position] = failed
 
     def close(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from compute.verify import HEADER_POSITION, ChunkReport, FailedChunk, Summary
 
 
@@ -43,3 +45,13 @@ def test_failed_units_are_named_in_unit_order() -> None:
     summary.fail(9, FailedChunk("the tally's shares", "WorkerCrashedError: x"))
     summary.fail(2, FailedChunk("chunk 2", "ValueError: y"))
     assert [f.chunk for f in summary.failed] == ["chunk 2", "the tally's shares"]
+
+
+def test_a_position_reported_twice_is_refused_not_overwritten() -> None:
+    summary = Summary(cast(Any, None))
+    summary.add(1, _report("c1-a"), "chunk 1")
+    with pytest.raises(ValueError, match="position 1 reported twice"):
+        summary.fail(1, FailedChunk("chunk 1", "ValueError: y"))
+    with pytest.raises(ValueError, match="position 1 reported twice"):
+        summary.add(1, _report(), "chunk 1")
+    assert summary.problems == ["c1-a"]
