@@ -1,20 +1,22 @@
-"""``record verify`` on the cluster: a record's ballots checked in chunks, one Ray task per chunk.
+"""``record verify`` on the cluster: a record's units checked as Ray tasks, retried by our policy.
 
-The driver reads the record's small files once (``compute.record.header_files``) and puts them in Ray's
-object store; then it reads a chunk's ballot files (with the decryption of each spoiled one) and hands
-their bytes to a task, never more than one chunk per CPU (plus one) nor ``in_flight_bytes`` of files at a
-time (a chunk's bytes sit in the driver while it is sent, and in the object store, whose pages the driver
-wrote, until its task is done: the budget is what bounds the driver's memory on a large cluster). A task
-parses and checks them
-(``compute.verify.check_chunk``) and returns a ``ChunkReport``: problems, the product of the chunk's
-cast ballots, fingerprint prefixes. Another task checks the tally's shares. The driver adds the reports
-up and makes the checks that need them all (``RecordCheck.finish``). So the driver holds the header, a
-few chunks in flight and 8 bytes per selection ciphertext; a worker, one chunk. Tasks carry the record's
-public data only (a record holds no secret), as bytes, so the record need only be readable by the driver,
-not by every node.
+The units and the closing are those of every verifier (``compute.verify``: ``Plan.units``, ``check_unit``,
+``Summary``); this module only runs them on Ray. The driver reads the record's small files once
+(``compute.record.header_files``) and puts them in Ray's object store; then it reads a chunk's ballot
+files (with the decryption of each spoiled one), puts them in the object store and hands them to a task,
+never more than one unit per CPU (plus one) nor ``in_flight_bytes`` of files at a time (a unit's bytes
+stay in the object store until it is done, so that a retry sends them again without reading them again:
+the budget is what bounds the driver's memory on a large cluster). A task parses and checks them and
+returns a ``ChunkReport``; the driver adds the reports up (``Summary``) and makes the checks that need
+them all. So the driver holds the header, a few units in flight and 8 bytes per selection ciphertext; a
+worker, one unit. Tasks carry the record's public data only (a record holds no secret), as bytes, so the
+record need only be readable by the driver, not by every node.
 
-A check that fails is a problem of the record (named in ``Outcome.problems``); a task that fails (its
-exception, or its worker dying twice more after the first time) is a chunk that was not checked:
+Retries are ours, not Ray's: as the executor does, each task runs with ``max_retries=0`` and
+``retry_exceptions=False``, and a unit whose task fails (its exception, or its worker dying) is sent again
+after the backoff of ``service.jobs.transitions.Policy`` (the executor's policy object, from the same
+settings: ``max_attempts``, ``retry_backoff_seconds``) until its attempts are used. A check that fails is
+a problem of the record (named in ``Outcome.problems``); a unit that failed every attempt was not checked:
 ``Outcome.failed_chunks``, which the CLI turns into ``VerifyFailed``.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,8 @@ import ray
 from bridge.executor import describe_error
 from bridge.ray_runtime import ensure_ray
 from bridge.worker_memory import release_freed_memory
-from compute.verify import Outcome
+from compute.verify import FailedChunk, Outcome, Unit
+from service.jobs.transitions import Policy
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,6 @@ log = logging.getLogger(__name__)
 # show, small enough that a few in flight keep the driver and a worker far under 500 MB.
 CHUNK_BALLOTS = 200
 IN_FLIGHT_BYTES = 96 * 2**20
-_MAX_RETRIES = 2  # the checks are pure: a task whose worker died is simply run again
 
 # One RecordCheck per worker process, for the record being verified (by its header's digest).
 _checks: dict[str, Any] = {}
@@ -58,25 +61,32 @@ def _check_for(key: str, header: dict[str, Any]) -> Any:
     return _checks[key]
 
 
-@ray.remote(max_retries=_MAX_RETRIES)
-def _verify_chunk(key: str, header: dict[str, Any], items: list[tuple[str, bytes, bytes | None]]) -> Any:
-    from compute.verify import check_chunk
+@ray.remote
+def _verify_unit(
+    key: str, header: dict[str, Any], unit: Unit, items: list[tuple[str, bytes, bytes | None]]
+) -> Any:
+    from compute.verify import check_unit
 
     try:
-        return check_chunk(_check_for(key, header), items)
+        return check_unit(_check_for(key, header), unit, items)
     finally:
         release_freed_memory()
 
 
-@ray.remote(max_retries=_MAX_RETRIES)
-def _verify_tally(key: str, header: dict[str, Any]) -> Any:
-    return _check_for(key, header).check_tally()
+def _submit(key: str, header_ref: Any, unit: Unit, items_ref: Any) -> Any:
+    # Ray's retries off, as the executor's: a failed attempt comes back to the driver, which retries it.
+    return _verify_unit.options(max_retries=0, retry_exceptions=False).remote(
+        key, header_ref, unit, items_ref
+    )
 
 
-@dataclass(frozen=True)
-class FailedChunk:
-    chunk: str  # compute.verify.Chunk.describe(), or "the tally's shares"
-    error: str  # "<ExceptionType>: <first line>"
+@dataclass
+class _InFlight:
+    unit: Unit
+    items: Any  # the ObjectRef of its files, kept for a retry
+    size: int  # bytes of files it carries
+    attempts: int = 1
+    due: float = 0.0  # when a failed attempt is sent again (time.monotonic())
 
 
 class VerifyFailed(RuntimeError):
@@ -110,78 +120,88 @@ def verify_on_ray(
     progress: Progress | None = None,
     in_flight: int | None = None,
     in_flight_bytes: int = IN_FLIGHT_BYTES,
+    policy: Policy | None = None,
 ) -> Outcome:
-    """Verify the record at ``path`` (directory or zip) over the configured Ray."""
+    """Verify the record at ``path`` (directory or zip) over the configured Ray; a failed unit is retried
+    by ``policy`` (by default the executor's, ``Policy.from_settings(settings)``)."""
     from compute.record import header_files, header_from_files, open_record
-    from compute.verify import RecordCheck, Totals, ballots_again, load_chunk, plan_chunks
+    from compute.verify import RecordCheck, add_report, ballots_again, load_unit, plan_chunks, start
 
+    policy = policy or Policy.from_settings(settings)
     with open_record(path) as source:
         files = header_files(source)
         check = RecordCheck(header_from_files(files))
         plan = plan_chunks(source, chunk_ballots)
+        summary = start(check, plan)
         ensure_ray(settings)
         limit = in_flight or max(2, int(ray.cluster_resources().get("CPU", 1)) + 1)
         key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         header_ref = ray.put(files)
-        totals = Totals()
-        # Chunks land in any order: their problems and failures are put back in chunk order.
-        by_chunk: dict[int, list[str]] = {}
-        failed: dict[int, FailedChunk] = {}
-        named: dict[int, str] = {}
-        # ref -> (chunk number, what it is, ballots, bytes of files it carries)
-        pending: dict[Any, tuple[int, str, int, int]] = {
-            _verify_tally.remote(key, header_ref): (0, "the tally's shares", 0, 0)
-        }
-        chunks = iter(plan.chunks)
-        held: tuple[Any, list[tuple[str, bytes, bytes | None]], int] | None = None  # read, not yet sent
+        units = iter([plan.units()[-1], *plan.units()[:-1]])  # the tally's shares first: the longest
+        running: dict[Any, _InFlight] = {}
+        waiting: list[_InFlight] = []  # failed, sent again when due
+        held: tuple[Unit, list[tuple[str, bytes, bytes | None]], int] | None = None  # read, not yet sent
         done = 0
         while True:
-            while len(pending) < limit + 1:
+            in_flight_now = sum(f.size for f in running.values()) + sum(f.size for f in waiting)
+            while len(running) + len(waiting) < limit + 1:
                 if held is None:
-                    chunk = next(chunks, None)
-                    if chunk is None:
+                    unit = next(units, None)
+                    if unit is None:
                         break
-                    items = load_chunk(source, chunk)
-                    held = chunk, items, sum(len(b) + len(d or b"") for _, b, d in items)
-                chunk, items, size_bytes = held
-                in_flight_now = sum(p[3] for p in pending.values())
-                if in_flight_now and in_flight_now + size_bytes > in_flight_bytes:
-                    break  # sent when a chunk in flight is done
-                ref = _verify_chunk.remote(key, header_ref, items)
-                pending[ref] = (chunk.number, chunk.describe(), len(chunk.ids), size_bytes)
+                    items = load_unit(source, unit)
+                    held = unit, items, sum(len(b) + len(d or b"") for _, b, d in items)
+                unit, items, size = held
+                if in_flight_now and in_flight_now + size > in_flight_bytes:
+                    break  # sent when a unit in flight is done
+                flight = _InFlight(unit, ray.put(items), size)
+                running[_submit(key, header_ref, unit, flight.items)] = flight
+                in_flight_now += size
                 held = None
                 del items
-            if not pending:
+            now = time.monotonic()
+            for flight in [w for w in waiting if w.due <= now]:
+                waiting.remove(flight)
+                running[_submit(key, header_ref, flight.unit, flight.items)] = flight
+            if not running and not waiting:
                 break
-            (ready,), _ = ray.wait(list(pending), num_returns=1)
-            number, what, size, _bytes = pending.pop(ready)
-            done += size
+            due = min((w.due for w in waiting), default=None)
+            if not running:
+                time.sleep(max(0.0, due - now) if due is not None else 0.0)
+                continue
+            timeout = None if due is None else max(0.0, due - now)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+            if not ready:
+                continue
+            flight = running.pop(ready[0])
+            unit = flight.unit
             try:
-                report = ray.get(ready)
-            except Exception as exc:  # the task's exception, or its worker lost after every retry
-                log.warning("record verify: %s failed: %s", what, describe_error(exc))
-                failed[number] = FailedChunk(what, describe_error(exc))
+                report = ray.get(ready[0])
+            except Exception as exc:  # the task's exception, or its worker lost
+                error = describe_error(exc)
+                if flight.attempts < policy.max_attempts:
+                    log.info(
+                        "record verify: %s attempt %s failed (%s); retried",
+                        unit.describe(),
+                        flight.attempts,
+                        error,
+                    )
+                    flight.due = time.monotonic() + policy.backoff(flight.attempts).total_seconds()
+                    flight.attempts += 1
+                    waiting.append(flight)
+                    continue
+                log.warning(
+                    "record verify: %s failed after %s attempt(s): %s",
+                    unit.describe(),
+                    flight.attempts,
+                    error,
+                )
+                summary.fail(unit.position, FailedChunk(unit.describe(), error))
             else:
-                by_chunk[number], report.problems = report.problems, []
-                if by_chunk[number] and number:
-                    named[number] = what
-                totals.add(report)
-            if progress is not None and number:
+                add_report(summary, unit, report)
+            del flight
+            done += unit.ballots
+            if progress is not None and unit.chunk is not None:
                 progress(done, plan.ballots)
-        problems = plan.layout + check.header_problems()  # an entry it cannot place is never skipped
-        for number in sorted(by_chunk, key=lambda n: (n == 0, n)):  # the ballots, then the tally
-            problems += by_chunk[number]
-        problems += check.finish(
-            totals, plan.stray_decryptions, lambda: ballots_again(source, plan), complete=not failed
-        )
-    return Outcome(
-        totals.ballots,  # the ballots checked: a chunk whose task failed is in failed_chunks instead
-        totals.cast,
-        totals.spoiled,
-        len(check.header.guardians),
-        len(plan.chunks),
-        problems,
-        [named[n] for n in sorted(named)],
-        [failed[n] for n in sorted(failed, key=lambda n: (n == 0, n))],
-        sorted(set(totals.failed_ballots)),
-    )
+        summary.close(plan.stray_decryptions, lambda: ballots_again(source, plan))
+    return summary.outcome(len(plan.chunks))

@@ -11,8 +11,14 @@ guardians' shares (also batched), and g^t = B / prod M_i for each selection.
 The ballots are checked a batch at a time (``RecordCheck.check_ballots``, or ``check_chunk`` on the raw
 files): each batch gives a ``ChunkReport`` of its problems, the product of its cast ballots and 8-byte
 prefixes of its selection fingerprints, which ``Totals`` adds up and ``RecordCheck.finish`` compares with
-the encrypted tally. So the batches can run anywhere (``bridge/verify.py`` spreads them over Ray) and a
-verifier holds one batch, the running products and 8 bytes per selection ciphertext, never the election.
+the encrypted tally. So the batches can run anywhere and a verifier holds one batch, the running products
+and 8 bytes per selection ciphertext, never the election.
+
+Every verifier of a record's files has the same units (``plan_chunks``, ``Plan.units``: the chunks of
+ballots, then the tally's shares; ``check_unit`` checks one) and every verifier, the VERIFY job's
+finalizer too, the same closing (``Summary``: the reports added up in any order, the problems listed in
+unit order, then ``RecordCheck.finish``); ``verify_source`` runs the units in this process,
+``bridge/verify.py`` on Ray.
 Only when two prefixes agree are the ballots read again to name the repeating pair exactly
 (``RecordCheck.repeats``). Tracking codes get the same treatment (8 bytes per ballot): two ballots sharing a
 code are named (``RecordCheck.shared_codes``).
@@ -466,8 +472,8 @@ class RecordCheck:
 def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
     """All problems found in a record held in memory (empty when it verifies)."""
     check = RecordCheck(record)
-    totals = Totals()
-    totals.problems += check.header_problems()
+    summary = Summary(check)
+    summary.add(HEADER_POSITION, ChunkReport(problems=check.header_problems()), chunk=False)
     ballots = record.submitted_ballots
     for i in range(0, len(ballots), BATCH):
         part = ballots[i : i + BATCH]
@@ -476,10 +482,123 @@ def verify_record(record: ElectionRecord, workers: int = 1) -> list[str]:
             for b in part
             if b.object_id in record.spoiled_ballots
         }
-        totals.add(check.check_ballots(part, decryptions, workers))
-    totals.add(check.check_tally())
+        summary.add(1 + i // BATCH, check.check_ballots(part, decryptions, workers))
+    summary.add(2 + len(ballots) // BATCH, check.check_tally(), chunk=False)
     stray = set(record.spoiled_ballots) - {b.object_id for b in ballots}
-    return totals.problems + check.finish(totals, stray, lambda: ballots)
+    summary.close(stray, lambda: ballots)
+    return summary.problems
+
+
+# --- the closing: the units' reports added up, the same for every driver ---
+
+HEADER_POSITION = 0  # where the header's problems (guardians, context, layout) go among the units'
+
+
+@dataclass(frozen=True)
+class FailedChunk:
+    """A unit that could not be checked: its task failed at every attempt."""
+
+    chunk: str  # Unit.describe(): "chunk N (ballots ..)", or "the tally's shares"
+    error: str  # "<ExceptionType>: <first line>"
+
+
+class Summary:
+    """The closing of a verification, one for all three drivers (``verify_source`` in process,
+    ``bridge.verify.verify_on_ray`` and the VERIFY job's finalizer ``service.jobs.verification``): each
+    unit's ``ChunkReport`` added as it lands (``add``, in any order) or its failure (``fail``), then the
+    checks that need them all (``close``: ``RecordCheck.finish``).
+
+    ``position`` orders a unit's problems among the others' whatever order they land in; the counts are
+    complete and, with ``listed``, only the first ``listed`` problems, failed ballots and named units are
+    kept (the job's verdict). What stays across units is ``Totals`` and the listed problems."""
+
+    def __init__(self, check: RecordCheck, listed: int | None = None) -> None:
+        self.check = check
+        self.listed = listed
+        self.totals = Totals()
+        self.problem_count = 0
+        self.failed_ballot_count = 0
+        self.chunks = 0  # ballot chunks reported
+        # position -> (its problems, its failed ballots, its name when it has problems), each cut to listed
+        self._units: dict[int, tuple[list[str], list[str], str | None]] = {}
+        self._failed: dict[int, FailedChunk] = {}
+        self._final: list[str] = []
+
+    def _new(self, position: int) -> None:
+        if position in self._units or position in self._failed:  # one would hide the other's problems
+            raise ValueError(f"verification unit at position {position} reported twice")
+
+    def _cut(self, items: list[str]) -> list[str]:
+        return items if self.listed is None else items[: self.listed]
+
+    def add(self, position: int, report: ChunkReport, name: str | None = None, chunk: bool = True) -> None:
+        """One unit's report; ``name`` is listed in ``chunks_with_problems`` when it has problems."""
+        self._new(position)
+        problems, failed = report.problems, report.failed_ballots
+        report.problems, report.failed_ballots = [], []  # counted and listed here: Totals keeps the rest
+        self.totals.add(report)
+        self.problem_count += len(problems)
+        self.failed_ballot_count += len(failed)
+        self.chunks += chunk
+        self._units[position] = (self._cut(problems), self._cut(failed), name if problems else None)
+
+    def fail(self, position: int, failed: FailedChunk) -> None:
+        """A unit not checked: it is named, and the comparisons that need every unit are not made."""
+        self._new(position)
+        self._failed[position] = failed
+
+    def close(
+        self,
+        stray_decryptions: Iterable[str],
+        ballots_again: Callable[[], Iterable[SubmittedBallot]],
+        more: Callable[[], list[str]] = list,
+    ) -> None:
+        """``RecordCheck.finish`` on the totals (and ``more``'s problems after it)."""
+        final = self.check.finish(self.totals, stray_decryptions, ballots_again, complete=not self._failed)
+        final += more()
+        self.problem_count += len(final)
+        self._final = final
+
+    def _listed(self, lists: Iterable[list[str]]) -> list[str]:
+        out: list[str] = []
+        for items in lists:
+            out += items
+            if self.listed is not None and len(out) >= self.listed:
+                return out[: self.listed]
+        return out
+
+    @property
+    def problems(self) -> list[str]:
+        """The units' problems in position order, then those of the closing."""
+        return self._listed([*(self._units[p][0] for p in sorted(self._units)), self._final])
+
+    @property
+    def failed_ballots(self) -> list[str]:
+        return self._listed([self._units[p][1] for p in sorted(self._units)])
+
+    @property
+    def chunks_with_problems(self) -> list[str]:
+        names = [self._units[p][2] for p in sorted(self._units)]
+        return self._listed([[n] for n in names if n is not None])
+
+    @property
+    def failed(self) -> list[FailedChunk]:
+        return [self._failed[p] for p in sorted(self._failed)]
+
+    def outcome(self, chunks: int) -> Outcome:
+        """What ``record verify`` prints: ``chunks``, the chunks of its plan."""
+        t = self.totals
+        return Outcome(
+            t.ballots,  # the ballots checked: a chunk not checked is in failed_chunks instead
+            t.cast,
+            t.spoiled,
+            len(self.check.header.guardians),
+            chunks,
+            self.problems,
+            self.chunks_with_problems,
+            self.failed,
+            sorted(set(self.failed_ballots)),
+        )
 
 
 # --- a record read from its files, a chunk at a time ---
@@ -499,11 +618,32 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """One verification unit of a record: a chunk of its ballots, or (``chunk`` None) the tally's shares.
+    ``position`` orders its problems in the verdict: the header's first (``HEADER_POSITION``), then the
+    chunks in order, then the tally's shares."""
+
+    position: int
+    chunk: Chunk | None
+
+    def describe(self) -> str:
+        return "the tally's shares" if self.chunk is None else self.chunk.describe()
+
+    @property
+    def ballots(self) -> int:
+        return 0 if self.chunk is None else len(self.chunk.ids)
+
+
+@dataclass(frozen=True)
 class Plan:
     chunks: list[Chunk]
     ballots: int
     stray_decryptions: list[str]  # ballot ids in spoiled_ballots/ with no file in submitted_ballots/
     layout: list[str] = field(default_factory=list)  # entries that are none of the record's files
+
+    def units(self) -> list[Unit]:
+        """Every unit to check: the chunks, then the tally's shares (every driver checks these)."""
+        return [Unit(c.number, c) for c in self.chunks] + [Unit(len(self.chunks) + 1, None)]
 
 
 def plan_chunks(source: RecordSource, size: int) -> Plan:
@@ -596,39 +736,49 @@ class Outcome:
     chunks: int
     problems: list[str]
     chunks_with_problems: list[str]  # Chunk.describe() of each chunk that reported a problem
-    failed_chunks: list[Any] = field(default_factory=list)  # chunks not checked (bridge.verify.FailedChunk)
+    failed_chunks: list[FailedChunk] = field(default_factory=list)  # units not checked (their task failed)
     failed_ballots: list[str] = field(default_factory=list)  # ballots (or files) a problem names, sorted
+
+
+def start(check: RecordCheck, plan: Plan) -> Summary:
+    """The closing of a record's verification, with what the driver itself checks first: the entries that
+    are none of the record's files and the header (guardians, context)."""
+    summary = Summary(check)
+    summary.add(HEADER_POSITION, ChunkReport(problems=plan.layout + check.header_problems()), chunk=False)
+    return summary
+
+
+def load_unit(source: RecordSource, unit: Unit) -> list[tuple[str, bytes, bytes | None]]:
+    """The files a unit's check reads besides the header (none for the tally's shares)."""
+    return [] if unit.chunk is None else load_chunk(source, unit.chunk)
+
+
+def check_unit(
+    check: RecordCheck, unit: Unit, items: Sequence[tuple[str, bytes, bytes | None]], workers: int = 1
+) -> ChunkReport:
+    """One unit's check, wherever it runs (this process, or a Ray task)."""
+    return check.check_tally() if unit.chunk is None else check_chunk(check, items, workers)
+
+
+def add_report(summary: Summary, unit: Unit, report: ChunkReport) -> None:
+    """A unit's report into the closing: a chunk with problems is named, the tally's shares are not."""
+    chunk = unit.chunk is not None
+    summary.add(unit.position, report, unit.describe() if chunk else None, chunk=chunk)
 
 
 def verify_source(
     source: RecordSource, batch: int = BATCH, workers: int = 1, progress: Progress | None = None
 ) -> Outcome:
-    """Verify a record from its files in this process, one batch of ``batch`` ballots at a time."""
+    """Verify a record from its files in this process, one unit of ``batch`` ballots at a time (the units
+    and the closing of ``bridge.verify.verify_on_ray``; a unit that raises stops it)."""
     check = RecordCheck(read_header(source))
     plan = plan_chunks(source, batch)
-    totals = Totals()
-    totals.problems += plan.layout + check.header_problems()
-    named = []
+    summary = start(check, plan)
     done = 0
-    for chunk in plan.chunks:
-        report = check_chunk(check, load_chunk(source, chunk), workers)
-        if report.problems:
-            named.append(chunk.describe())
-        totals.add(report)
-        done += len(chunk.ids)
-        if progress is not None:
+    for unit in plan.units():
+        add_report(summary, unit, check_unit(check, unit, load_unit(source, unit), workers))
+        done += unit.ballots
+        if progress is not None and unit.chunk is not None:
             progress(done, plan.ballots)
-    totals.add(check.check_tally())
-    problems = totals.problems + check.finish(
-        totals, plan.stray_decryptions, lambda: ballots_again(source, plan)
-    )
-    return Outcome(
-        totals.ballots,
-        totals.cast,
-        totals.spoiled,
-        len(check.header.guardians),
-        len(plan.chunks),
-        problems,
-        named,
-        failed_ballots=sorted(set(totals.failed_ballots)),
-    )
+    summary.close(plan.stray_decryptions, lambda: ballots_again(source, plan))
+    return summary.outcome(len(plan.chunks))

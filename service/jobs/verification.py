@@ -3,11 +3,13 @@
 This module alone writes and reads ``verify_report``. A verify task (``bridge/tasks/verify.py``) checks
 its unit with ``compute.verify.RecordCheck`` and writes its ``ChunkReport`` here, in the transaction that
 marks the task DONE (``write_report``). When the last task lands, ``store_verdict`` (called by
-``service.jobs.finalize`` under the job's lock) adds the reports up (``Totals``, streamed a few rows at
-a time), makes the checks that need them all (``RecordCheck.finish``: the clone check, the encrypted
-tally against the product of the cast ballots, stray decryptions, the Lagrange coefficients) and stores
-the verdict on the job (``metadata.verification``), which the job's status shows under
-``verification``.
+``service.jobs.finalize`` under the job's lock) closes the reports with ``compute.verify.Summary``, the
+closing ``amarvote record verify`` uses too (the reports streamed a few rows at a time, added up in
+``Totals``; then ``RecordCheck.finish``: the clone check, the encrypted tally against the product of the
+cast ballots, stray decryptions, the Lagrange coefficients) and stores the verdict on the job
+(``metadata.verification``), which the job's status shows under ``verification``. The job's units are
+the election row (position 0 in the verdict: the guardians, the context and the tally's shares) and the
+completed tally's chunks, each checked against the ballot count its tally chunk counted.
 
 A problem found is a COMPLETED job whose verdict says ``verified: false`` (the check ran and found it);
 a task that raises is retried and fails like any other task. Everything here is public data (the
@@ -21,7 +23,7 @@ repeats.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import func, select
@@ -152,57 +154,43 @@ def record_check(session: Session, election_id: int) -> Any:
     return RecordCheck(header_from_files(header_files(session, election_id)))
 
 
-def _first(items: list[str], more: Sequence[str]) -> None:
-    items.extend(more[: max(0, LISTED - len(items))])
+ELECTION_UNIT = "the election (guardians, context, the tally's shares)"
 
 
 def store_verdict(session: Session, job: ElectionJob) -> None:
-    """The verdict of a VERIFY job whose every task is DONE: stored in ``job.metadata_["verification"]``."""
-    from compute.verify import Totals
+    """The verdict of a VERIFY job whose every task is DONE: stored in ``job.metadata_["verification"]``.
+    The reports are closed by ``compute.verify.Summary``, as ``record verify`` closes its units': the
+    election row's first, then the chunks in order."""
+    from compute.verify import HEADER_POSITION, Summary
 
     check = record_check(session, job.election_id)
-    totals = Totals()
-    problems: list[str] = []
-    problem_count = failed_count = 0
-    failed: list[str] = []
-    chunks_with_problems: list[str] = []
-    seen = chunks = 0
+    summary = Summary(check, listed=LISTED)
+    seen = 0
     for kind, number, report in reports(session, job.job_id):
         seen += 1
-        if kind == ChunkKind.CHUNK.value:
-            chunks += 1
-            if report.problems:
-                chunks_with_problems.append(f"chunk {number}")
-        elif report.problems:
-            chunks_with_problems.append("the election (guardians, context, the tally's shares)")
-        problem_count += len(report.problems)
-        failed_count += len(report.failed_ballots)
-        _first(problems, report.problems)
-        _first(failed, report.failed_ballots)
-        report.problems, report.failed_ballots = [], []  # counted and listed here: Totals keeps the rest
-        totals.add(report)
+        chunk = kind == ChunkKind.CHUNK.value
+        summary.add(
+            number if chunk else HEADER_POSITION, report, f"chunk {number}" if chunk else ELECTION_UNIT, chunk
+        )
     if seen != job.total_chunks:
         raise VerifyError(f"verify job {job.job_id}: {seen} reports for {job.total_chunks} tasks")
-    final = check.finish(
-        totals,
+    summary.close(
         stray_decryptions(session, job.election_id),
         lambda: decoded_ballots(session, job.election_id),
+        lambda: shared_codes(session, job.election_id),
     )
-    final += shared_codes(session, job.election_id)
-    problem_count += len(final)
-    _first(problems, final)
     verdict = {
-        "verified": problem_count == 0,
-        "ballots": totals.ballots,
-        "cast": totals.cast,
-        "spoiled": totals.spoiled,
+        "verified": summary.problem_count == 0,
+        "ballots": summary.totals.ballots,
+        "cast": summary.totals.cast,
+        "spoiled": summary.totals.spoiled,
         "guardians": len(check.header.guardians),
-        "chunks": chunks,
-        "problem_count": problem_count,
-        "problems": problems,
-        "chunks_with_problems": chunks_with_problems[:LISTED],
-        "failed_ballot_count": failed_count,
-        "failed_ballots": failed,
+        "chunks": summary.chunks,
+        "problem_count": summary.problem_count,
+        "problems": summary.problems,
+        "chunks_with_problems": summary.chunks_with_problems,
+        "failed_ballot_count": summary.failed_ballot_count,
+        "failed_ballots": summary.failed_ballots,
     }
     job.metadata_ = {**(job.metadata_ or {}), "verification": verdict}
 

@@ -1,17 +1,21 @@
 """``record verify`` on Ray (``bridge.verify.verify_on_ray``): chunks of ballots as Ray tasks, the same
-answers as the in-process verifier, and a chunk whose task fails named with its error."""
+answers as the in-process verifier, a chunk whose task fails named with its error, and a worker's death
+retried by our policy (``service.jobs.transitions.Policy``), not by Ray."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import ray
 
 from bridge.verify import VerifyFailed, verify_on_ray
 from cli.errors import explain
 from compute.record import open_record
 from compute.verify import verify_source
+from service.jobs.transitions import Policy
 from service.settings import Settings
 from tests.compute.record_helpers import Keys, ballots, keys, write
 
@@ -88,3 +92,55 @@ def test_chunks_whose_task_fails_are_named_with_the_first_error(record: Path, lo
     assert "could not be checked" in message and "chunk 1 (ballots ballot-000000" in message
     assert "first error:" in message and "ValueError: the election public key" in message
     assert f"amarvote record verify {record}" in message
+
+
+def _dying(chunk: int, deaths: Path, times: int) -> Any:
+    """A unit body whose worker dies (``os._exit``) the first ``times`` times it runs chunk ``chunk``,
+    counting the deaths in the file ``deaths``; otherwise the real check."""
+
+    @ray.remote
+    def body(key: str, header: dict[str, Any], unit: Any, items: Any) -> Any:
+        import os
+
+        from bridge.verify import _check_for
+        from compute.verify import check_unit
+
+        if unit.chunk is not None and unit.chunk.number == chunk:
+            died = int(deaths.read_text()) if deaths.exists() else 0
+            if died < times:
+                deaths.write_text(str(died + 1))
+                os._exit(1)
+        return check_unit(_check_for(key, header), unit, items)
+
+    return body
+
+
+def test_a_unit_whose_worker_dies_once_is_retried_by_our_policy(
+    record: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deaths = tmp_path / "deaths"
+    monkeypatch.setattr("bridge.verify._verify_unit", _dying(2, deaths, times=1))
+    policy = Policy(max_attempts=3, backoff_seconds=0.0)
+    outcome = verify_on_ray(Settings(), record, chunk_ballots=4, policy=policy)
+    assert outcome.problems == [] and outcome.failed_chunks == []
+    assert (outcome.ballots, outcome.cast, outcome.spoiled, outcome.chunks) == (10, 7, 3, 3)
+    assert deaths.read_text() == "1"  # one death, then our second attempt checked it
+
+
+def test_a_unit_whose_worker_dies_at_every_attempt_is_named_as_failed(
+    record: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deaths = tmp_path / "deaths"
+    monkeypatch.setattr("bridge.verify._verify_unit", _dying(2, deaths, times=99))
+    policy = Policy(max_attempts=2, backoff_seconds=0.0)
+    outcome = verify_on_ray(Settings(), record, chunk_ballots=4, policy=policy)
+    # Our attempts exactly: Ray ran each attempt once (its retries are off), and nobody else retried it.
+    assert deaths.read_text() == "2"
+    assert [f.chunk for f in outcome.failed_chunks] == [
+        "chunk 2 (ballots ballot-000004 .. ballot-000007, 4 ballots)"
+    ]
+    assert "Worker" in outcome.failed_chunks[0].error, outcome.failed_chunks[0].error
+    # The other units were checked; the comparisons that need every chunk are not made, not passed.
+    assert outcome.ballots == 6 and outcome.problems == []
+    with pytest.raises(VerifyFailed, match="1 of 3 chunk"):
+        raise VerifyFailed(record, outcome.failed_chunks, outcome.chunks)
