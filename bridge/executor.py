@@ -52,27 +52,9 @@ from typing import Any, TypeVar
 import ray
 from sqlalchemy import text
 
-from bridge import chunk_rules, metrics
+from bridge import chunk_rules as rules
+from bridge import metrics
 from bridge.broker import Broker, BrokerLost, Delivery, Idle, Settlement
-from bridge.chunk_rules import (
-    Abandoned,
-    BodyFailed,
-    Chunk,
-    Count,
-    DatabaseError,
-    DatabaseLost,
-    Event,
-    Failure,
-    GivenBack,
-    Leased,
-    NothingToDo,
-    Ran,
-    Recorded,
-    Start,
-    Step,
-    Waiting,
-    renew_every,
-)
 from bridge.tasks import DEFAULT_BODIES, run_chunk
 from service.db.session import SessionFactory, in_transaction, is_disconnect, without_password
 from service.jobs import transitions
@@ -103,7 +85,7 @@ def describe_error(exc: BaseException) -> str:
 @dataclass(slots=True, eq=False)
 class _Work:
     delivery: Delivery
-    chunk: Chunk = field(default_factory=Chunk)  # its state in chunk_rules' machine
+    chunk: rules.Chunk = field(default_factory=rules.Chunk)  # its state in chunk_rules' machine
     lease: Claim | None = None  # the claim that leased its task: renewed, released at shutdown, failed
     ref: Any = None  # its Ray task
     released: bool = False  # shutdown released its task (set by the main thread)
@@ -247,7 +229,7 @@ class Executor:
             log.warning("database unreachable: consumption paused, %d delivery(ies) held", len(self._held))
         for delivery in self.broker.poll(self.poll_interval, 0):  # pumps settlements; holds stragglers
             self._hold(_Work(delivery))
-        if not chunk_rules.due(time.monotonic(), self._last_probe, self.db_probe_interval):
+        if not rules.due(time.monotonic(), self._last_probe, self.db_probe_interval):
             return
         self._last_probe = time.monotonic()
         try:
@@ -304,64 +286,66 @@ class Executor:
 
     def _process(self, work: _Work) -> Settlement | None:
         """Run the delivery's steps to its settlement; None: hold it until the database answers."""
-        event: Event = Start(readable=work.delivery.task_id is not None, stopping=self._stop.is_set())
+        event: rules.Event = rules.Start(
+            readable=work.delivery.task_id is not None, stopping=self._stop.is_set()
+        )
         while True:
-            decision = chunk_rules.decide(work.chunk, event)
+            decision = rules.decide(work.chunk, event)
             work.chunk = decision.chunk
             self._count(work, decision.count)
             match decision.step:
-                case Step.SETTLE:
-                    if work.delivery.task_id is None:
+                case rules.Step.SETTLE:
+                    if work.delivery.task_id is None and decision.settlement == Settlement.DEAD_LETTER:
                         log.error("malformed message dead-lettered")
                     if decision.pause:
                         time.sleep(1.0)
                     return decision.settlement
-                case Step.HOLD:
+                case rules.Step.HOLD:
                     return None
-                case Step.GIVE_BACK:
+                case rules.Step.GIVE_BACK:
                     event = self._give_back(work)
-                case Step.CLAIM:
+                case rules.Step.CLAIM:
                     event = self._claim(work)
-                case Step.RUN:
+                case rules.Step.RUN:
                     event = self._run_claim(work)
-                case Step.RECORD_FAILURE:
+                case rules.Step.RECORD_FAILURE:
                     event = self._record_failure(work)
 
-    def _db(self, what: str, fn: Callable[[Any], T], then: Callable[[T], Event]) -> Event:
+    def _db(self, what: str, fn: Callable[[Any], T], then: Callable[[T], rules.Event]) -> rules.Event:
         """A step's transaction, and what it found: ``then`` of its result, or the database's failure."""
         try:
             result = in_transaction(self.factory, fn)
         except Exception as exc:
             if is_disconnect(exc):
                 log.warning("%s lost the database; held", what)
-                return DatabaseLost()
+                return rules.DatabaseLost()
             log.warning("%s failed (%s); requeueing", what, type(exc).__name__)
-            return DatabaseError()
+            return rules.DatabaseError()
         return then(result)
 
-    def _give_back(self, work: _Work) -> Event:
+    def _give_back(self, work: _Work) -> rules.Event:
         task_id = work.delivery.task_id
         assert task_id is not None
         release = partial(transitions.release, task_id=task_id, worker=self.worker_id)
-        return self._db(f"giving back task {task_id}", release, lambda _: GivenBack())
+        return self._db(f"giving back task {task_id}", release, lambda _: rules.GivenBack())
 
-    def _claim(self, work: _Work) -> Event:
+    def _claim(self, work: _Work) -> rules.Event:
         task_id = work.delivery.task_id
         assert task_id is not None
 
-        def found(result: ClaimResult) -> Event:
+        def found(result: ClaimResult) -> rules.Event:
             if result.lease is not None:
                 work.lease = result.lease
-                return Leased()
+                return rules.Leased()
             if result.status == Claimed.ABANDONED:
                 log.warning("task %s FAILED: its worker died at every attempt", task_id)
-                return Abandoned()
-            return NothingToDo()  # done, failed, leased elsewhere or backing off: nothing for us
+                return rules.Abandoned()
+            return rules.NothingToDo()  # done, failed, leased elsewhere or backing off: nothing for us
 
         claim = partial(transitions.claim, task_id=task_id, worker=self.worker_id, policy=self.policy)
         return self._db(f"claim of task {task_id}", claim, found)
 
-    def _run_claim(self, work: _Work) -> Event:
+    def _run_claim(self, work: _Work) -> rules.Event:
         claim = work.lease
         assert claim is not None
         body_path = self.bodies.get(claim.body_key) or self.bodies[claim.operation]
@@ -374,48 +358,48 @@ class Executor:
             ).remote(body_path, without_password(self.database_url), claim)
             outcome = Outcome(self._result(work))
         except Exception as exc:
-            failure = Failure(describe_error(exc), permanent=_is_permanent(exc))
+            failure = rules.Failure(describe_error(exc), permanent=_is_permanent(exc))
             if work.released:
-                return BodyFailed(failure, released=True)
+                return rules.BodyFailed(failure, released=True)
             if _is_infrastructure(exc):
                 log.warning("task %s lost the database (%s); held", claim.task_id, failure.error)
-                return BodyFailed(failure, lost_database=True)
+                return rules.BodyFailed(failure, lost_database=True)
             log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, failure.error)
-            return BodyFailed(failure)
+            return rules.BodyFailed(failure)
         if outcome == Outcome.DONE:
             log.info("%s task %s of job %s done", claim.operation, claim.task_id, claim.job_id)
-        return Ran(done=outcome == Outcome.DONE)
+        return rules.Ran(done=outcome == Outcome.DONE)
 
     def _result(self, work: _Work) -> Any:
         """The task's result. A task still running when shutdown released it is left to Ray's cancel;
         one past its time limit is killed (its transaction, if any, rolls back) and fails its attempt,
         so a hung call costs an attempt instead of holding its job, and a CPU, for ever."""
-        ends_by = chunk_rules.deadline(time.monotonic(), self.time_limit)
+        ends_by = rules.deadline(time.monotonic(), self.time_limit)
         while True:
             ready, _ = ray.wait([work.ref], timeout=1.0)
             if ready:
                 return ray.get(work.ref)
-            match chunk_rules.while_running(time.monotonic(), ends_by, work.released):
-                case Waiting.RELEASED:
+            match rules.while_running(time.monotonic(), ends_by, work.released):
+                case rules.Waiting.RELEASED:
                     raise _Released
-                case Waiting.TIMED_OUT:
+                case rules.Waiting.TIMED_OUT:
                     ray.cancel(work.ref, force=True)
                     raise TimeLimitExceeded(
                         f"still running after its time limit of {self.time_limit:g} s; its worker was killed"
                     )
 
-    def _record_failure(self, work: _Work) -> Event:
+    def _record_failure(self, work: _Work) -> rules.Event:
         claim, failure = work.lease, work.chunk.failure
         assert claim is not None and failure is not None
 
-        def recorded(outcome: Outcome) -> Event:
+        def recorded(outcome: Outcome) -> rules.Event:
             if outcome == Outcome.FAILED:
                 log.warning(
                     "task %s of job %s FAILED after %s attempt(s)", claim.task_id, claim.job_id, claim.attempt
                 )
             elif outcome == Outcome.RETRY:
                 log.info("task %s of job %s will be retried", claim.task_id, claim.job_id)
-            return Recorded(final=outcome == Outcome.FAILED)
+            return rules.Recorded(final=outcome == Outcome.FAILED)
 
         fail = partial(
             transitions.fail,
@@ -427,14 +411,14 @@ class Executor:
         )
         return self._db(f"recording the failure of task {claim.task_id}", fail, recorded)
 
-    def _count(self, work: _Work, count: Count | None) -> None:
+    def _count(self, work: _Work, count: rules.Count | None) -> None:
         if count is None:
             return
         operation = work.lease.operation if work.lease else str(work.delivery.operation)
-        if count == Count.DONE:
+        if count == rules.Count.DONE:
             metrics.chunk_done(operation)
         else:
-            metrics.chunk_failed(operation, final=count == Count.FAILED_FINAL)
+            metrics.chunk_failed(operation, final=count == rules.Count.FAILED_FINAL)
 
     # -- leases and shutdown ------------------------------------------------------------------
     def _pending(self) -> int:
@@ -446,12 +430,12 @@ class Executor:
             return list(self._inflight.values())
 
     def _maybe_report(self) -> None:
-        if chunk_rules.due(time.monotonic(), self._last_report, 5.0):
+        if rules.due(time.monotonic(), self._last_report, 5.0):
             self._last_report = time.monotonic()
             metrics.in_flight(self.worker_id, self._pending())
 
     def _maybe_renew(self) -> None:
-        if not chunk_rules.due(time.monotonic(), self._last_renew, renew_every(self.policy.lease_seconds)):
+        if not rules.due(time.monotonic(), self._last_renew, rules.renew_every(self.policy.lease_seconds)):
             return
         self._last_renew = time.monotonic()
         ids = [w.lease.task_id for w in self._snapshot() if w.lease is not None and not w.released]
