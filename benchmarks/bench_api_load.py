@@ -176,7 +176,7 @@ class Pipeline:
         self.parts = [
             Relay(self.factory, RabbitMQPublisher(amqp_url), poll_interval=0.05),
             Reconciler(self.factory, interval=30, stale_after=timedelta(seconds=600)),
-            Executor(settings, RabbitMQBroker(amqp_url)),
+            Executor(self.factory, RabbitMQBroker(amqp_url), settings),
         ]
         self.threads = [threading.Thread(target=p.run, daemon=True) for p in self.parts]
         for t in self.threads:

@@ -62,7 +62,7 @@ def run_once(
     from tests.bridge.helpers_bridge import job_row, make_tally_job, queue_depth
 
     relay = Relay(factory, RabbitMQPublisher(amqp_url), poll_interval=poll, window=window)
-    bridge = Executor(settings, RabbitMQBroker(amqp_url), bodies={"TALLY": BODY}, shutdown_grace=10)
+    bridge = Executor(factory, RabbitMQBroker(amqp_url), settings, bodies={"TALLY": BODY}, shutdown_grace=10)
     threads = [threading.Thread(target=x.run, daemon=True) for x in (relay, bridge)]
     depths: list[int] = []
     stop = threading.Event()

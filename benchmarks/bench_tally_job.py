@@ -224,7 +224,10 @@ def job_run(url: str, amqp_url: str, election_id: int, chunk_size: int, workers:
     reconciler = Reconciler(factory, interval=30, stale_after=timedelta(seconds=600))
     TIMING_FILE.write_text("")
     bridge = Executor(
-        settings, RabbitMQBroker(amqp_url), bodies={"TALLY": "benchmarks.bench_tally_job:timed_tally"}
+        factory,
+        RabbitMQBroker(amqp_url),
+        settings,
+        bodies={"TALLY": "benchmarks.bench_tally_job:timed_tally"},
     )
     threads = [threading.Thread(target=x.run, daemon=True) for x in (relay, reconciler, bridge)]
     for t in threads:
@@ -264,7 +267,7 @@ from sqlalchemy import select
 url = {url!r}
 f = session_factory(url)
 task_id = in_transaction(f, lambda s: s.scalars(select(ChunkTask.id).order_by(ChunkTask.id)).first())
-claim = in_transaction(f, lambda s: transitions.claim(s, task_id, "measure", transitions.Policy()))
+claim = in_transaction(f, lambda s: transitions.claim(s, task_id, "measure", transitions.Policy()).lease)
 proc = psutil.Process()
 base = peak = proc.memory_info().rss
 done = threading.Event()

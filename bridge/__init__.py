@@ -7,6 +7,8 @@ Module map (each small, one job):
                     ``outbox`` (the database's outbox itself: the embedded default), ``stub`` (in memory,
                     tests)
 - ``executor``      the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
+- ``chunk_rules``   the executor's decisions, pure (no Ray, no database): each delivery's next step and
+                    settlement, the database-outage hold and give-back, the time limit, shutdown
 - ``relay``         the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
 - ``loop``          the periodic loop (``run``/``stop``/``run_once``) of the three housekeeping workers,
                     each its own module with one job:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from service.jobs.outbox import Message
+if TYPE_CHECKING:  # annotations only: the executor's rules (bridge/chunk_rules.py) stay free of SQLAlchemy
+    from service.jobs.outbox import Message
 
 
 class Settlement(enum.StrEnum):
@@ -71,8 +72,10 @@ class Broker(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class Idle(Protocol):
-    """A broker that can tell there is no work left anywhere (the embedded outbox, the stub)."""
+    """A broker that can tell there is no work left anywhere (the embedded outbox, the stub):
+    ``isinstance(broker, Idle)``."""
 
     def idle(self) -> bool: ...
 

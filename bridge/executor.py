@@ -13,16 +13,9 @@ Threads, and why:
   (or settled) every delivery before it returns, so one still blocked in a call (a database that stopped
   answering) must not keep the process from exiting, as a ``ThreadPoolExecutor``'s thread would.
 
-What a delivery's fate is:
-
-- claimed and the body succeeds (or the task was already DONE, or someone else holds a live lease, or it
-  is backing off): ACK;
-- the body raises or its worker dies, or it runs past ``chunk_time_limit_seconds`` (its worker is then
-  killed): ``transitions.fail``; below the limit that writes a delayed outbox message and we ACK; at the
-  limit the task is FAILED and we DEAD_LETTER it;
-- unreadable: DEAD_LETTER;
-- its lease was taken over at the last attempt (its worker died every time): the task is FAILED,
-  DEAD_LETTER.
+What is done with a delivery, step by step (give back, claim, run, record a failure, then settle or
+hold), and what each settlement means, is decided by ``bridge/chunk_rules.py`` ``decide``: this module
+does the steps and reports what each found.
 
 While the database is unreachable (a claim, a failure record or the body's own writes lose the
 connection), nothing is settled and nothing is counted: the delivery is *held*, the executor stops
@@ -53,20 +46,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import ray
 from sqlalchemy import text
 
+from bridge import chunk_rules as rules
 from bridge import metrics
 from bridge.broker import Broker, BrokerLost, Delivery, Idle, Settlement
 from bridge.tasks import DEFAULT_BODIES, run_chunk
-from service.db.session import in_transaction, is_disconnect, session_factory, without_password
+from service.db.session import SessionFactory, in_transaction, is_disconnect, without_password
 from service.jobs import transitions
-from service.jobs.transitions import Claim, Outcome, Policy
+from service.jobs.transitions import Claim, Claimed, ClaimResult, Outcome, Policy
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def default_worker_id() -> str:
@@ -89,14 +85,10 @@ def describe_error(exc: BaseException) -> str:
 @dataclass(slots=True, eq=False)
 class _Work:
     delivery: Delivery
-    task_id: int | None = None
-    ref: Any = None
-    released: bool = False
-    settled: bool = False
-    # What to do first when the work runs again after a database outage.
-    give_back: int | None = None  # release this task (its body lost the database: the attempt is not its)
-    failure: tuple[Claim, str, bool] | None = None  # record this failure (recording it lost the database)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    chunk: rules.Chunk = field(default_factory=rules.Chunk)  # its state in chunk_rules' machine
+    lease: Claim | None = None  # the claim that leased its task: renewed, released at shutdown, failed
+    ref: Any = None  # its Ray task
+    released: bool = False  # shutdown released its task (set by the main thread)
 
 
 class _Released(Exception):
@@ -105,10 +97,6 @@ class _Released(Exception):
 
 class TimeLimitExceeded(Exception):
     """The chunk ran past ``chunk_time_limit_seconds``: its worker was killed, the attempt fails."""
-
-
-class _Held(Exception):
-    """The database is unreachable: keep the delivery unsettled until it answers again."""
 
 
 def _is_permanent(exc: BaseException) -> bool:
@@ -126,8 +114,9 @@ def _is_infrastructure(exc: BaseException) -> bool:
 class Executor:
     def __init__(
         self,
-        settings: Settings,
+        factory: SessionFactory,
         broker: Broker,
+        settings: Settings,
         *,
         operations: Iterable[str] | None = None,
         bodies: Mapping[str, str] | None = None,
@@ -138,9 +127,9 @@ class Executor:
         poll_interval: float = 0.5,
         db_probe_interval: float = 2.0,
     ) -> None:
+        self.factory = factory
         self.broker = broker
-        self.database_url = settings.sqlalchemy_url
-        self.factory = session_factory(self.database_url)
+        self.database_url = settings.sqlalchemy_url  # the Ray task's, without its password
         self.policy = policy or Policy.from_settings(settings)
         self.max_in_flight = settings.max_in_flight
         self.task_memory = settings.task_memory_mb * 1024 * 1024
@@ -169,7 +158,8 @@ class Executor:
 
     # -- public -------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask :meth:`run` to finish (thread-safe; what the SIGTERM handler calls)."""
+        """Ask :meth:`run` to finish (thread-safe; what the SIGTERM handler of
+        ``cli/worker.py`` ``run_until_signalled`` calls)."""
         self._stop.set()
 
     def run(self) -> None:
@@ -179,9 +169,9 @@ class Executor:
     def run_until_idle(self, timeout: float | None = None) -> None:
         """Work until the broker has no message left (due or backing off) and nothing is in flight.
         Only for brokers that can tell (``Idle``: the embedded outbox, the stub)."""
-        if not hasattr(self.broker, "idle"):
-            raise TypeError(f"{type(self.broker).__name__} cannot tell when all work is done")
-        broker: Idle = self.broker  # type: ignore[assignment]
+        broker = self.broker
+        if not isinstance(broker, Idle):
+            raise TypeError(f"{type(broker).__name__} cannot tell when all work is done")
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stop.clear()  # may run again after an earlier run ended (tests, the demo's phases)
 
@@ -191,12 +181,6 @@ class Executor:
             return self._stop.is_set() or (self._pending() == 0 and broker.idle())
 
         self._run(done)
-
-    def install_signal_handlers(self) -> None:
-        import signal
-
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
 
     # -- main thread --------------------------------------------------------------------------
     def _run(self, finished: Callable[[], bool]) -> None:
@@ -245,7 +229,7 @@ class Executor:
             log.warning("database unreachable: consumption paused, %d delivery(ies) held", len(self._held))
         for delivery in self.broker.poll(self.poll_interval, 0):  # pumps settlements; holds stragglers
             self._hold(_Work(delivery))
-        if time.monotonic() - self._last_probe < self.db_probe_interval:
+        if not rules.due(time.monotonic(), self._last_probe, self.db_probe_interval):
             return
         self._last_probe = time.monotonic()
         try:
@@ -282,74 +266,88 @@ class Executor:
 
     def _settle(self, work: _Work, how: Settlement) -> None:
         """Settle once; then the work is no longer in flight."""
-        with work.lock:
-            if work.settled:
-                return
-            work.settled = True
         with self._inflight_lock:
-            self._inflight.pop(id(work), None)
+            if self._inflight.pop(id(work), None) is None:
+                return
         self.broker.settle(work.delivery, how)
 
-    # -- worker threads -----------------------------------------------------------------------
+    # -- worker threads: each step does what chunk_rules.decide says and reports what it found -------
     def _handle(self, work: _Work) -> None:
         try:
             how = self._process(work)
-        except _Held:
-            self._hold(work)
-            return
         except Exception:
             log.exception("unexpected error handling a delivery; requeueing it")
             time.sleep(1.0)
             how = Settlement.REQUEUE
-        self._settle(work, how)
+        if how is None:
+            self._hold(work)
+        else:
+            self._settle(work, how)
 
-    def _db(self, fn: Callable[[Any], Any]) -> Any:
-        """A transaction; a lost database holds the work (``_Held``) instead of failing it."""
+    def _process(self, work: _Work) -> Settlement | None:
+        """Run the delivery's steps to its settlement; None: hold it until the database answers."""
+        event: rules.Event = rules.Start(
+            readable=work.delivery.task_id is not None, stopping=self._stop.is_set()
+        )
+        while True:
+            decision = rules.decide(work.chunk, event)
+            work.chunk = decision.chunk
+            self._count(work, decision.count)
+            match decision.step:
+                case rules.Step.SETTLE:
+                    if work.delivery.task_id is None and decision.settlement == Settlement.DEAD_LETTER:
+                        log.error("malformed message dead-lettered")
+                    if decision.pause:
+                        time.sleep(1.0)
+                    return decision.settlement
+                case rules.Step.HOLD:
+                    return None
+                case rules.Step.GIVE_BACK:
+                    event = self._give_back(work)
+                case rules.Step.CLAIM:
+                    event = self._claim(work)
+                case rules.Step.RUN:
+                    event = self._run_claim(work)
+                case rules.Step.RECORD_FAILURE:
+                    event = self._record_failure(work)
+
+    def _db(self, what: str, fn: Callable[[Any], T], then: Callable[[T], rules.Event]) -> rules.Event:
+        """A step's transaction, and what it found: ``then`` of its result, or the database's failure."""
         try:
-            return in_transaction(self.factory, fn)
+            result = in_transaction(self.factory, fn)
         except Exception as exc:
             if is_disconnect(exc):
-                raise _Held from exc
-            raise
+                log.warning("%s lost the database; held", what)
+                return rules.DatabaseLost()
+            log.warning("%s failed (%s); requeueing", what, type(exc).__name__)
+            return rules.DatabaseError()
+        return then(result)
 
-    def _process(self, work: _Work) -> Settlement:
-        if self._stop.is_set():
-            return Settlement.REQUEUE
+    def _give_back(self, work: _Work) -> rules.Event:
         task_id = work.delivery.task_id
-        if task_id is None:
-            log.error("malformed message dead-lettered")
-            return Settlement.DEAD_LETTER
-        if work.failure is not None:
-            claim, error, permanent = work.failure
-            return self._record_failure(work, claim, error, permanent)
-        if work.give_back is not None:
-            give_back = work.give_back
-            self._db(lambda s: transitions.release(s, give_back, self.worker_id))
-            work.give_back = None
-        try:
-            claim = self._db(lambda s: transitions.claim(s, task_id, self.worker_id, self.policy))
-        except _Held:
-            # The claim's commit may have landed before the connection went (its answer did not): give
-            # it back first when the delivery runs again, or the retry would find our own lease and
-            # drop the work, or find it expired and count a second attempt.
-            work.give_back = task_id
-            raise
-        except Exception as exc:
-            log.warning("claim of task %s failed (%s); requeueing", task_id, type(exc).__name__)
-            time.sleep(1.0)
-            return Settlement.REQUEUE
-        if claim is None:
-            return Settlement.ACK  # done, failed, leased elsewhere or backing off: nothing for us
-        if claim == Outcome.FAILED:
-            log.warning("task %s FAILED: its worker died at every attempt", task_id)
-            metrics.chunk_failed(str(work.delivery.operation), final=True)
-            return Settlement.DEAD_LETTER
-        if not isinstance(claim, Claim):
-            return Settlement.ACK
-        work.task_id = task_id
-        return self._run_claim(work, claim)
+        assert task_id is not None
+        release = partial(transitions.release, task_id=task_id, worker=self.worker_id)
+        return self._db(f"giving back task {task_id}", release, lambda _: rules.GivenBack())
 
-    def _run_claim(self, work: _Work, claim: Claim) -> Settlement:
+    def _claim(self, work: _Work) -> rules.Event:
+        task_id = work.delivery.task_id
+        assert task_id is not None
+
+        def found(result: ClaimResult) -> rules.Event:
+            if result.lease is not None:
+                work.lease = result.lease
+                return rules.Leased()
+            if result.status == Claimed.ABANDONED:
+                log.warning("task %s FAILED: its worker died at every attempt", task_id)
+                return rules.Abandoned()
+            return rules.NothingToDo()  # done, failed, leased elsewhere or backing off: nothing for us
+
+        claim = partial(transitions.claim, task_id=task_id, worker=self.worker_id, policy=self.policy)
+        return self._db(f"claim of task {task_id}", claim, found)
+
+    def _run_claim(self, work: _Work) -> rules.Event:
+        claim = work.lease
+        assert claim is not None
         body_path = self.bodies.get(claim.body_key) or self.bodies[claim.operation]
         try:
             work.ref = run_chunk.options(
@@ -360,63 +358,67 @@ class Executor:
             ).remote(body_path, without_password(self.database_url), claim)
             outcome = Outcome(self._result(work))
         except Exception as exc:
+            failure = rules.Failure(describe_error(exc), permanent=_is_permanent(exc))
             if work.released:
-                return Settlement.REQUEUE  # shut down under it: released already, nothing counted
+                return rules.BodyFailed(failure, released=True)
             if _is_infrastructure(exc):
-                # The body lost the database: not the chunk's fault. Its attempt is given back when the
-                # database returns, and the chunk runs again then.
-                log.warning("task %s lost the database (%s); held", claim.task_id, describe_error(exc))
-                work.give_back = claim.task_id
-                raise _Held from exc
-            error = describe_error(exc)
-            log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, error)
-            return self._record_failure(work, claim, error, permanent=_is_permanent(exc))
+                log.warning("task %s lost the database (%s); held", claim.task_id, failure.error)
+                return rules.BodyFailed(failure, lost_database=True)
+            log.warning("task %s attempt %s failed: %s", claim.task_id, claim.attempt, failure.error)
+            return rules.BodyFailed(failure)
         if outcome == Outcome.DONE:
-            metrics.chunk_done(claim.operation)
             log.info("%s task %s of job %s done", claim.operation, claim.task_id, claim.job_id)
-        return Settlement.ACK
+        return rules.Ran(done=outcome == Outcome.DONE)
 
     def _result(self, work: _Work) -> Any:
         """The task's result. A task still running when shutdown released it is left to Ray's cancel;
         one past its time limit is killed (its transaction, if any, rolls back) and fails its attempt,
         so a hung call costs an attempt instead of holding its job, and a CPU, for ever."""
-        deadline = time.monotonic() + self.time_limit if self.time_limit else None
+        ends_by = rules.deadline(time.monotonic(), self.time_limit)
         while True:
             ready, _ = ray.wait([work.ref], timeout=1.0)
             if ready:
                 return ray.get(work.ref)
-            if work.released:
-                raise _Released
-            if deadline is not None and time.monotonic() > deadline:
-                ray.cancel(work.ref, force=True)
-                raise TimeLimitExceeded(
-                    f"still running after its time limit of {self.time_limit:g} s; its worker was killed"
-                )
+            match rules.while_running(time.monotonic(), ends_by, work.released):
+                case rules.Waiting.RELEASED:
+                    raise _Released
+                case rules.Waiting.TIMED_OUT:
+                    ray.cancel(work.ref, force=True)
+                    raise TimeLimitExceeded(
+                        f"still running after its time limit of {self.time_limit:g} s; its worker was killed"
+                    )
 
-    def _record_failure(self, work: _Work, claim: Claim, error: str, permanent: bool = False) -> Settlement:
-        try:
-            outcome = self._db(
-                lambda s: transitions.fail(
-                    s, claim.task_id, self.worker_id, error, self.policy, permanent=permanent
+    def _record_failure(self, work: _Work) -> rules.Event:
+        claim, failure = work.lease, work.chunk.failure
+        assert claim is not None and failure is not None
+
+        def recorded(outcome: Outcome) -> rules.Event:
+            if outcome == Outcome.FAILED:
+                log.warning(
+                    "task %s of job %s FAILED after %s attempt(s)", claim.task_id, claim.job_id, claim.attempt
                 )
-            )
-        except _Held:
-            work.failure = (claim, error, permanent)  # recorded when the database answers again
-            raise
-        except Exception as db_exc:
-            # Not recorded: requeue; the next claim counts a new attempt, the lease guards overlap.
-            log.warning("could not record failure of task %s (%s)", claim.task_id, type(db_exc).__name__)
-            time.sleep(1.0)
-            return Settlement.REQUEUE
-        work.failure = None
-        metrics.chunk_failed(claim.operation, final=outcome == Outcome.FAILED)
-        if outcome == Outcome.FAILED:
-            log.warning(
-                "task %s of job %s FAILED after %s attempt(s)", claim.task_id, claim.job_id, claim.attempt
-            )
-        elif outcome == Outcome.RETRY:
-            log.info("task %s of job %s will be retried", claim.task_id, claim.job_id)
-        return Settlement.DEAD_LETTER if outcome == Outcome.FAILED else Settlement.ACK
+            elif outcome == Outcome.RETRY:
+                log.info("task %s of job %s will be retried", claim.task_id, claim.job_id)
+            return rules.Recorded(final=outcome == Outcome.FAILED)
+
+        fail = partial(
+            transitions.fail,
+            task_id=claim.task_id,
+            worker=self.worker_id,
+            error=failure.error,
+            policy=self.policy,
+            permanent=failure.permanent,
+        )
+        return self._db(f"recording the failure of task {claim.task_id}", fail, recorded)
+
+    def _count(self, work: _Work, count: rules.Count | None) -> None:
+        if count is None:
+            return
+        operation = work.lease.operation if work.lease else str(work.delivery.operation)
+        if count == rules.Count.DONE:
+            metrics.chunk_done(operation)
+        else:
+            metrics.chunk_failed(operation, final=count == rules.Count.FAILED_FINAL)
 
     # -- leases and shutdown ------------------------------------------------------------------
     def _pending(self) -> int:
@@ -428,15 +430,15 @@ class Executor:
             return list(self._inflight.values())
 
     def _maybe_report(self) -> None:
-        if time.monotonic() - self._last_report >= 5.0:
+        if rules.due(time.monotonic(), self._last_report, 5.0):
             self._last_report = time.monotonic()
             metrics.in_flight(self.worker_id, self._pending())
 
     def _maybe_renew(self) -> None:
-        if time.monotonic() - self._last_renew < max(self.policy.lease_seconds / 3, 1.0):
+        if not rules.due(time.monotonic(), self._last_renew, rules.renew_every(self.policy.lease_seconds)):
             return
         self._last_renew = time.monotonic()
-        ids = [w.task_id for w in self._snapshot() if w.task_id is not None and not w.released]
+        ids = [w.lease.task_id for w in self._snapshot() if w.lease is not None and not w.released]
         if not ids:
             return
         try:
@@ -471,8 +473,8 @@ class Executor:
         leftovers = self._snapshot()
         for w in leftovers:
             w.released = True
-            if w.task_id is not None:
-                self._release(w.task_id)
+            if w.lease is not None:
+                self._release(w.lease.task_id)
             if w.ref is not None:
                 ray.cancel(w.ref, force=False)
         deadline = time.monotonic() + 5.0

@@ -159,11 +159,12 @@ def make_worker(settings: Settings, *, with_relay: bool = True, with_housekeepin
         helpers.append(make_relay(settings, factory))
     if with_housekeeping:
         helpers.extend(make_housekeeping(settings, factory))
-    return Worker(Executor(settings, make_broker(settings, factory)), helpers)
+    return Worker(Executor(factory, make_broker(settings, factory), settings), helpers)
 
 
 def run_until_signalled(service: Service) -> None:
-    """Run in the foreground until SIGTERM or SIGINT, then stop cleanly."""
+    """Run in the foreground until SIGTERM or SIGINT, then stop cleanly (every long-running command, and
+    the test suite's bridge process, ``tests/bridge/run_bridge.py``)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: service.stop())
         signal.signal(signal.SIGINT, lambda *_: service.stop())

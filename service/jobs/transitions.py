@@ -72,6 +72,23 @@ class Claim:
         return f"{self.operation}:{self.variant}" if self.variant else self.operation
 
 
+class Claimed(enum.StrEnum):
+    """What :func:`claim` found (what ``complete`` and ``fail`` did is an :class:`Outcome`)."""
+
+    LEASED = "LEASED"  # the task is the caller's now: run ``ClaimResult.lease``
+    NOTHING = "NOTHING"  # DONE or FAILED already, leased elsewhere, backing off, or its job ended
+    ABANDONED = "ABANDONED"  # its lease ran out at its last attempt: FAILED now (dead-letter the message)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    status: Claimed
+    lease: Claim | None = None  # exactly when LEASED
+
+
+NOTHING_TO_DO = ClaimResult(Claimed.NOTHING)
+
+
 class Outcome(enum.StrEnum):
     DONE = "DONE"  # this call moved the task to DONE
     ALREADY_DONE = "ALREADY_DONE"  # a repeated delivery: nothing written, nothing counted
@@ -117,8 +134,9 @@ def enqueue(
     outbox.enqueue(session, task.id, job.job_id, job.operation_type, available_at)
 
 
-def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim | Outcome | None:
-    """Lease ``task_id`` to ``worker`` and count the attempt; None if there is nothing to do.
+def claim(session: Session, task_id: int, worker: str, policy: Policy) -> ClaimResult:
+    """Lease ``task_id`` to ``worker`` and count the attempt (``Claimed.LEASED``, with the lease), or say
+    there is nothing to do (``Claimed.NOTHING``).
 
     Nothing to do: the task is DONE or FAILED (a duplicate or a late message), it is leased and
     the lease is still live (its holder may finish it; if it died, the lease runs out and the
@@ -126,29 +144,30 @@ def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim 
     retry's own message is still in the outbox).
 
     Taking over an expired lease is taking over from a worker that died mid-chunk, which used an
-    attempt: at the limit the task is FAILED instead ("its worker died N times") and ``Outcome.FAILED``
+    attempt: at the limit the task is FAILED instead ("its worker died N times") and ``Claimed.ABANDONED``
     is returned (the caller dead-letters the message), so a chunk that kills its worker or node cannot
     be taken over for ever.
     """
     now = db_now(session)
     task = _lock_task(session, task_id)
     if task is None or task.state in (TaskState.DONE, TaskState.FAILED):
-        return None
+        return NOTHING_TO_DO
     if task.state == TaskState.RUNNING:
         # A live lease, even our own: a redelivery (the channel closed under a long chunk) must not
         # start the same chunk twice in one bridge. The running attempt acks or fails it.
         expires = aware(task.lease_expires_at)
         if expires is not None and expires > now:
-            return None
+            return NOTHING_TO_DO
         if task.attempts >= policy.max_attempts:
-            return _fail_abandoned(session, task, now)
+            _fail_abandoned(session, task, now)
+            return ClaimResult(Claimed.ABANDONED)
     if task.state == TaskState.PENDING:
         not_before = aware(task.not_before)
         if not_before is not None and not_before > now:
-            return None
+            return NOTHING_TO_DO
     job = _lock_job(session, task.job_id)
     if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
-        return None  # a terminal job takes no work until an operator re-drives it
+        return NOTHING_TO_DO  # a terminal job takes no work until an operator re-drives it
     chunk = session.get(ElectionCenter, task.chunk_id)
     assert chunk is not None
 
@@ -163,7 +182,7 @@ def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim 
         job.status = JobStatus.IN_PROGRESS
         job.started_at = now
     session.flush()
-    return Claim(
+    lease = Claim(
         task_id=task.id,
         job_id=job.job_id,
         chunk_id=task.chunk_id,
@@ -174,6 +193,7 @@ def claim(session: Session, task_id: int, worker: str, policy: Policy) -> Claim 
         lease_expires_at=task.lease_expires_at,
         variant=str((job.metadata_ or {}).get("shares") or ""),
     )
+    return ClaimResult(Claimed.LEASED, lease)
 
 
 def _fail_abandoned(session: Session, task: ChunkTask, now: datetime) -> Outcome:

@@ -16,6 +16,8 @@ import ray
 
 from bridge.brokers.rabbitmq import RabbitMQBroker
 from bridge.executor import Executor
+from cli.worker import run_until_signalled
+from service.db.session import session_factory
 from service.settings import Settings
 from tests.bridge.fakes import BODY
 
@@ -35,9 +37,14 @@ def main() -> None:
         max_in_flight=4,
     )
     ray.init(address=ray_address, log_to_driver=False)
-    bridge = Executor(settings, RabbitMQBroker(amqp_url), bodies={"TALLY": BODY}, shutdown_grace=grace)
-    bridge.install_signal_handlers()
-    bridge.run()
+    bridge = Executor(
+        session_factory(settings.sqlalchemy_url),
+        RabbitMQBroker(amqp_url),
+        settings,
+        bodies={"TALLY": BODY},
+        shutdown_grace=grace,
+    )
+    run_until_signalled(bridge)
     print("bridge exited cleanly", flush=True)
 
 

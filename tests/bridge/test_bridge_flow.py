@@ -27,6 +27,7 @@ from bridge.executor import Executor
 from bridge.reconciler import Reconciler
 from bridge.relay import Relay
 from service.db.models import ElectionJob
+from service.db.session import session_factory
 from service.jobs import transitions
 from tests.bridge.fakes import BODY
 from tests.bridge.helpers_bridge import (
@@ -48,7 +49,11 @@ HERE = Path(__file__).resolve().parent
 
 def executor(settings, broker: RabbitMQBroker | None = None) -> Executor:  # type: ignore[no-untyped-def]
     return Executor(
-        settings, broker or RabbitMQBroker(settings.amqp_url), bodies={"TALLY": BODY}, shutdown_grace=10
+        session_factory(settings.sqlalchemy_url),
+        broker or RabbitMQBroker(settings.amqp_url),
+        settings,
+        bodies={"TALLY": BODY},
+        shutdown_grace=10,
     )
 
 

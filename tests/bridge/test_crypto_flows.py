@@ -50,7 +50,7 @@ def test_tally_decrypt_compensate_combine(settings, factory, ray_local, clean, s
 
     # The real bodies (bridge.tasks.DEFAULT_BODIES), not the counting stand-in.
     broker = Recording(settings.amqp_url)
-    real_bodies = Executor(settings, broker, shutdown_grace=10)
+    real_bodies = Executor(factory, broker, settings, shutdown_grace=10)
     with pipeline(settings, factory, bridge=real_bodies):
         wait_for(lambda: job_row(factory, tally_job).status == "COMPLETED", timeout=120)
         e = election_row(factory, election_id)

@@ -48,7 +48,9 @@ def test_embedded_runner_completes_fails_and_redrives(sqlite_settings, ray_local
         job.metadata_ = {**job.metadata_, "poison": [2]}
         election_id, job_id = e.id, job.job_id
 
-    runner = Executor(sqlite_settings, OutboxBroker(factory), bodies={"TALLY": BODY}, poll_interval=0.1)
+    runner = Executor(
+        factory, OutboxBroker(factory), sqlite_settings, bodies={"TALLY": BODY}, poll_interval=0.1
+    )
     runner.run_until_idle(timeout=120)
     job = job_row(factory, job_id)
     assert (job.status, job.processed_chunks, job.failed_chunks) == ("FAILED", 11, 1)

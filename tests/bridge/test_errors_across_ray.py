@@ -131,7 +131,7 @@ def test_error_raised_in_a_ray_task_reaches_the_job_status_intact(
     one_attempt = replace(Policy.from_settings(settings), max_attempts=1)
     bodies = {"TALLY": f"tests.bridge.test_errors_across_ray:{body}"}
     executor = Executor(
-        settings, broker, bodies=bodies, poll_interval=0.05, shutdown_grace=5, policy=one_attempt
+        factory, broker, settings, bodies=bodies, poll_interval=0.05, shutdown_grace=5, policy=one_attempt
     )
     executor.run_until_idle(timeout=120)
     with factory() as s:

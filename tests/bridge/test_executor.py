@@ -17,6 +17,8 @@ import pytest
 from bridge.broker import Settlement
 from bridge.brokers.stub import StubBroker
 from bridge.executor import Executor
+from service.db.session import session_factory
+from service.jobs.transitions import Policy
 from tests.bridge.fakes import BODY
 from tests.bridge.helpers_bridge import election_row, job_row, make_tally_job, tasks_of, wait_for
 
@@ -24,7 +26,10 @@ pytestmark = pytest.mark.services
 
 
 def _executor(settings, broker: StubBroker, **kw) -> Executor:  # type: ignore[no-untyped-def]
-    return Executor(settings, broker, bodies={"TALLY": BODY}, poll_interval=0.05, shutdown_grace=5, **kw)
+    factory = session_factory(settings.sqlalchemy_url)
+    return Executor(
+        factory, broker, settings, bodies={"TALLY": BODY}, poll_interval=0.05, shutdown_grace=5, **kw
+    )
 
 
 def _publish_all(broker: StubBroker, factory, job_id, times: int = 1) -> list[int]:  # type: ignore[no-untyped-def]
@@ -54,7 +59,7 @@ def test_attempts_exhausted_dead_letters_and_fails_the_task(settings, factory, r
     _, job_id = make_tally_job(factory, ballots=6, chunk_size=3, metadata={"poison": [2]})
     broker = StubBroker()
     _publish_all(broker, factory, job_id)
-    one_attempt = replace(Executor(settings, StubBroker()).policy, max_attempts=1)
+    one_attempt = replace(Policy.from_settings(settings), max_attempts=1)
     _executor(settings, broker, policy=one_attempt).run_until_idle(timeout=120)
     job = job_row(factory, job_id)
     assert (job.status, job.processed_chunks, job.failed_chunks) == ("FAILED", 1, 1)
@@ -68,7 +73,7 @@ def test_a_chunk_past_its_time_limit_is_killed_and_fails(settings, factory, ray_
     broker = StubBroker()
     _publish_all(broker, factory, job_id)
     limited = settings.model_copy(update={"chunk_time_limit_seconds": 3.0})
-    one_attempt = replace(Executor(settings, StubBroker()).policy, max_attempts=1)
+    one_attempt = replace(Policy.from_settings(settings), max_attempts=1)
     _executor(limited, broker, policy=one_attempt).run_until_idle(timeout=120)
     job = job_row(factory, job_id)
     assert (job.status, job.processed_chunks, job.failed_chunks) == ("FAILED", 1, 1)
@@ -81,7 +86,7 @@ def test_stop_releases_chunks_in_flight(settings, factory, ray_local, clean) -> 
     _, job_id = make_tally_job(factory, ballots=8, chunk_size=2, metadata={"sleep": 3})
     broker = StubBroker()
     _publish_all(broker, factory, job_id)
-    ex = Executor(settings, broker, bodies={"TALLY": BODY}, poll_interval=0.05, shutdown_grace=0.2)
+    ex = Executor(factory, broker, settings, bodies={"TALLY": BODY}, poll_interval=0.05, shutdown_grace=0.2)
     thread = threading.Thread(target=ex.run, daemon=True)
     thread.start()
     wait_for(lambda: any(t.state == "RUNNING" for t in tasks_of(factory, job_id)), timeout=60)

@@ -45,7 +45,11 @@ def fair_pipeline(
         stack.enter_context(InThread(Reconciler(factory, interval=0.5, stale_after=timedelta(seconds=3))))
         if with_bridge:
             bridge = Executor(
-                settings, RabbitMQBroker(settings.amqp_url), bodies={"TALLY": BODY}, shutdown_grace=10
+                factory,
+                RabbitMQBroker(settings.amqp_url),
+                settings,
+                bodies={"TALLY": BODY},
+                shutdown_grace=10,
             )
             stack.enter_context(InThread(bridge))
             assert bridge.ready.wait(30)

@@ -95,7 +95,12 @@ def test_no_password_in_any_run_chunk_argument(  # type: ignore[no-untyped-def]
         broker.publish(task.id, "TALLY", job_id)
     try:
         Executor(
-            as_role, broker, bodies={"TALLY": BODY}, poll_interval=0.05, shutdown_grace=5
+            session_factory(url),
+            broker,
+            as_role,
+            bodies={"TALLY": BODY},
+            poll_interval=0.05,
+            shutdown_grace=5,
         ).run_until_idle(timeout=120)
     finally:
         session_factory(url).kw["bind"].dispose()

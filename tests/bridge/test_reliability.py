@@ -19,9 +19,11 @@ from bridge.brokers.stub import StubBroker
 from bridge.executor import Executor
 from bridge.reconciler import reconcile_once
 from service.db.models import ChunkTask, ElectionJob, Outbox
+from service.db.session import session_factory
 from service.errors import Conflict
 from service.jobs import clock, transitions
 from service.jobs.redrive import redrive_job
+from service.jobs.transitions import NOTHING_TO_DO, Claimed
 from tests.bridge.fakes import BODY
 from tests.bridge.helpers_bridge import drain_queue, job_row, make_tally_job, tasks_of, wait_for
 from tests.netproxy import Proxy
@@ -47,8 +49,7 @@ def test_a_lease_taken_over_at_the_limit_fails_the_task(factory, clean) -> None:
         with factory.begin() as s:
             outcomes.append(transitions.claim(s, first, f"worker-{attempt}", policy))
         _expire(factory, first)
-    assert [type(o).__name__ for o in outcomes[:3]] == ["Claim"] * 3
-    assert outcomes[3] == transitions.Outcome.FAILED and outcomes[4:] == [None, None]
+    assert [o.status for o in outcomes] == [Claimed.LEASED] * 3 + [Claimed.ABANDONED] + [Claimed.NOTHING] * 2
     (task,) = [t for t in tasks_of(factory, job_id) if t.id == first]
     assert (task.state, task.attempts) == ("FAILED", 3)
     assert "its worker died 3 time(s)" in (task.last_error or "")
@@ -90,8 +91,10 @@ def test_backoff_and_leases_follow_the_database_clock(factory, clean, monkeypatc
     ahead = clock.utcnow() + timedelta(hours=1)
     monkeypatch.setattr(clock, "utcnow", lambda: ahead)
     with factory.begin() as s:
-        assert transitions.claim(s, a, "w2", policy) is None, "its backoff has not passed on the database"
-        assert transitions.claim(s, b, "w2", policy) is None, "its lease is live on the database"
+        assert transitions.claim(s, a, "w2", policy) == NOTHING_TO_DO, (
+            "its backoff has not passed on the database"
+        )
+        assert transitions.claim(s, b, "w2", policy) == NOTHING_TO_DO, "its lease is live on the database"
 
 
 def test_a_superseded_job_is_not_redriven(factory, clean) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +136,13 @@ def test_a_database_outage_costs_no_attempt_and_dead_letters_nothing(
             broker.publish(t.id, "TALLY", job_id)
         policy = replace(transitions.Policy.from_settings(settings), max_attempts=2)
         ex = Executor(
-            through, broker, bodies={"TALLY": BODY}, poll_interval=0.05, db_probe_interval=0.5, policy=policy
+            session_factory(through.sqlalchemy_url),
+            broker,
+            through,
+            bodies={"TALLY": BODY},
+            poll_interval=0.05,
+            db_probe_interval=0.5,
+            policy=policy,
         )
         thread = threading.Thread(target=ex.run, daemon=True)
         thread.start()
@@ -165,8 +174,9 @@ def test_a_database_outage_behind_rabbitmq_leaves_the_dead_letter_queue_empty(
     with Proxy(u.hostname or "127.0.0.1", u.port or 5432) as proxy:
         through = settings.model_copy(update={"database_url": _via(proxy, settings.database_url)})
         ex = Executor(
-            through,
+            session_factory(through.sqlalchemy_url),
             RabbitMQBroker(settings.amqp_url),
+            through,
             bodies={"TALLY": BODY},
             poll_interval=0.1,
             db_probe_interval=0.5,

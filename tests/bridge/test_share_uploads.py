@@ -181,7 +181,9 @@ def _document(kind: str, targets: list[Target], shares: list[Any]) -> dict[str, 
 
 @pytest.fixture()
 def election(api_settings: Settings, factory: Any, ray_local: None, clean: None) -> Iterator[Election]:
-    real = Executor(api_settings, RabbitMQBroker(api_settings.amqp_url), shutdown_grace=10)  # the real bodies
+    real = Executor(
+        factory, RabbitMQBroker(api_settings.amqp_url), api_settings, shutdown_grace=10
+    )  # real bodies
     with TestClient(create_app(api_settings)) as client, pipeline(api_settings, factory, bridge=real):
         e = Election(client, api_settings, factory)
         wait_for(lambda: job_row(factory, e.tally_job).status == "COMPLETED", timeout=120)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from bridge.reconciler import reconcile_once
 from service.db.models import ChunkTask, Outbox
 from service.jobs import clock, transitions
-from service.jobs.transitions import Outcome, Policy
+from service.jobs.transitions import NOTHING_TO_DO, Claimed, Outcome, Policy
 from tests.bridge.fakes import fake_finalize
 from tests.bridge.helpers_bridge import election_row, job_row, make_tally_job, tasks_of
 
@@ -38,12 +38,12 @@ def test_claim_leases_and_counts_attempts(factory, clean) -> None:  # type: igno
     _, job_id = make_tally_job(factory, ballots=10, chunk_size=5)
     task = tasks_of(factory, job_id)[0]
     with factory.begin() as s:
-        c = transitions.claim(s, task.id, "w1", POLICY)
+        c = transitions.claim(s, task.id, "w1", POLICY).lease
     assert c is not None and c.attempt == 1 and c.operation == "TALLY"
     job = job_row(factory, job_id)
     assert job.status == "IN_PROGRESS" and job.started_at is not None
     with factory.begin() as s:
-        assert transitions.claim(s, task.id, "w2", POLICY) is None  # someone else's live lease
+        assert transitions.claim(s, task.id, "w2", POLICY) == NOTHING_TO_DO  # someone else's live lease
     with factory.begin() as s:
         s.execute(
             update(ChunkTask)
@@ -51,7 +51,7 @@ def test_claim_leases_and_counts_attempts(factory, clean) -> None:  # type: igno
             .values(lease_expires_at=clock.utcnow() - timedelta(seconds=1))
         )
     with factory.begin() as s:
-        c2 = transitions.claim(s, task.id, "w2", POLICY)  # the lease ran out: w2 may take it
+        c2 = transitions.claim(s, task.id, "w2", POLICY).lease  # the lease ran out: w2 may take it
     assert c2 is not None and c2.attempt == 2
     with factory.begin() as s:
         assert transitions.fail(s, task.id, "w1", "late failure", POLICY) == Outcome.STALE
@@ -121,11 +121,11 @@ def test_fail_retries_then_fails_the_job_and_redrive(factory, clean) -> None:  #
     assert retry.sent_at is None and retry.available_at == t.not_before
     assert (t.not_before - clock.utcnow()).total_seconds() > 25
     with factory.begin() as s:  # an early duplicate of the message respects the backoff
-        assert transitions.claim(s, bad.id, "w", policy) is None
+        assert transitions.claim(s, bad.id, "w", policy) == NOTHING_TO_DO
     with factory.begin() as s:
         s.execute(update(ChunkTask).where(ChunkTask.id == bad.id).values(not_before=None))
     with factory.begin() as s:
-        assert transitions.claim(s, bad.id, "w", policy) is not None
+        assert transitions.claim(s, bad.id, "w", policy).status == Claimed.LEASED
     with factory.begin() as s:
         assert transitions.fail(s, bad.id, "w", "ValueError: bad proof", policy) == Outcome.FAILED
     job = job_row(factory, job_id)

@@ -56,7 +56,9 @@ def decrypted(
         s.execute(text("TRUNCATE election, outbox RESTART IDENTITY CASCADE"))
     election_id, creds, tally_job = closed_election_with_tally(factory, "verify", VOTES, SPOILED, CHUNK)
 
-    with pipeline(settings, factory, bridge=Executor(settings, RabbitMQBroker(amqp_url), shutdown_grace=10)):
+    with pipeline(
+        settings, factory, bridge=Executor(factory, RabbitMQBroker(amqp_url), settings, shutdown_grace=10)
+    ):
         wait_completed(factory, tally_job)
         jobs = start_decryptions(factory, settings, server_secret, election_id, creds)
         for j in jobs:

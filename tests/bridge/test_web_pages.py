@@ -317,7 +317,9 @@ def published(
         s.execute(text("TRUNCATE election, outbox RESTART IDENTITY CASCADE"))
     election_id, creds, tally_job = closed_election_with_tally(factory, "board", VOTES, SPOILED, 4)
 
-    with pipeline(settings, factory, bridge=Executor(settings, RabbitMQBroker(amqp_url), shutdown_grace=10)):
+    with pipeline(
+        settings, factory, bridge=Executor(factory, RabbitMQBroker(amqp_url), settings, shutdown_grace=10)
+    ):
         wait_completed(factory, tally_job)
         for j in start_decryptions(
             factory, settings, server_secret, election_id, creds, guardians=("g1", "g2", "g3"), missing=()

@@ -129,9 +129,8 @@ def executing(settings: Settings) -> Iterator[None]:
     from service.db.session import session_factory
     from tests.bridge.helpers_bridge import InThread
 
-    with InThread(
-        Executor(settings, OutboxBroker(session_factory(settings.sqlalchemy_url)), poll_interval=0.05)
-    ):
+    factory = session_factory(settings.sqlalchemy_url)
+    with InThread(Executor(factory, OutboxBroker(factory), settings, poll_interval=0.05)):
         yield
 
 

@@ -64,8 +64,8 @@ def _run(settings: Settings) -> None:
     from bridge.executor import Executor
     from service.db.session import session_factory
 
-    broker = OutboxBroker(session_factory(settings.sqlalchemy_url))
-    Executor(settings, broker, poll_interval=0.05).run_until_idle(timeout=300)
+    factory = session_factory(settings.sqlalchemy_url)
+    Executor(factory, OutboxBroker(factory), settings, poll_interval=0.05).run_until_idle(timeout=300)
 
 
 def _ok(r: Any, code: int = 200) -> Any:
