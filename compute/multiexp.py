@@ -10,40 +10,57 @@ The window is the one that minimises the multiplies counting each term only in t
 reaches (``choose_window``), up to 16 bits (a bucket table of 2^16 elements, 34 MiB; batches reach it only
 past about 2^17 terms); terms are sorted by length so that a window walks only the terms it holds.
 ``product_of_powers`` keeps plain powmods for the few terms where the buckets do not pay.
+
+``multiexp`` runs the same method in C when the extension ``compute._multiexp`` is built (``pip install -e .``
+builds it against Debian's libgmp-dev): the digit extraction and bucket loops leave Python, and every
+multiply is a Montgomery product on reused buffers (docs/batch-verification.md#the-native-routine).
+``multiexp_python`` is the pure-Python implementation, kept as its test oracle and as the fallback where
+the extension could not be built (tests/compute/test_multiexp_native.py asserts that CI built it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 
 import gmpy2
 from gmpy2 import mpz
 
 from compute.constants import ONE, P
 
+native: ModuleType | None
+try:
+    from compute import _multiexp as native
+except ImportError:  # not built (no compiler or libgmp-dev): the Python implementation below serves
+    native = None
+
 # Bucket table of 2^c elements of 512 bytes (about 530 with the mpz header): 16 bits is 34 MiB at most,
 # reached only by batches of about 2^17 terms or more (the cost model below picks the window).
 MAX_WINDOW = 16
+# The widest window the native routine takes (compute/_multiexp.c, MAX_WINDOW_LIMIT).
+_NATIVE_MAX_WINDOW = 24
 
 
-def _window_costs(bit_lengths: Sequence[int], c: int) -> float:
-    """Multiplies mod p for windows of ``c`` bits: one per non-zero digit (a fraction 1 - 2^-c of the
-    digits of random exponents), 2^(c+1) per window to combine its buckets, c squarings per window."""
-    digits = sum(-(-b // c) for b in bit_lengths)
-    nwin = -(-max(bit_lengths, default=1) // c)
+def _window_costs(lengths: Mapping[int, int], c: int) -> float:
+    """Multiplies mod p for windows of ``c`` bits, ``lengths`` counting the exponents of each bit length:
+    one per non-zero digit (a fraction 1 - 2^-c of the digits of random exponents), 2^(c+1) per window to
+    combine its buckets, c squarings per window."""
+    digits = sum(k * -(-b // c) for b, k in lengths.items())
+    nwin = -(-max(lengths, default=1) // c)
     return digits * (1 - 2.0**-c) + nwin * (2 ** (c + 1) + c)
 
 
 def choose_window(exponents: Sequence[int], max_window: int = MAX_WINDOW) -> int:
     """The window width that minimises the multiplies, counting each term only in the windows its
     exponent reaches (a batch mixes 64-bit and 256-bit exponents: the high windows hold few terms)."""
-    lengths = [e.bit_length() for e in exponents]
+    lengths = Counter(e.bit_length() for e in exponents)  # few distinct lengths: the model sums those
     return min(range(2, max_window + 1), key=lambda c: _window_costs(lengths, c))
 
 
 def multiplies(exponents: Sequence[int], window: int | None = None) -> float:
     """About how many multiplies mod p ``multiexp`` does for these exponents (its cost model)."""
-    lengths = [int(e).bit_length() for e in exponents if e]
+    lengths = Counter(int(e).bit_length() for e in exponents if e)
     if not lengths:
         return 0.0
     return _window_costs(lengths, window or choose_window([int(e) for e in exponents if e]))
@@ -52,7 +69,21 @@ def multiplies(exponents: Sequence[int], window: int | None = None) -> float:
 def multiexp(
     bases: Sequence[int], exponents: Sequence[int], modulus: int = P, window: int | None = None
 ) -> mpz:
-    """prod bases[i]^exponents[i] mod ``modulus`` for non-negative exponents."""
+    """prod bases[i]^exponents[i] mod ``modulus`` for non-negative exponents: natively when the extension
+    is built and the modulus is odd (Montgomery), else ``multiexp_python``."""
+    if (
+        native is not None
+        and (window is None or 1 <= window <= _NATIVE_MAX_WINDOW)
+        and (modulus is P or (modulus > 1 and modulus % 2 == 1))
+    ):
+        return native.multiexp(bases, exponents, modulus, window or 0, MAX_WINDOW)
+    return multiexp_python(bases, exponents, modulus, window)
+
+
+def multiexp_python(
+    bases: Sequence[int], exponents: Sequence[int], modulus: int = P, window: int | None = None
+) -> mpz:
+    """``multiexp`` in Python: the oracle of the native routine."""
     if len(bases) != len(exponents):
         raise ValueError("bases and exponents differ in length")
     terms = [(int(e), mpz(b)) for b, e in zip(bases, exponents, strict=True) if e]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL and RabbitMQ answer on localhost: start them when stopped, install them
 # (Debian/Ubuntu, as root) when absent; enable RabbitMQ's Prometheus plugin (on 127.0.0.1); install chromium and
-# prometheus for the tests when absent. Idempotent; used by scripts/test.sh.
+# prometheus for the tests when absent, and what the native multi-exponentiation needs (GMP's headers and a C
+# compiler to build it, valgrind to test it). Idempotent; used by scripts/test.sh (before `pip install -e .`).
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -56,4 +57,8 @@ command -v docker-compose >/dev/null || { log "installing docker-compose (to val
 # no `playwright install`); Prometheus checks the Grafana dashboard's queries.
 command -v chromium >/dev/null || { log "installing chromium (for the browser tests of the board and console)"; apt_install chromium; }
 command -v prometheus >/dev/null || { log "installing prometheus (to check the dashboard's queries)"; apt_install prometheus; }
+# `pip install -e .` builds compute/_multiexp.c against GMP (compute/multiexp.py); the tests run it under valgrind.
+gmp_ok() { printf '#include <gmp.h>\n' | cc -E -x c - >/dev/null 2>&1; }
+gmp_ok || { log "installing libgmp-dev and gcc (to build the native multi-exponentiation)"; apt_install libgmp-dev gcc; }
+command -v valgrind >/dev/null || { log "installing valgrind (the native multi-exponentiation's memory test)"; apt_install valgrind; }
 log "PostgreSQL and RabbitMQ are up"

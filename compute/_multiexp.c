@@ -1,0 +1,456 @@
+/* Native Pippenger multi-exponentiation: the bookkeeping of compute/multiexp.py (digit extraction, bucket
+ * loops, window choice) in C, and every multiply a Montgomery product on reused limb buffers (mpn_mul_n or
+ * mpn_sqr, then a REDC built from mpn_addmul_1): no Python or gmpy2 object per multiply, and no division.
+ * compute/multiexp.py keeps the Python implementation as this module's test oracle.
+ *
+ * Domain trick: the bases are used as they are, each read as the Montgomery form of b/Rm (Rm = 2^(64n),
+ * n limbs of the modulus), so no base is converted. The buckets then compute the Montgomery form of
+ * prod (b_i/Rm)^e_i, i.e. Rm^(1-E) * prod b_i^e_i with E = sum e_i, and one powmod by Rm^(E-1) mod p at the
+ * end removes the twist. When converting the bases is cheaper (fewer terms than E has bits), they are
+ * converted (one Montgomery product by Rm^2 each) and the result leaves by one REDC instead.
+ *
+ * Inputs are read in place: gmpy2's mpz objects are read through their mpz_t (the layout is checked when
+ * the module loads), other numbers are first converted with gmpy2.mpz. Nothing allocated by gmpy2's copy
+ * of GMP is ever written or freed here; the result goes back through a Python int.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <gmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_WINDOW_LIMIT 24
+
+/* gmpy2's MPZ_Object (gmpy2.h): checked against a known value in module init. */
+typedef struct {
+    PyObject_HEAD
+    __mpz_struct z[1];
+    Py_hash_t hash_cache;
+} GmpyMPZ;
+
+static PyObject *mpz_type; /* gmpy2.mpz */
+
+static PyObject *as_mpz(PyObject *o) {
+    if (Py_TYPE(o) == (PyTypeObject *)mpz_type) {
+        Py_INCREF(o);
+        return o;
+    }
+    return PyObject_CallOneArg(mpz_type, o);
+}
+
+static inline mpz_srcptr mpz_of(PyObject *o) { return ((GmpyMPZ *)o)->z; }
+
+/* -m^-1 mod 2^64 for odd m (Newton: each step doubles the correct low bits, 1 -> 64 in 6 steps). */
+static mp_limb_t neg_inverse(mp_limb_t m) {
+    mp_limb_t x = m; /* correct to 3 bits for odd m */
+    for (int i = 0; i < 5; i++) x *= 2 - m * x;
+    return (mp_limb_t)0 - x;
+}
+
+typedef struct {
+    const mp_limb_t *m;
+    mp_size_t n;
+    mp_limb_t minv;
+    mp_limb_t *t; /* 2n limbs of scratch */
+} Mont;
+
+/* r = t / 2^(64n) mod m for t < m * 2^(64n) + ...: the result is < 2^(64n), not always < m (inputs below
+ * 2^(64n) keep it so); t is clobbered. The classic row-by-row REDC (GMP's mpn_redc_1, which is not public). */
+static void redc(const Mont *M, mp_limb_t *r, mp_limb_t *t) {
+    const mp_size_t n = M->n;
+    mp_limb_t *u = t;
+    for (mp_size_t j = 0; j < n; j++) {
+        u[0] = mpn_addmul_1(u, M->m, n, u[0] * M->minv);
+        u++;
+    }
+    if (mpn_add_n(r, u, t, n)) mpn_sub_n(r, r, M->m, n);
+}
+
+static void mont_mul(const Mont *M, mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b) {
+    if (a == b)
+        mpn_sqr(M->t, a, M->n);
+    else
+        mpn_mul_n(M->t, a, b, M->n);
+    redc(M, r, M->t);
+}
+
+/* The window cost model of compute/multiexp.py (_window_costs), same float operations in the same order. */
+static double window_cost(const size_t *hist, size_t maxlen, int c) {
+    long long digits = 0;
+    for (size_t b = 1; b <= maxlen; b++)
+        if (hist[b]) digits += (long long)hist[b] * (long long)((b + c - 1) / c);
+    long long nwin = (long long)((maxlen + c - 1) / c);
+    if (maxlen == 0) nwin = (1 + c - 1) / c; /* max(..., default=1) */
+    return (double)digits * (1.0 - ldexp(1.0, -c)) + (double)(nwin * ((1LL << (c + 1)) + c));
+}
+
+static int best_window(const size_t *hist, size_t maxlen, int max_window) {
+    int best = 2;
+    double best_cost = window_cost(hist, maxlen, 2);
+    for (int c = 3; c <= max_window; c++) {
+        double cost = window_cost(hist, maxlen, c);
+        if (cost < best_cost) {
+            best = c;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
+/* Bits [shift, shift + c) of e (c <= MAX_WINDOW_LIMIT < 64). */
+static inline unsigned long window_digit(mpz_srcptr e, size_t shift, int c) {
+    const mp_limb_t *d = e->_mp_d;
+    size_t size = (size_t)e->_mp_size, i = shift / 64, off = shift % 64;
+    if (i >= size) return 0;
+    mp_limb_t v = d[i] >> off;
+    if (off + (size_t)c > 64 && i + 1 < size) v |= d[i + 1] << (64 - off);
+    return (unsigned long)(v & (((mp_limb_t)1 << c) - 1));
+}
+
+typedef struct {
+    mpz_srcptr bz;         /* the base as given */
+    const mp_limb_t *base; /* n limbs, < 2^(64n): bz's own limbs or a copy */
+    mpz_srcptr exp;
+    size_t len; /* exponent bit length */
+} Term;
+
+static int by_length_desc(const void *a, const void *b) {
+    size_t la = ((const Term *)a)->len, lb = ((const Term *)b)->len;
+    return (la < lb) - (la > lb);
+}
+
+/* The bucket method over terms sorted by length (longest first); result (n limbs) is the Montgomery
+ * product of all the digit-weighted terms, in the same domain as the bases. Returns 0 when no memory. */
+static int pippenger(const Mont *M, const Term *terms, size_t count, int c, mp_limb_t *acc) {
+    const mp_size_t n = M->n;
+    const size_t nb = (size_t)1 << c;
+    const size_t nwin = (terms[0].len + c - 1) / c;
+    mp_limb_t *buckets = malloc(nb * n * sizeof(mp_limb_t));
+    unsigned char *used = malloc(nb);
+    mp_limb_t *running = malloc(2 * n * sizeof(mp_limb_t));
+    if (!buckets || !used || !running) {
+        free(buckets);
+        free(used);
+        free(running);
+        return 0;
+    }
+    mp_limb_t *total = running + n;
+    int have_acc = 0;
+    size_t reach = 0; /* terms with a digit in the current window: a prefix, growing as w falls */
+    for (size_t w = nwin; w-- > 0;) {
+        const size_t shift = w * (size_t)c;
+        if (have_acc)
+            for (int s = 0; s < c; s++) mont_mul(M, acc, acc, acc);
+        while (reach < count && terms[reach].len > shift) reach++;
+        memset(used, 0, nb);
+        for (size_t i = 0; i < reach; i++) {
+            unsigned long d = window_digit(terms[i].exp, shift, c);
+            if (!d) continue;
+            mp_limb_t *bucket = buckets + d * n;
+            if (used[d])
+                mont_mul(M, bucket, bucket, terms[i].base);
+            else {
+                mpn_copyi(bucket, terms[i].base, n);
+                used[d] = 1;
+            }
+        }
+        /* prod_d bucket[d]^d with a running product from the top digit down */
+        int have_running = 0, have_total = 0;
+        for (size_t d = nb - 1; d > 0; d--) {
+            if (used[d]) {
+                if (have_running)
+                    mont_mul(M, running, running, buckets + d * n);
+                else {
+                    mpn_copyi(running, buckets + d * n, n);
+                    have_running = 1;
+                }
+            }
+            if (have_running) {
+                if (have_total)
+                    mont_mul(M, total, total, running);
+                else {
+                    mpn_copyi(total, running, n);
+                    have_total = 1;
+                }
+            }
+        }
+        if (have_total) {
+            if (have_acc)
+                mont_mul(M, acc, acc, total);
+            else {
+                mpn_copyi(acc, total, n);
+                have_acc = 1;
+            }
+        }
+    }
+    free(buckets);
+    free(used);
+    free(running);
+    /* every term has a non-zero exponent, so some bucket was used and acc is set */
+    return 1;
+}
+
+static PyObject *mpz_to_py(mpz_srcptr v) {
+    /* v >= 0: through a Python int to a gmpy2 mpz (gmpy2 owns its own allocator) */
+    size_t nbytes = (mpz_sizeinbase(v, 2) + 7) / 8;
+    unsigned char *buf = malloc(nbytes ? nbytes : 1);
+    if (!buf) return PyErr_NoMemory();
+    size_t written = 0;
+    mpz_export(buf, &written, -1, 1, 0, 0, v);
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *as_int = PyLong_FromUnsignedNativeBytes(buf, written, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+    PyObject *as_int = _PyLong_FromByteArray(buf, written, 1, 0);
+#endif
+    free(buf);
+    if (!as_int) return NULL;
+    PyObject *r = PyObject_CallOneArg(mpz_type, as_int);
+    Py_DECREF(as_int);
+    return r;
+}
+
+/* multiexp(bases, exponents, modulus, window, max_window) -> mpz */
+static PyObject *py_multiexp(PyObject *self, PyObject *args) {
+    PyObject *bases_in, *exps_in, *mod_in;
+    int window, max_window;
+    if (!PyArg_ParseTuple(args, "OOOii", &bases_in, &exps_in, &mod_in, &window, &max_window)) return NULL;
+    if (window < 0 || window > MAX_WINDOW_LIMIT || max_window < 2 || max_window > MAX_WINDOW_LIMIT) {
+        PyErr_SetString(PyExc_ValueError, "window out of range");
+        return NULL;
+    }
+    PyObject *bases = PySequence_Fast(bases_in, "bases must be a sequence");
+    if (!bases) return NULL;
+    PyObject *exps = PySequence_Fast(exps_in, "exponents must be a sequence");
+    if (!exps) {
+        Py_DECREF(bases);
+        return NULL;
+    }
+    PyObject *result = NULL, *modulus = NULL;
+    PyObject **held = NULL; /* the mpz objects read in place: 2 per term */
+    Term *terms = NULL;
+    mp_limb_t *owned = NULL; /* padded, reduced or converted bases */
+    size_t nheld = 0, count = 0, *hist = NULL;
+    mpz_t tmp, big_e, r_mod;
+    mpz_inits(tmp, big_e, r_mod, NULL);
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(bases);
+    if (len != PySequence_Fast_GET_SIZE(exps)) {
+        PyErr_SetString(PyExc_ValueError, "bases and exponents differ in length");
+        goto done;
+    }
+    modulus = as_mpz(mod_in);
+    if (!modulus) goto done;
+    mpz_srcptr m = mpz_of(modulus);
+    if (mpz_sgn(m) <= 0 || mpz_even_p(m) || mpz_cmp_ui(m, 1) == 0) {
+        PyErr_SetString(PyExc_ValueError, "the modulus must be odd and greater than 1");
+        goto done;
+    }
+    held = PyMem_Calloc(2 * (size_t)len + 1, sizeof(PyObject *));
+    terms = PyMem_Calloc((size_t)len + 1, sizeof(Term));
+    if (!held || !terms) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Collect the terms with non-zero exponents, as the Python version does, then refuse negatives. */
+    int negative = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *e = as_mpz(PySequence_Fast_GET_ITEM(exps, i));
+        if (!e) goto done;
+        if (mpz_sgn(mpz_of(e)) == 0) {
+            Py_DECREF(e);
+            continue;
+        }
+        held[nheld++] = e;
+        PyObject *b = as_mpz(PySequence_Fast_GET_ITEM(bases, i));
+        if (!b) goto done;
+        held[nheld++] = b;
+        if (mpz_sgn(mpz_of(e)) < 0) negative = 1;
+        terms[count].exp = mpz_of(e);
+        terms[count].bz = mpz_of(b);
+        terms[count].len = mpz_sizeinbase(mpz_of(e), 2);
+        count++;
+    }
+    if (count == 0) {
+        mpz_set_ui(tmp, 1);
+        result = mpz_to_py(tmp);
+        goto done;
+    }
+    if (negative) {
+        PyErr_SetString(PyExc_ValueError, "negative exponent");
+        goto done;
+    }
+    if (count == 1) {
+        mpz_powm(tmp, terms[0].bz, terms[0].exp, m);
+        result = mpz_to_py(tmp);
+        goto done;
+    }
+
+    Mont M;
+    M.n = (mp_size_t)mpz_size(m);
+    M.m = mpz_limbs_read(m);
+    M.minv = neg_inverse(M.m[0]);
+    const mp_size_t n = M.n;
+    for (size_t i = 0; i < count; i++) mpz_add(big_e, big_e, terms[i].exp);
+    /* convert the bases when that costs fewer products than the final powmod (about 1.2 per bit of E) */
+    const int convert = count < mpz_sizeinbase(big_e, 2);
+    size_t nowned = 0;
+    for (size_t i = 0; i < count; i++) {
+        mpz_srcptr b = terms[i].bz;
+        if (convert || mpz_sgn(b) < 0 || mpz_size(b) != (size_t)n) nowned++;
+    }
+    size_t maxlen = 0;
+    for (size_t i = 0; i < count; i++)
+        if (terms[i].len > maxlen) maxlen = terms[i].len;
+    hist = calloc(maxlen + 1, sizeof(size_t));
+    owned = malloc((nowned * n + 4 * n) * sizeof(mp_limb_t));
+    if (!hist || !owned) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mp_limb_t *acc = owned + nowned * n, *r2 = acc + n;
+    M.t = r2 + n; /* 2n limbs */
+    if (convert) { /* Rm^2 mod m */
+        mpz_set_ui(tmp, 1);
+        mpz_mul_2exp(tmp, tmp, 2 * 64 * (mp_bitcnt_t)n);
+        mpz_mod(tmp, tmp, m);
+        mpn_zero(r2, n);
+        mpn_copyi(r2, mpz_limbs_read(tmp), (mp_size_t)mpz_size(tmp));
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < count; i++) {
+        mpz_srcptr b = terms[i].bz;
+        hist[terms[i].len]++;
+        if (!convert && mpz_sgn(b) >= 0 && mpz_size(b) == (size_t)n) {
+            terms[i].base = b->_mp_d; /* n limbs, so below 2^(64n): fine for REDC as it is */
+            continue;
+        }
+        mp_limb_t *dst = owned + k++ * n;
+        mpn_zero(dst, n);
+        if (mpz_sgn(b) < 0 || mpz_size(b) > (size_t)n) {
+            mpz_mod(tmp, b, m);
+            mpn_copyi(dst, mpz_limbs_read(tmp), (mp_size_t)mpz_size(tmp));
+        } else
+            mpn_copyi(dst, b->_mp_d, (mp_size_t)mpz_size(b));
+        if (convert) mont_mul(&M, dst, dst, r2);
+        terms[i].base = dst;
+    }
+    const int c = window ? window : best_window(hist, maxlen, max_window);
+    qsort(terms, count, sizeof(Term), by_length_desc);
+
+    int ok;
+    Py_BEGIN_ALLOW_THREADS;
+    ok = pippenger(&M, terms, count, c, acc);
+    Py_END_ALLOW_THREADS;
+    if (!ok) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mpz_t view; /* read-only alias of acc's limbs (never cleared) */
+    if (convert) { /* leave the Montgomery domain: one REDC of acc */
+        mpn_copyi(M.t, acc, n);
+        mpn_zero(M.t + n, n);
+        redc(&M, acc, M.t);
+        mpz_mod(tmp, mpz_roinit_n(view, acc, n), m);
+    } else { /* remove the twist: acc * Rm^(E-1) mod m */
+        mpz_sub_ui(big_e, big_e, 1);
+        mpz_set_ui(r_mod, 1);
+        mpz_mul_2exp(r_mod, r_mod, 64 * (mp_bitcnt_t)n);
+        mpz_mod(r_mod, r_mod, m);
+        mpz_powm(r_mod, r_mod, big_e, m);
+        mpz_mul(tmp, r_mod, mpz_roinit_n(view, acc, n));
+        mpz_mod(tmp, tmp, m);
+    }
+    result = mpz_to_py(tmp);
+
+done:
+    mpz_clears(tmp, big_e, r_mod, NULL);
+    free(hist);
+    free(owned);
+    for (size_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
+    PyMem_Free(held);
+    PyMem_Free(terms);
+    Py_XDECREF(modulus);
+    Py_DECREF(bases);
+    Py_DECREF(exps);
+    return result;
+}
+
+/* choose_window(bit_lengths, max_window) -> int: the C cost model, for the tests against the Python one */
+static PyObject *py_choose_window(PyObject *self, PyObject *args) {
+    PyObject *lens_in;
+    int max_window;
+    if (!PyArg_ParseTuple(args, "Oi", &lens_in, &max_window)) return NULL;
+    if (max_window < 2 || max_window > MAX_WINDOW_LIMIT) {
+        PyErr_SetString(PyExc_ValueError, "window out of range");
+        return NULL;
+    }
+    PyObject *lens = PySequence_Fast(lens_in, "bit lengths must be a sequence");
+    if (!lens) return NULL;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(lens);
+    size_t maxlen = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        size_t b = PyLong_AsSize_t(PySequence_Fast_GET_ITEM(lens, i));
+        if (b == (size_t)-1 && PyErr_Occurred()) {
+            Py_DECREF(lens);
+            return NULL;
+        }
+        if (b > maxlen) maxlen = b;
+    }
+    size_t *hist = calloc(maxlen + 1, sizeof(size_t));
+    if (!hist) {
+        Py_DECREF(lens);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < len; i++) hist[PyLong_AsSize_t(PySequence_Fast_GET_ITEM(lens, i))]++;
+    hist[0] = 0; /* zero-length exponents add no digits, as in the Python model */
+    int c = best_window(hist, maxlen, max_window);
+    free(hist);
+    Py_DECREF(lens);
+    return PyLong_FromLong(c);
+}
+
+static PyMethodDef methods[] = {
+    {"multiexp", py_multiexp, METH_VARARGS,
+     "multiexp(bases, exponents, modulus, window, max_window) -> mpz: prod b^e mod modulus (odd modulus; "
+     "window 0 chooses it by the cost model)."},
+    {"choose_window", py_choose_window, METH_VARARGS,
+     "choose_window(bit_lengths, max_window) -> int: the window the cost model picks."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_multiexp", NULL, -1, methods};
+
+/* The module reads gmpy2's mpz in place: refuse to load if its layout is not the one declared above. */
+static int layout_ok(void) {
+    PyObject *big = PyLong_FromString("123456789abcdef0fedcba9876543210f", NULL, 16);
+    if (!big) return 0;
+    PyObject *z = PyObject_CallOneArg(mpz_type, big);
+    Py_DECREF(big);
+    if (!z) return 0;
+    mpz_srcptr v = mpz_of(z);
+    int ok = Py_TYPE(z) == (PyTypeObject *)mpz_type &&
+             ((PyTypeObject *)mpz_type)->tp_basicsize >= (Py_ssize_t)sizeof(GmpyMPZ) && v->_mp_size == 3 &&
+             v->_mp_alloc >= 3 && v->_mp_d[0] == (mp_limb_t)0xedcba9876543210fULL &&
+             v->_mp_d[1] == (mp_limb_t)0x23456789abcdef0fULL && v->_mp_d[2] == 1;
+    Py_DECREF(z);
+    if (!ok) PyErr_SetString(PyExc_ImportError, "gmpy2.mpz does not have the expected layout");
+    return ok;
+}
+
+PyMODINIT_FUNC PyInit__multiexp(void) {
+    if (sizeof(mp_limb_t) != 8) {
+        PyErr_SetString(PyExc_ImportError, "_multiexp needs 64-bit GMP limbs");
+        return NULL;
+    }
+    PyObject *gmpy2 = PyImport_ImportModule("gmpy2");
+    if (!gmpy2) return NULL;
+    mpz_type = PyObject_GetAttrString(gmpy2, "mpz");
+    Py_DECREF(gmpy2);
+    if (!mpz_type) return NULL;
+    if (!PyType_Check(mpz_type) || !layout_ok()) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ImportError, "gmpy2.mpz is not a type");
+        Py_CLEAR(mpz_type);
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,243 @@
+"""The native multi-exponentiation (compute/_multiexp.c) against its oracle, the Python implementation
+(compute.multiexp.multiexp_python), and under valgrind memcheck."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import gmpy2
+import pytest
+from gmpy2 import mpz
+
+from compute import multiexp as me
+from compute.constants import G, P, Q
+from compute.multiexp import MAX_WINDOW, choose_window, multiexp, multiexp_python
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _native() -> ModuleType:
+    assert me.native is not None, (
+        "compute._multiexp is not built: install libgmp-dev and a C compiler (scripts/services.sh does), "
+        "then `pip install -e .` (or `python -c 'from setuptools import setup; setup()' build_ext --inplace`)"
+    )
+    return me.native
+
+
+def _naive(bases: Sequence[int], exps: Sequence[int], modulus: int = P) -> mpz:
+    acc = mpz(1)
+    for b, e in zip(bases, exps, strict=True):
+        acc = acc * gmpy2.powmod(b, e, modulus) % modulus
+    return acc
+
+
+def _element() -> mpz:
+    """A random element of Z_p^*, almost never in the order-q subgroup."""
+    return mpz(secrets.randbelow(int(P) - 1) + 1)
+
+
+def test_native_module_is_built():
+    """No silent fallback: where the tests run (CI included) the extension must be there and used."""
+    native = _native()
+    bases, exps = [_element() for _ in range(3)], [5, 6, 7]
+    assert multiexp(bases, exps) == native.multiexp(bases, exps, P, 0, MAX_WINDOW) == _naive(bases, exps)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 31, 150])
+@pytest.mark.parametrize("bits", [1, 2, 64, 65, 256, "mixed"])
+def test_native_equals_python_on_random_inputs(n: int, bits: int | str):
+    native = _native()
+    bases = [_element() for _ in range(n)]
+    if bits == "mixed":
+        exps = [secrets.randbits(secrets.choice([1, 63, 64, 128, 256, 257])) for _ in range(n)]
+    else:
+        exps = [secrets.randbits(int(bits)) for _ in range(n)]
+    expected = multiexp_python(bases, exps)
+    assert native.multiexp(bases, exps, P, 0, MAX_WINDOW) == expected
+    assert multiexp(bases, exps) == expected
+    for window in (1, 3, 7):
+        assert native.multiexp(bases, exps, P, window, MAX_WINDOW) == expected
+    if n <= 31:
+        assert expected == _naive(bases, exps)
+
+
+def test_native_equals_python_on_a_large_batch():
+    """Enough terms for wide windows (the cost model picks 7 bits here) and a long bucket table."""
+    native = _native()
+    bases = [_element() for _ in range(1500)]
+    exps = [secrets.randbits(64) for _ in range(1500)]
+    assert choose_window(exps) >= 7
+    expected = multiexp_python(bases, exps)
+    assert native.multiexp(bases, exps, P, 0, MAX_WINDOW) == expected
+    assert native.multiexp(bases, exps, P, 12, MAX_WINDOW) == expected  # digits across limbs
+
+
+def test_native_edge_cases():
+    native = _native()
+    x, y = _element(), _element()
+    cases = [
+        ([], []),
+        ([x], [0]),
+        ([x], [1]),
+        ([x], [Q]),
+        ([x, y], [0, 0]),
+        ([x, y], [1, 0]),
+        ([x, y], [1, 1]),
+        ([mpz(1)] * 5, [secrets.randbits(256) for _ in range(5)]),
+        ([P - 1] * 4, [1, 2, 3, 2**256 - 1]),  # the order-2 element
+        ([P - 1, x, mpz(1), y], [1, 2**64 - 1, 2**64, 2**200 + 1]),
+        ([mpz(0), x, y], [5, 1, 2]),  # a zero base zeroes the product
+        ([P, x], [1, 1]),  # bases at or past the modulus reduce
+        ([P + 3, 2 * P + 1, 2**5000 + 7, x], [3, 9, 2, 1]),
+        ([-x, mpz(-1), y], [3, 7, 1]),  # negative bases, as Python's % treats them
+        ([G, G, G], [Q - 1, 1, 0]),  # the same base object twice
+        ([_element() for _ in range(9)], [2**4096 + 5, *[secrets.randbits(64) for _ in range(8)]]),
+    ]
+    for bases, exps in cases:
+        expected = multiexp_python(bases, exps)
+        assert expected == _naive(bases, exps)
+        got = native.multiexp(bases, exps, P, 0, MAX_WINDOW)
+        assert got == expected, (bases, exps)
+        assert type(got) is type(expected) is type(mpz(1))
+
+
+def test_native_takes_python_ints_and_returns_mpz():
+    native = _native()
+    bases = [_element() for _ in range(10)]
+    exps = [secrets.randbits(64) for _ in range(10)]
+    expected = multiexp_python(bases, exps)
+    for b, e in [(bases, exps), ([int(v) for v in bases], exps), (bases, [mpz(v) for v in exps])]:
+        got = native.multiexp(b, e, int(P), 0, MAX_WINDOW)
+        assert got == expected
+        assert type(got) is type(mpz(1))
+    assert native.multiexp(tuple(bases), tuple(exps), P, 0, MAX_WINDOW) == expected
+
+
+@pytest.mark.parametrize(
+    "modulus", [3, 5, 2**61 - 1, 2**64 + 13, 2**127 - 1, 2**521 - 1, P, (P - 1) // 2 * 3 + 2]
+)
+def test_native_other_odd_moduli(modulus: int):
+    native = _native()
+    modulus = mpz(modulus) if modulus % 2 else mpz(modulus) + 1
+    bases = [mpz(secrets.randbelow(int(modulus))) for _ in range(20)] + [modulus - 1, modulus + 2]
+    exps = [secrets.randbits(100) for _ in range(22)]
+    expected = _naive(bases, exps, modulus)
+    assert multiexp_python(bases, exps, modulus) == expected
+    assert native.multiexp(bases, exps, modulus, 0, MAX_WINDOW) == expected
+    assert multiexp(bases, exps, modulus) == expected
+
+
+def test_even_modulus_goes_to_python():
+    """Montgomery needs an odd modulus: multiexp keeps the Python path for the rest."""
+    native = _native()
+    bases, exps = [mpz(3), mpz(5), mpz(7)], [10, 20, 30]
+    assert multiexp(bases, exps, 2**64) == _naive(bases, exps, 2**64)
+    for bad in (2**64, 1, 0, -7):
+        with pytest.raises(ValueError, match="odd"):
+            native.multiexp(bases, exps, bad, 0, MAX_WINDOW)
+
+
+def test_native_refuses_what_python_refuses():
+    native = _native()
+    for call in (multiexp, multiexp_python):
+        with pytest.raises(ValueError, match="negative"):
+            call([G, G], [1, -1])
+        with pytest.raises(ValueError, match="differ"):
+            call([G, G], [1])
+    with pytest.raises(ValueError, match="negative"):
+        native.multiexp([G, G], [1, -1], P, 0, MAX_WINDOW)
+    with pytest.raises(ValueError, match="differ"):
+        native.multiexp([G, G], [1], P, 0, MAX_WINDOW)
+    with pytest.raises(ValueError, match="window"):
+        native.multiexp([G, G], [1, 1], P, 25, MAX_WINDOW)
+    with pytest.raises(TypeError):
+        native.multiexp([G, None], [1, 1], P, 0, MAX_WINDOW)
+    with pytest.raises(TypeError):
+        native.multiexp(5, [1], P, 0, MAX_WINDOW)
+
+
+def test_native_holds_no_references():
+    """Every reference taken on the inputs is given back, on success and on each error path."""
+    native = _native()
+    bases = [_element() for _ in range(20)]
+    exps = [mpz(secrets.randbits(64)) for _ in range(20)]
+    before = [sys.getrefcount(v) for v in (*bases, *exps, P)]
+    for _ in range(50):
+        native.multiexp(bases, exps, P, 0, MAX_WINDOW)
+        native.multiexp(bases[:1], exps[:1], P, 0, MAX_WINDOW)
+        with pytest.raises(ValueError):
+            native.multiexp(bases, [*exps[:-1], -1], P, 0, MAX_WINDOW)
+        with pytest.raises(TypeError):
+            native.multiexp([*bases[:-1], None], exps, P, 0, MAX_WINDOW)
+    assert [sys.getrefcount(v) for v in (*bases, *exps, P)] == before
+
+
+def test_native_window_choice_equals_the_python_cost_model():
+    native = _native()
+    for n in (2, 9, 60, 500, 5000, 60_000):
+        for mix in ([64], [256], [64, 256], [1, 64, 65, 255, 256]):
+            lengths = [secrets.choice(mix) for _ in range(n)]
+            exps = [1 << (b - 1) for b in lengths]
+            assert native.choose_window(lengths, MAX_WINDOW) == choose_window(exps), (n, mix)
+
+
+# Under valgrind: a small batch through each path (twisted and converted bases, padded and reduced bases,
+# one term, errors). Python's own start-up draws memcheck reports (no suppressions for this interpreter),
+# so only reports with a frame or an origin in the extension count.
+_VALGRIND_SCRIPT = """
+import secrets
+from gmpy2 import mpz
+from compute.constants import P
+from compute.multiexp import multiexp_python, native
+bs = [mpz(secrets.randbelow(int(P))) for _ in range(12)] + [mpz(1), P - 1, P + 3, mpz(-5), mpz(0), mpz(7)]
+es = [secrets.randbits(64) for _ in range(12)] + [1, 2**256 - 1, 7, 3, 0, 2**300]
+for k, w in ((0, 0), (1, 0), (2, 3), (5, 0), (len(bs), 0), (len(bs), 3)):
+    assert native.multiexp(bs[:k], es[:k], P, w, 16) == multiexp_python(bs[:k], es[:k], P, w or None)
+for bad in ([*es[:-1], -1], [None] * len(es)):
+    try:
+        native.multiexp(bs, bad, P, 0, 16)
+    except (ValueError, TypeError):
+        pass
+print("done")
+"""
+
+
+def test_native_is_clean_under_valgrind(tmp_path: Path):
+    native = _native()
+    valgrind = shutil.which("valgrind")
+    assert valgrind, "valgrind is missing: scripts/services.sh installs it (apt-get install valgrind)"
+    xml = tmp_path / "memcheck.xml"
+    proc = subprocess.run(
+        [
+            valgrind,
+            "--tool=memcheck",
+            "--leak-check=full",
+            "--track-origins=yes",
+            "--xml=yes",
+            f"--xml-file={xml}",
+            sys.executable,
+            "-c",
+            _VALGRIND_SCRIPT,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONMALLOC": "malloc"},
+    )
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-3000:]
+    ours = Path(native.__file__).name
+    errors = ET.parse(xml).getroot().findall("error")
+    mine = [
+        ET.tostring(e, encoding="unicode")
+        for e in errors
+        if any(ours in (t.text or "") or "_multiexp.c" in (t.text or "") for t in e.iter())
+    ]
+    assert not mine, "\n\n".join(mine[:3])
