@@ -129,13 +129,12 @@ def take_due(
     priority p gets p + 1 rows per round, and the higher priority goes first within a round; within a
     job, oldest first), and with a ``window`` a job has at most ``window * (p + 1)`` tasks in flight
     (:func:`in_flight`, reserved rows included): its other rows wait here, unsent, until its chunks end.
-    So a small job
-    submitted behind a million-ballot one waits for at most a window of the big one's chunks, and the
-    broker's queues hold at most the window times the active jobs. The state is the table itself: it
-    survives any process. Concurrent takers (several relays, embedded brokers) take their turns (a
-    transaction-level advisory lock on PostgreSQL, held to the taker's commit, which follows at once: a
-    relay publishes only after it), so each counts what the others took or reserved and the window is
-    exact.
+    So a small job submitted behind a million-ballot one waits for at most a window of the big one's
+    chunks, and the broker's queues hold at most the window times the active jobs. The state is the
+    table itself: it survives any process. Concurrent takers (several relays, embedded brokers) take
+    their turns (a transaction-level advisory lock on PostgreSQL, held to the taker's commit, which
+    follows at once: a relay publishes only after it), so each counts what the others took or reserved
+    and the window is exact.
 
     The ranking uses a window function, which ``FOR UPDATE`` does not allow in the same statement:
     the ranked ids are chosen first, then locked (``SKIP LOCKED`` on PostgreSQL; SQLite ignores it and
@@ -192,8 +191,12 @@ def reserve(session: Session, rows: list[Outbox], lease: timedelta) -> str:
     token for :func:`end_reservation`."""
     token = uuid.uuid4().hex
     until = db_now(session) + lease
-    for row in rows:
-        row.reserved_until, row.reserved_by = until, token
+    if rows:  # one statement for the batch (the loaded rows are updated in the session too)
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_([r.id for r in rows]))
+            .values(reserved_until=until, reserved_by=token)
+        )
     return token
 
 
