@@ -102,14 +102,14 @@ def test_a_stalled_publish_holds_no_lock_and_blocks_no_other_taker(factory, amqp
         with factory.begin() as s:
             s.execute(insert(Outbox), _rows("TALLY", range(3, 5)) + _rows("COMBINE_DECRYPTION", range(5, 7)))
         t2, n2 = _in_thread(second.run_once)
-        t2.join(10)
+        t2.join(30)
         assert not t2.is_alive() and n2 == [4]  # the stalled relay's three rows are not its to take
         broker = OutboxBroker(factory)
         with factory.begin() as s:
             s.execute(insert(Outbox), _rows("COMBINE_DECRYPTION", range(7, 9)))
         broker.consume(["COMBINE_DECRYPTION"], 10)
         t3, taken = _in_thread(lambda: broker.poll(0, 10))
-        t3.join(10)
+        t3.join(30)
         assert not t3.is_alive() and sorted(d.task_id for d in taken[0]) == [7, 8]
         assert queue_depth(amqp_url, "tally.queue") == 2 and _unsent(factory) == 3
     finally:
@@ -142,7 +142,7 @@ Relay(session_factory(sys.argv[1]), NeverConfirms(), lease=timedelta(seconds=flo
 def test_rows_of_a_relay_killed_before_marking_them_sent_go_again_once_its_reservation_expires(
     factory, bridge_db, amqp_url, clean
 ) -> None:  # type: ignore[no-untyped-def]
-    lease = 4.0
+    lease = 8.0
     with factory.begin() as s:
         s.execute(insert(Outbox), _rows("TALLY", range(4)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -184,7 +184,7 @@ def test_the_window_counts_reserved_rows(factory, amqp_url, clean) -> None:  # t
         t1, n1 = _in_thread(first.run_once)
         assert stalled.entered.wait(30)
         t2, n2 = _in_thread(second.run_once)
-        t2.join(10)
+        t2.join(30)
         assert not t2.is_alive() and n2 == [0]
         broker = OutboxBroker(factory, window=2)
         broker.consume(["TALLY"], 10)
