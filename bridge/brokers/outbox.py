@@ -1,10 +1,12 @@
 """The database's outbox as the broker, for the embedded default: no broker process at all.
 
 Due outbox rows are taken straight from the table (``service.jobs.outbox.take_due``) and marked sent:
-that is their delivery. Everything after it (the claim, the Ray task, failures, retries with backoff
-through new outbox rows, FAILED chunks, re-drive) is the same executor as behind RabbitMQ. What is
-missing is only a dead-letter queue: a FAILED chunk is visible in its job. One executor per database:
-SQLite has one writer and no ``SKIP LOCKED`` (on PostgreSQL several would share the rows correctly).
+that is their delivery, in one short transaction (nothing slow runs inside it, so unlike the RabbitMQ
+relay it needs no reservation; it skips rows a relay has reserved, and counts them in the window).
+Everything after it (the claim, the Ray task, failures, retries with backoff through new outbox rows,
+FAILED chunks, re-drive) is the same executor as behind RabbitMQ. What is missing is only a
+dead-letter queue: a FAILED chunk is visible in its job. One executor per database: SQLite has one
+writer and no ``SKIP LOCKED`` (on PostgreSQL several would share the rows correctly).
 """
 
 from __future__ import annotations

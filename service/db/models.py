@@ -473,6 +473,11 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A relay's reservation (migration 0012): taken for a publish that runs outside any transaction, the
+    # row is not due again until ``reserved_until`` passes, which only matters if that relay died before
+    # marking it sent. ``reserved_by`` names the relay's round, so it releases only its own reservations.
+    reserved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reserved_by: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (Index("ix_outbox_unsent", "sent_at", "available_at"),)
 

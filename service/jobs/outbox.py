@@ -2,9 +2,11 @@
 
 A message is written in the same transaction as the state it announces (a new job's tasks, a retry, a
 re-drive, a reconciled task), so it exists if and only if that state committed. What takes messages out
-is a broker: the RabbitMQ relay publishes due rows and marks them sent (``take_due`` + ``mark_sent``),
-the embedded broker takes them straight from the table in place of a queue. Several takers may run at
-once: ``take_due`` locks with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so each row goes to one.
+is a broker: the RabbitMQ relay reserves due rows in a short transaction (``take_due`` + ``reserve``),
+publishes them with no transaction open and then marks them sent (``end_reservation``); the embedded
+broker takes them straight from the table and marks them sent in one transaction, in place of a queue.
+Several takers may run at once: each takes its turn in ``take_due``, so each row goes to one, and a
+reserved row is not due again until its reservation expires (its relay died before marking it sent).
 
 Times are the database's (``service.jobs.clock.db_now``), bound as values rather than defaulted in SQL:
 SQLite's CURRENT_TIMESTAMP has another text form than bound datetimes, and rows are compared with bound
@@ -14,6 +16,7 @@ times.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +25,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Subquery,
+    and_,
     delete,
     exists,
     func,
@@ -30,11 +34,12 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.orm import Session, aliased
 
 from service.db.models import ChunkTask, ElectionJob, Outbox, TaskState
-from service.db.session import rowcount
+from service.db.session import is_postgres, rowcount
 from service.jobs.clock import db_now
 
 # The key of the advisory lock under which takers take their turns ("amarvote" in ASCII).
@@ -81,22 +86,32 @@ def enqueue_job_tasks(session: Session, job: ElectionJob) -> None:
     )
 
 
-def in_flight(job_ids: Any) -> Subquery:
-    """Per job (among ``job_ids``, a select of ids): its tasks whose message has gone out and not come
-    back, i.e. queued in the broker or running: PENDING or RUNNING, a message sent and none unsent.
+def _waiting(row: type[Outbox], now: Any) -> ColumnElement[bool]:
+    """Unsent and not reserved by a live relay (never reserved, or its reservation has expired)."""
+    return and_(row.sent_at.is_(None), or_(row.reserved_until.is_(None), row.reserved_until <= now))
 
-    A task with an unsent row is not counted: that row is a retry waiting for its backoff, a requeue or
+
+def in_flight(job_ids: Any, now: datetime | None = None) -> Subquery:
+    """Per job (among ``job_ids``, a select of ids): its tasks whose message has gone out and not come
+    back, i.e. being published, queued in the broker or running: PENDING or RUNNING, a message sent or
+    reserved by a relay (until ``now``, the database's time) and none waiting.
+
+    A task with a waiting row is not counted: that row is a retry waiting for its backoff, a requeue or
     the reconciler's republish of a task whose bridge died, and it must get a slot of its own (counting
-    it would let W dead tasks hold their job's window shut for ever)."""
-    sent = aliased(Outbox)
-    unsent = aliased(Outbox)
+    it would let W dead tasks hold their job's window shut for ever). Without ``now`` the statement's own
+    time is used (PostgreSQL; SQLite compares bound times only, see the module's note)."""
+    at: Any = now if now is not None else func.now()
+    out = aliased(Outbox)
+    waiting = aliased(Outbox)
     return (
         select(ChunkTask.job_id, func.count().label("n"))
         .where(
             ChunkTask.job_id.in_(job_ids),
             ChunkTask.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
-            exists().where(sent.task_id == ChunkTask.id, sent.sent_at.is_not(None)),
-            ~exists().where(unsent.task_id == ChunkTask.id, unsent.sent_at.is_(None)),
+            exists().where(
+                out.task_id == ChunkTask.id, or_(out.sent_at.is_not(None), out.reserved_until > at)
+            ),
+            ~exists().where(waiting.task_id == ChunkTask.id, _waiting(waiting, at)),
         )
         .group_by(ChunkTask.job_id)
         .subquery("in_flight")
@@ -106,28 +121,32 @@ def in_flight(job_ids: Any) -> Subquery:
 def take_due(
     session: Session, limit: int, *, operations: list[str] | None = None, window: int | None = None
 ) -> list[Outbox]:
-    """Up to ``limit`` unsent rows whose time has come, locked for this transaction, in fair-share order.
+    """Up to ``limit`` unsent, unreserved rows whose time has come, locked for this transaction, in
+    fair-share order. The caller marks them sent (:func:`mark_sent`) or reserves them (:func:`reserve`)
+    before it commits, in the same short transaction: nothing slow may run while it is open.
 
     Fair share across jobs: rows are taken round-robin over the jobs that have due rows (a job of
     priority p gets p + 1 rows per round, and the higher priority goes first within a round; within a
     job, oldest first), and with a ``window`` a job has at most ``window * (p + 1)`` tasks in flight
-    (:func:`in_flight`): its other rows wait here, unsent, until its chunks end. So a small job
-    submitted behind a million-ballot one waits for at most a window of the big one's chunks, and the
-    broker's queues hold at most the window times the active jobs. The state is the table itself: it
-    survives any process. Concurrent takers (several relays, embedded brokers) take their turns (a
-    transaction-level advisory lock on PostgreSQL, held to the taker's commit), so the window is exact.
+    (:func:`in_flight`, reserved rows included): its other rows wait here, unsent, until its chunks end.
+    So a small job submitted behind a million-ballot one waits for at most a window of the big one's
+    chunks, and the broker's queues hold at most the window times the active jobs. The state is the
+    table itself: it survives any process. Concurrent takers (several relays, embedded brokers) take
+    their turns (a transaction-level advisory lock on PostgreSQL, held to the taker's commit, which
+    follows at once: a relay publishes only after it), so each counts what the others took or reserved
+    and the window is exact.
 
     The ranking uses a window function, which ``FOR UPDATE`` does not allow in the same statement:
     the ranked ids are chosen first, then locked (``SKIP LOCKED`` on PostgreSQL; SQLite ignores it and
     serialises writers), re-checking that they are still unsent.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         # Takers (relays, embedded brokers) take their turns, until each one's commit: each then counts
         # what the others took, so the window holds exactly, and none ranks the same rows only to find
         # them locked (a taker that skipped them would come back empty-handed while rows wait).
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TAKE_DUE_LOCK})
     now = db_now(session)
-    due = [Outbox.sent_at.is_(None), Outbox.available_at <= now]
+    due = [_waiting(Outbox, now), Outbox.available_at <= now]
     if operations is not None:
         due.append(Outbox.operation.in_(operations))
     rank = func.row_number().over(partition_by=Outbox.job_id, order_by=(Outbox.available_at, Outbox.id))
@@ -135,7 +154,7 @@ def take_due(
     weight = func.coalesce(ElectionJob.priority, 0) + 1
     stmt = select(ranked.c.id).outerjoin(ElectionJob, ElectionJob.job_id == ranked.c.job_id)
     if window is not None:
-        flying = in_flight(select(ranked.c.job_id).distinct())
+        flying = in_flight(select(ranked.c.job_id).distinct(), now)
         stmt = stmt.outerjoin(flying, flying.c.job_id == ranked.c.job_id).where(
             ranked.c.rn <= window * weight - func.coalesce(flying.c.n, 0)
         )
@@ -151,7 +170,7 @@ def take_due(
         return []
     order = {row_id: i for i, row_id in enumerate(ids)}
     rows = session.scalars(
-        select(Outbox).where(Outbox.id.in_(ids), Outbox.sent_at.is_(None)).with_for_update(skip_locked=True)
+        select(Outbox).where(Outbox.id.in_(ids), _waiting(Outbox, now)).with_for_update(skip_locked=True)
     )
     return sorted(rows, key=lambda r: order[r.id])
 
@@ -166,11 +185,51 @@ def mark_sent(session: Session, rows: list[Outbox]) -> None:
         row.sent_at = now
 
 
-def defer(session: Session, rows: list[Outbox], delay: timedelta) -> None:
-    """Keep rows unsent and try them again after ``delay`` (the broker refused them: queue full)."""
-    later = db_now(session) + delay
-    for row in rows:
-        row.available_at = later
+def reserve(session: Session, rows: list[Outbox], lease: timedelta) -> str:
+    """Reserve rows just taken (:func:`take_due`) for a publish after this transaction commits: none is
+    due again for ``lease``, and they count in their jobs' windows meanwhile. Returns the reservation's
+    token for :func:`end_reservation`."""
+    token = uuid.uuid4().hex
+    until = db_now(session) + lease
+    if rows:  # one statement for the batch (the loaded rows are updated in the session too)
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_([r.id for r in rows]))
+            .values(reserved_until=until, reserved_by=token)
+        )
+    return token
+
+
+def end_reservation(
+    session: Session,
+    token: str,
+    reserved: Sequence[int],
+    sent: Sequence[int],
+    refused: Sequence[int],
+    refused_delay: timedelta,
+) -> None:
+    """After the publish of the ``reserved`` rows: the ``sent`` ones (confirmed) are marked sent, the
+    ``refused`` ones (queue full, unroutable) are kept unsent and due again after ``refused_delay``, and
+    the rest (no confirm came: the connection dropped) are due again at once.
+
+    A confirmed row is marked sent even if its reservation expired meanwhile (it went out); a row is
+    released only while this token still holds it, never another relay's later reservation of it."""
+    now = db_now(session)
+    if sent:
+        session.execute(
+            update(Outbox).where(Outbox.id.in_(sent), Outbox.sent_at.is_(None)).values(sent_at=now)
+        )
+    mine = [Outbox.reserved_by == token, Outbox.sent_at.is_(None)]
+    released = {"reserved_until": None, "reserved_by": None}
+    if refused:
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(refused), *mine)
+            .values(available_at=now + refused_delay, **released)
+        )
+    rest = sorted(set(reserved) - set(sent) - set(refused))
+    if rest:
+        session.execute(update(Outbox).where(Outbox.id.in_(rest), *mine).values(**released))
 
 
 def unsent(session: Session) -> int:
