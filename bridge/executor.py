@@ -1,11 +1,11 @@
 """The one chunk executor: messages from any broker -> claim in PostgreSQL -> Ray task -> settle.
 
-:class:`Executor` is the composition: it takes deliveries and drives each one through the steps
+:class:`Executor` is the composition: it takes deliveries and drives each through the steps
 ``bridge/chunk_rules.py`` ``decide`` names (give back, claim, run, record a failure, then settle or hold),
-each done by the module whose one job it is: the database steps by ``bridge/chunk_db.py``, the Ray task
-(memory bound, Ray's retries off, time limit, kill) by ``bridge/chunk_run.py``; the database-outage hold
-by ``bridge/outage.py``, lease renewal by ``bridge/leases.py``, the clean stop by ``bridge/shutdown.py``,
-what is in flight by ``bridge/in_flight.py``, its metrics by ``bridge/metrics.py`` ``ExecutorMetrics``.
+each done by the module whose one job it is: ``chunk_db`` (the database steps), ``chunk_run`` (the Ray
+task: memory bound, Ray's retries off, time limit, kill), ``outage`` (the hold while the database is
+away), ``leases`` (renewal), ``shutdown`` (the clean stop), ``in_flight`` (what is in flight, each settled
+once), ``metrics.ExecutorMetrics`` (what each decision counts).
 
 Threads, and why:
 
@@ -13,10 +13,9 @@ Threads, and why:
   deliveries, renews leases, pauses and resumes consumption around a database outage, and on stop runs
   the shutdown. (pika's blocking adapter must be driven from the thread that connected; the other brokers
   do not care.)
-- **Worker threads** (one per delivery, at most ``max_in_flight`` at once) run a delivery's steps, then
-  settle it. The Ray task commits the result and the DONE state itself, so an ack is only ever sent after
-  that commit. The main thread takes no more deliveries than there is room for, and the broker's prefetch
-  equals it, so this executor never holds more messages than it can work on. They are daemon threads:
+- **Worker threads** (one per delivery, at most ``max_in_flight`` at once: the main thread takes no more,
+  and the broker's prefetch equals it) run a delivery's steps, then settle it. The Ray task commits the
+  result and the DONE state itself, so an ack is only ever sent after that commit. They are daemons:
   shutdown has released (or settled) every delivery before it returns, so one still blocked in a call (a
   database that stopped answering) must not keep the process from exiting, as a ``ThreadPoolExecutor``'s
   thread would.
