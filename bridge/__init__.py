@@ -6,9 +6,17 @@ Module map (each small, one job):
 - ``brokers/``      ``rabbitmq`` (topology, consumer, publisher: the only module that imports pika),
                     ``outbox`` (the database's outbox itself: the embedded default), ``stub`` (in memory,
                     tests)
-- ``executor``      the one chunk executor: deliveries -> claim -> Ray task -> settle; leases; clean stop
+- ``executor``      the one chunk executor: deliveries -> claim -> Ray task -> settle, a thin composition
+                    of the modules below
 - ``chunk_rules``   the executor's decisions, pure (no Ray, no database): each delivery's next step and
                     settlement, the database-outage hold and give-back, the time limit, shutdown
+- ``chunk_db``      a delivery's database steps (give back, claim, record a failure), as events
+- ``chunk_run``     a claimed chunk on Ray: memory bound, Ray's retries off, the time limit and kill;
+                    ``describe_error``
+- ``outage``        the hold while the database is away: held deliveries, the probe, their restart
+- ``leases``        the in-flight chunks' leases: renewed at their interval, released at shutdown
+- ``shutdown``      the executor's clean stop: grace period, release, requeue, cancel
+- ``in_flight``     the deliveries an executor holds, each settled once
 - ``relay``         the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
 - ``loop``          the periodic loop (``run``/``stop``/``run_once``) of the three housekeeping workers,
                     each its own module with one job:
@@ -24,7 +32,8 @@ Module map (each small, one job):
 - ``worker_memory`` hands a Ray worker's freed heap back to the system after each task (glibc)
 - ``ray_runtime``   connect to a Ray cluster by address, or start a local one of our own
 - ``probe``         at start, every Ray node must hold this service's server secret and version
-- ``metrics``       custom Ray metrics: chunks done/failed, chunk latency, ballots processed
+- ``metrics``       custom Ray metrics: chunks done/failed, chunk latency, ballots processed; the
+                    executor's hook (``ExecutorMetrics``)
 
 The state machine itself (claim, complete, fail, release, re-drive) lives in
 ``service.jobs.transitions``; the outbox in ``service.jobs.outbox``; what happens when a job's last chunk

@@ -2,13 +2,19 @@
 
 Created lazily: a ``ray.util.metrics`` object needs a connected Ray, and importing this module must
 not. Outside Ray (unit tests of the transitions, the CLI) recording is a no-op.
+
+The executor's are hooked in one place, :class:`ExecutorMetrics` (as a Dramatiq middleware would be):
+what each of its decisions counts, and how many deliveries it holds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 from typing import Any
+
+from bridge.chunk_rules import Count, due
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +92,26 @@ def in_flight(worker: str, n: int) -> None:
     """Set by each executor (a Ray driver) as it takes and settles deliveries."""
     if m := _get():
         _safe(lambda: m["in_flight"].set(n, tags={"worker": worker}))
+
+
+class ExecutorMetrics:
+    """The executor's metrics: :meth:`counted` on a delivery's worker thread after each decision,
+    :meth:`tick` on the main thread after each poll (the gauge is set every ``REPORT_EVERY`` seconds)."""
+
+    REPORT_EVERY = 5.0
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._last_report = 0.0
+
+    def counted(self, operation: str, count: Count | None) -> None:
+        """What a ``chunk_rules`` decision counts, if anything."""
+        if count == Count.DONE:
+            chunk_done(operation)
+        elif count is not None:
+            chunk_failed(operation, final=count == Count.FAILED_FINAL)
+
+    def tick(self, in_flight_now: int) -> None:
+        if due(time.monotonic(), self._last_report, self.REPORT_EVERY):
+            self._last_report = time.monotonic()
+            in_flight(self.worker_id, in_flight_now)

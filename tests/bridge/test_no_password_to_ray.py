@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-import bridge.executor
+import bridge.chunk_run
 from bridge.brokers.stub import StubBroker
 from bridge.executor import Executor
 from service.db.session import session_factory
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.services
 
 
 class _Recorder:
-    """Stands in for ``bridge.executor.run_chunk``: records every submission's arguments, then submits."""
+    """Stands in for ``bridge.chunk_run.run_chunk``: records every submission's arguments, then submits."""
 
     def __init__(self, remote_function: Any) -> None:
         self.remote_function = remote_function
@@ -87,8 +87,8 @@ def test_no_password_in_any_run_chunk_argument(  # type: ignore[no-untyped-def]
     name, password, ssl_password = role
     url = dict(zip(("userinfo", "query"), _urls(bridge_db, name, password, ssl_password), strict=True))[where]
     _, job_id = make_tally_job(factory, ballots=12, chunk_size=3)
-    recorder = _Recorder(bridge.executor.run_chunk)
-    monkeypatch.setattr(bridge.executor, "run_chunk", recorder)
+    recorder = _Recorder(bridge.chunk_run.run_chunk)
+    monkeypatch.setattr(bridge.chunk_run, "run_chunk", recorder)
     as_role: Settings = settings.model_copy(update={"database_url": url})
     broker = StubBroker()
     for task in tasks_of(factory, job_id):

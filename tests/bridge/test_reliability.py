@@ -208,5 +208,5 @@ def _timeline(factory, job_id, ex) -> str:  # type: ignore[no-untyped-def]
     ]
     with factory() as s:
         rows = [(o.task_id, o.sent_at is not None) for o in s.scalars(select(Outbox).order_by(Outbox.id))]
-    held = f"executor in flight {ex._pending()}, held {len(ex._held)}"
+    held = f"executor in flight {len(ex.in_flight)}, held {ex.outage.held()}"
     return f"job did not settle; tasks {tasks}; outbox {rows}; {held}"
