@@ -38,7 +38,7 @@ class CallbackConfig:
 def _attempt(http: Any, config: CallbackConfig, n: callbacks.Notification) -> tuple[str | None, int]:
     """One POST of one notification: (None, _) when accepted, else (the error, the attempt limit it
     counts against; 0 fails the row now: a URL that is refused will always be)."""
-    from bridge.executor import describe_error
+    from bridge.chunk_run import describe_error
 
     try:
         url = callbacks.normalise(n.url)  # a row stored before URLs were normalised at creation
