@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need into .venv, starts PostgreSQL and RabbitMQ when
-# they are not running, then runs the whole suite (extra arguments go to pytest).
+# they are not running, then runs the whole suite in layers (README.md, "Tests"): the fast layer, then the
+# slow one on AMARVOTE_TEST_WORKERS (3) pytest-xdist workers, then the tests that must run alone.
+# With arguments, one pytest run of exactly those instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +20,14 @@ bash scripts/services.sh
 .venv/bin/lint-imports
 .venv/bin/mypy
 # Ray workers must import the project: the editable install gives them the same paths.
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)
+if [ $# -gt 0 ]; then exec "${PYTEST[@]}" --durations=15 "$@"; fi
+# Pure code in this process, about a minute: a slip shows before the services start.
+"${PYTEST[@]}" --durations=10 -m "not services"
+# Mostly waiting (on Ray, the database, subprocesses), so more workers than cores pay. Each worker has its
+# own database, vhost and local Ray (tests/conftest.py); a file's tests stay on one worker with their
+# fixtures, and the files that start Ray or subprocesses go first (tests/conftest.py orders them).
+"${PYTEST[@]}" --durations=15 -m "services and not exclusive" \
+    -n "${AMARVOTE_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder
+# Stops the machine's RabbitMQ: never beside another worker.
+"${PYTEST[@]}" --durations=5 -m exclusive
