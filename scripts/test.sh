@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need into .venv, starts PostgreSQL and RabbitMQ when
-# they are not running, then runs the whole suite in layers (README.md, "Tests"): the fast layer, then the
-# slow one on AMARVOTE_TEST_WORKERS (3) pytest-xdist workers, then the tests that must run alone.
-# With arguments, one pytest run of exactly those instead.
+# they are not running, then runs the whole suite in layers (README.md, "Tests"): the fast layer (and,
+# beside it, the test that must not share the machine's RabbitMQ), then the slow layer on
+# AMARVOTE_TEST_WORKERS (3) pytest-xdist workers. With arguments, one pytest run of exactly those instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,12 +22,21 @@ bash scripts/services.sh
 # Ray workers must import the project: the editable install gives them the same paths.
 PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)
 if [ $# -gt 0 ]; then exec "${PYTEST[@]}" --durations=15 "$@"; fi
-# Pure code in this process, about a minute: a slip shows before the services start.
-"${PYTEST[@]}" --durations=10 -m "not services"
+# The one test that stops the machine's RabbitMQ (``exclusive``) runs beside the fast layer, which never
+# touches RabbitMQ, and ends before the slow layer starts; its report follows the fast layer's.
+alone=$(mktemp)
+"${PYTEST[@]}" --durations=5 -m exclusive >"$alone" 2>&1 &
+alone_pid=$!
+# Pure code in this process, under a minute: a slip shows before the services start.
+fast=0
+"${PYTEST[@]}" --durations=10 -m "not services" || fast=$?
+exclusive=0
+wait "$alone_pid" || exclusive=$?
+cat "$alone"
+rm -f "$alone"
+if [ "$fast" -ne 0 ] || [ "$exclusive" -ne 0 ]; then exit 1; fi
 # Mostly waiting (on Ray, the database, subprocesses), so more workers than cores pay. Each worker has its
 # own database, vhost and local Ray (tests/conftest.py); a file's tests stay on one worker with their
-# fixtures, and the files that start Ray or subprocesses go first (tests/conftest.py orders them).
-"${PYTEST[@]}" --durations=15 -m "services and not exclusive" \
+# fixtures, and the longest files go first (tests/conftest.py orders them).
+exec "${PYTEST[@]}" --durations=15 -m "services and not exclusive" \
     -n "${AMARVOTE_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder
-# Stops the machine's RabbitMQ: never beside another worker.
-"${PYTEST[@]}" --durations=5 -m exclusive
