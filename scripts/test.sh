@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: starts PostgreSQL and RabbitMQ when they are not running (and installs the system
-# packages the build and the tests need), installs the project into .venv, then runs the whole suite (extra
-# arguments go to pytest).
+# packages the build and the tests need), installs the project into .venv, then runs the whole suite in
+# layers (README.md, "Tests"): the fast layer (and, beside it, the test that must not share the machine's
+# RabbitMQ), then the slow layer on AMARVOTE_TEST_WORKERS (3) pytest-xdist workers. With arguments, one
+# pytest run of exactly those instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +22,23 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/lint-imports
 .venv/bin/mypy
 # Ray workers must import the project: the editable install gives them the same paths.
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)
+if [ $# -gt 0 ]; then exec "${PYTEST[@]}" --durations=15 "$@"; fi
+# The one test that stops the machine's RabbitMQ (``exclusive``) runs beside the fast layer, which never
+# touches RabbitMQ, and ends before the slow layer starts; its report follows the fast layer's.
+alone=$(mktemp)
+"${PYTEST[@]}" --durations=5 -m exclusive >"$alone" 2>&1 &
+alone_pid=$!
+# Pure code in this process, under a minute: a slip shows before the services start.
+fast=0
+"${PYTEST[@]}" --durations=10 -m "not services" || fast=$?
+exclusive=0
+wait "$alone_pid" || exclusive=$?
+cat "$alone"
+rm -f "$alone"
+if [ "$fast" -ne 0 ] || [ "$exclusive" -ne 0 ]; then exit 1; fi
+# Mostly waiting (on Ray, the database, subprocesses), so more workers than cores pay. Each worker has its
+# own database, vhost and local Ray (tests/conftest.py); a file's tests stay on one worker with their
+# fixtures, and the longest files go first (tests/conftest.py orders them).
+exec "${PYTEST[@]}" --durations=15 -m "services and not exclusive" \
+    -n "${AMARVOTE_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh PostgreSQL database and a fresh RabbitMQ vhost per test session.
+"""Shared fixtures: a fresh PostgreSQL database and a fresh RabbitMQ vhost per test session (each
+pytest-xdist worker is a session of its own, with its own local Ray too).
 
 Tests of the database and the broker run against the machine's real servers (``scripts/test.sh``
 starts them when absent). ``AMARVOTE_TEST_PG`` and ``AMARVOTE_TEST_AMQP`` point elsewhere.
@@ -53,13 +54,71 @@ def new_vhost() -> Iterator[str]:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that reaches the real PostgreSQL or RabbitMQ through the session's fixtures carries the
-    ``services`` marker (``-m "not services"`` runs the rest); tests that make their own database or vhost
-    are marked by hand."""
+# The fixtures that reach something beyond this process, and the markers a test that uses one (itself or
+# through another fixture) gets: ``-m "not services"`` is then the fast layer, pure code in this process.
+SERVICE_FIXTURES: dict[str, tuple[str, ...]] = {
+    "pg_url": ("services",),
+    "amqp_url": ("services",),
+    "local_ray": ("services", "ray"),
+    "reference_election": ("services", "interop"),
+}
+
+
+def _module_markers(module: object) -> tuple[str, ...]:
+    """What a whole test module needs, from what it imports: a Ray cluster of its own (``ray start``), or
+    the ``amarvote`` command in a subprocess (each run imports the project and a demo starts a local Ray)."""
+    from tests.cli.run import amarvote
+    from tests.raycluster import ray_cluster
+
+    names = vars(module).values()
+    if any(v is ray_cluster for v in names):
+        return ("services", "ray")
+    if any(v is amarvote for v in names):
+        return ("services",)
+    return ()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.oracle import _fresh_dir, under_ci
+
+    if under_ci() and not hasattr(config, "workerinput"):
+        _fresh_dir()  # before xdist starts its workers, so they share this run's oracle venv
+
+
+# The longest modules, longest first (measured on a loaded 2-core machine): under pytest-xdist they start
+# first, so none starts last and leaves the other workers idle. Only the order: a stale list costs time.
+LONGEST_FIRST = (
+    "tests/cli/test_ray_cluster.py",
+    "tests/cli/test_cli.py",
+    "tests/cli/test_guardian.py",
+    "tests/bridge/test_bridge_flow.py",
+    "tests/compute/test_record_memory.py",
+    "tests/bridge/test_fairness.py",
+    "tests/test_chaos_quick.py",
+    "tests/interop/test_decryption_interop.py",
+    "tests/service/test_service_whole_election.py",
+    "tests/bridge/test_dashboard_prometheus.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by what it reaches (``SERVICE_FIXTURES``, ``_module_markers``; an ``interop``
+    test runs the reference, so it is a ``services`` one too); on an xdist worker, order the modules."""
     for item in items:
-        if {"pg_url", "amqp_url"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.services)
+        names: set[str] = set()
+        for fixture in set(getattr(item, "fixturenames", ())) & SERVICE_FIXTURES.keys():
+            names.update(SERVICE_FIXTURES[fixture])
+        module = getattr(item, "module", None)
+        if module is not None:
+            names.update(_module_markers(module))
+        if item.get_closest_marker("interop"):
+            names.add("services")
+        for name in sorted(names - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)
+    if hasattr(config, "workerinput"):
+        # Stable, and by module: a module's tests keep their order and stay together (``--dist loadfile``).
+        rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]

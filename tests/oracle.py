@@ -5,9 +5,12 @@ subprocess with the venv's interpreter.
 
 Where the venv lives:
 
-- under CI (``CI`` set, as ``.ci/run`` does) it is built afresh for the test session in a temporary
-  folder, so a missing install step fails CI instead of hiding in a cache of an earlier run;
+- under CI (``CI`` set, as ``.ci/run`` does) it is built afresh for the test run in a temporary
+  folder, so a missing install step fails CI instead of hiding in a cache of an earlier run (pytest-xdist's
+  workers share the folder their controller made: ``ORACLE_RUN_DIR`` in the environment);
 - elsewhere it is built once and kept in ``$AMARVOTE_ORACLE_VENV`` (default ``~/.cache/amarvote/egref``).
+
+The build holds a file lock beside the venv, so concurrent sessions (xdist's workers) build it once.
 
 Python 3.10 is found by *running* each candidate (``docs/field-notes.md#reference-electionguard``:
 pyenv's shim for ``python3.10`` exists on PATH even where 3.10 is not the active version, and then exits
@@ -17,6 +20,7 @@ pyenv's shim for ``python3.10`` exists on PATH even where 3.10 is not the active
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import json
 import os
@@ -29,6 +33,7 @@ from typing import Any
 
 SCRIPTS = Path(__file__).parent / "oracle_scripts"
 PACKAGES = ["electionguard==1.4.0", "hypothesis", "dacite==1.6.0"]
+ORACLE_RUN_DIR = "AMARVOTE_ORACLE_RUN_DIR"  # CI only: this run's temporary folder, for xdist's workers
 HOW_TO_GET = (
     "the interop tests need Python 3.10 (the reference electionguard 1.4.0 does not import on 3.11+): "
     "install it with `pyenv install 3.10.13` or your OS packages, or point AMARVOTE_PYTHON310 at it"
@@ -45,9 +50,15 @@ def under_ci() -> bool:
 
 @functools.cache
 def _fresh_dir() -> Path:
-    """A temporary folder for this test session's oracle files (CI only), removed at exit."""
+    """A temporary folder for this test run's oracle files (CI only), removed at exit by the process that
+    made it. It is put in the environment, so the xdist workers a controller starts afterwards (the
+    controller calls this in ``pytest_configure``) use the same folder and the venv is built once."""
+    inherited = os.environ.get(ORACLE_RUN_DIR)
+    if inherited and Path(inherited).is_dir():
+        return Path(inherited)
     path = Path(tempfile.mkdtemp(prefix="amarvote-oracle-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ[ORACLE_RUN_DIR] = str(path)
     return path
 
 
@@ -127,6 +138,13 @@ def describe() -> str:
 def oracle_python() -> Path:
     """The venv's interpreter, building the venv the first time (every session under CI)."""
     venv = venv_dir()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait, then find the venv ready
+        return _build_venv(venv)
+
+
+def _build_venv(venv: Path) -> Path:
     py = venv / "bin" / "python"
     marker = venv / ".amarvote-ready"
     if marker.exists() and py.exists() and _answers(str(py)):

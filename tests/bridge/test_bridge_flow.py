@@ -199,6 +199,7 @@ def test_ray_worker_death_is_an_attempt_counted_in_postgres(settings, factory, r
             assert t.attempts == 1
 
 
+@pytest.mark.exclusive
 def test_rabbitmq_restart_mid_job(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
     election_id, job_id = make_tally_job(factory, ballots=120, chunk_size=3, metadata={"sleep": 0.5})
     with pipeline(settings, factory):

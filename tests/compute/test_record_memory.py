@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.compute.record_helpers import ballots, keys, write
 
+# No service, but about half a minute of encrypting and verifying 2,000 ballots: the slow layer.
+pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
 N = 400
 BATCH = 50
