@@ -11,14 +11,22 @@ from gmpy2 import mpz
 
 from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
-from compute.fixedbase import FixedBaseTable, fixed_pow, table_for
+from compute.fixedbase import (
+    ENCRYPTION_WINDOW,
+    FixedBaseTable,
+    cached_pow,
+    encryption_pow,
+    fixed_pow,
+    table_for,
+)
 from compute.group import g_pow_p, rand_q
 from compute.hashing import hash_elems
-from compute.multiexp import multiexp
+from compute.multiexp import choose_window, multiexp
 from compute.selection_proofs import (
     ConstantChaumPedersenProof,
     DisjunctiveChaumPedersenProof,
     ProofBatch,
+    batch_window,
     is_qr_element,
     make_constant_chaum_pedersen,
     make_disjunctive_chaum_pedersen,
@@ -37,7 +45,7 @@ def _order_r_element() -> mpz:
     return gmpy2.powmod(rand_q() + 7, 2 * Q, P)
 
 
-@pytest.mark.parametrize("window", [4, 7, 8, 10])
+@pytest.mark.parametrize("window", [4, 7, 8, 10, 12])
 def test_fixed_base_table_equals_powmod(window: int):
     base = g_pow_p(rand_q())
     t = FixedBaseTable(base, window)
@@ -50,6 +58,26 @@ def test_g_pow_p_and_fixed_pow_use_tables_and_agree():
         assert g_pow_p(e) == gmpy2.powmod(G, e, P)
         assert fixed_pow(K, e) == gmpy2.powmod(K, e, P)
     assert table_for(K) is table_for(K)
+
+
+def test_encryption_tables_are_wider_and_agree():
+    for e in (0, 1, Q - 1, rand_q()):
+        assert encryption_pow(G, e) == gmpy2.powmod(G, e, P)
+        assert encryption_pow(K, e) == gmpy2.powmod(K, e, P)
+    assert table_for(K, ENCRYPTION_WINDOW).window == ENCRYPTION_WINDOW > 10
+    # a batch check's two exponentiations: a table when there is one, else powmod, the same value
+    stranger = g_pow_p(rand_q())
+    e = rand_q()
+    assert cached_pow(stranger, e) == gmpy2.powmod(stranger, e, P)
+    assert cached_pow(K, e) == gmpy2.powmod(K, e, P)
+
+
+@pytest.mark.parametrize("short,long", [(1, 0), (40, 0), (1360, 640), (40_000, 20_000), (0, 3)])
+def test_batch_window_is_the_multiexp_cost_models_choice(short: int, long: int):
+    # ProofBatch picks its window from two counts; the exponents' own lengths give the same choice
+    exps = [(1 << 63) | secrets.randbits(63) for _ in range(short)]
+    exps += [(1 << 255) | secrets.randbits(255) for _ in range(long)]
+    assert batch_window(short, long) == choose_window(exps)
 
 
 @pytest.mark.parametrize("n,bits", [(1, 256), (2, 64), (17, 64), (40, 256), (60, 80)])
