@@ -9,6 +9,7 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
+from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
 from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
 from compute.fixedbase import (
@@ -346,3 +347,62 @@ def test_batch_with_one_bad_proof_among_many_is_rejected():
     for c, p in good:
         batch.add_disjunctive(c, p)
     assert batch.check()
+
+
+# --- decryption shares: which membership terms the caller may vouch for -------------------------------
+
+
+def _shares(q_hash: mpz, n: int = 8) -> list[ShareStatement]:
+    s = rand_q()
+    out = []
+    for i in range(n):
+        ct = encrypt(i % 2, rand_q(), K)
+        m, proof = partial_decrypt(ct, s, q_hash)
+        out.append(ShareStatement(f"share {i}", ct, g_pow_p(s), m, proof))
+    return out
+
+
+def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_checked_it():
+    # Honest proofs for targets outside the subgroup: (A, p - B), whose B no equation contains, and
+    # (A u, B) with u of order R, where every equation holds exactly in Z_p^*. Only the targets'
+    # membership terms see the first; with targets_checked those terms are the caller's (it validated
+    # the ballots the target comes from), so the first then passes: what the flag hands over.
+    q_hash = rand_q()
+    statements = _shares(q_hash)
+    assert verify_shares(statements, q_hash) == []
+    assert verify_shares(statements, q_hash, targets_checked=True) == []
+    for i, odd in (
+        (3, Ciphertext(statements[3].message.pad, P - statements[3].message.data)),
+        (5, Ciphertext(statements[5].message.pad * _order_r_element() % P, statements[5].message.data)),
+    ):
+        secret = rand_q()
+        m, proof = partial_decrypt(odd, secret, q_hash)
+        forged = [*statements[:i], ShareStatement(statements[i].label, odd, g_pow_p(secret), m, proof)]
+        forged += statements[i + 1 :]
+        for _ in range(4):  # each alone among valid shares: no other failure sends the batch to bisection
+            assert verify_shares(forged, q_hash) == [f"share {i}"]
+        if i == 3:
+            assert verify_shares(forged, q_hash, targets_checked=True) == []
+
+
+def test_checked_targets_still_check_each_share_and_its_order_2_twist():
+    # M' = p - A^s with an even challenge: both equations hold in Z_p^* up to the weights' parity, so
+    # only M's own Jacobi symbol rejects it every time; targets_checked drops A's and B's terms only
+    q_hash = rand_q()
+    statements = _shares(q_hash)
+    t = statements[2]
+    secret = rand_q()
+    while True:
+        u = rand_q()
+        a, b = g_pow_p(u), gmpy2.powmod(t.message.pad, u, P)
+        m_neg = P - gmpy2.powmod(t.message.pad, secret, P)
+        c = hash_elems(q_hash, t.message.pad, t.message.data, a, b, m_neg)
+        if c % 2 == 0:
+            break
+    forged = ChaumPedersenProof(a, b, c, (u + c * secret) % Q)
+    statements[2] = ShareStatement(t.label, t.message, g_pow_p(secret), m_neg, forged)
+    for _ in range(16):
+        assert verify_shares(statements, q_hash, targets_checked=True) == ["share 2"]
+    wrong = dataclasses.replace(statements[6].proof, response=(statements[6].proof.response + 1) % Q)
+    statements[6] = dataclasses.replace(statements[6], proof=wrong)
+    assert verify_shares(statements, q_hash, targets_checked=True) == ["share 2", "share 6"]
