@@ -29,11 +29,11 @@ from compute.ballot import (
     make_submitted,
     selection_crypto_hash,
 )
-from compute.constants import P, Q
+from compute.constants import G, P, Q
 from compute.context import ElectionContext
 from compute.elgamal import Ciphertext
-from compute.fixedbase import fixed_pow
-from compute.group import g_pow_p, rand_q
+from compute.fixedbase import encryption_pow
+from compute.group import rand_q
 from compute.hashed_elgamal import hashed_elgamal_encrypt
 from compute.hashing import hash_elems
 from compute.manifest import ContestDescriptionWithPlaceholders, InternalManifest, SelectionDescription
@@ -81,8 +81,8 @@ def _encrypt_selection(
     seq = nonces(desc_hash, contest_nonce)
     nonce = nonce_at(seq, desc.sequence_order)
     proof_seed = nonce_at(seq, 0)
-    pad = g_pow_p(nonce)
-    data = g_pow_p(vote) * fixed_pow(keys.k, nonce) % P
+    pad = encryption_pow(G, nonce)
+    data = (G if vote else 1) * encryption_pow(keys.k, nonce) % P
     ct = Ciphertext(pad, data)
     proof = make_disjunctive_chaum_pedersen(ct, nonce, keys.k, keys.q_ext, proof_seed, vote)
     return CiphertextBallotSelection(
@@ -169,7 +169,7 @@ def _encrypt_contest(
         data_nonce,
         keys.k,
         keys.q_ext,
-        key_power=fixed_pow(keys.k, data_nonce),
+        key_power=encryption_pow(keys.k, data_nonce),
     )
     pad, data = mpz(1), mpz(1)
     for sel in selections:

@@ -7,7 +7,10 @@ against 1.1 ms for ``powmod`` (``docs/field-notes.md#gmpy2-costs``). A table cos
 and ~0.1 s to build, so tables are cached per base (the generator g and the election public key K) and
 only built for bases that are used many times. The default window is 10 bits (26 multiplies per
 exponentiation, 13 MiB per table, about 20% faster than 8 bits); ``AMARVOTE_FIXEDBASE_WINDOW`` overrides
-it (8 halves the memory).
+it (8 halves the memory). Encryption, which spends most of its time here (seven exponentiations of g or K
+per selection), uses wider tables of ``ENCRYPTION_WINDOW`` = 12 bits (22 multiplies instead of 26, 47 MiB
+per table, about 0.5 s to build): an encrypting process holds two of them (g and its election key), at most
+100 MiB; ``encryption_pow`` reaches them. Other workers keep the 10-bit tables, or none.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from compute.constants import ONE, G, P, Q
 
 EXPONENT_BITS = 256  # exponents are reduced mod q < 2^256
 DEFAULT_WINDOW = int(os.environ.get("AMARVOTE_FIXEDBASE_WINDOW", "10"))
+ENCRYPTION_WINDOW = 12
 
 
 class FixedBaseTable:
@@ -72,7 +76,7 @@ class FixedBaseTable:
 
 _lock = threading.Lock()
 _cache: OrderedDict[tuple[int, int], FixedBaseTable] = OrderedDict()
-_CACHE_SIZE = 3  # g plus a couple of election keys (13 MiB each with 10-bit windows)
+_CACHE_SIZE = 3  # besides g: a couple of election keys (13 MiB each with 10-bit windows, 47 MiB with 12)
 
 
 def table_for(base: int, window: int = DEFAULT_WINDOW) -> FixedBaseTable:
@@ -120,6 +124,34 @@ def fixed_pow(base: int, e: int) -> mpz:
     if t is None or t.base != base:  # one election key at a time is the common case: skip the cache
         t = _last = table_for(base)
     return t.pow(e)
+
+
+_enc_g: FixedBaseTable | None = None
+_enc_last: FixedBaseTable | None = None
+
+
+def encryption_pow(base: int, e: int) -> mpz:
+    """base^e mod p via the base's ``ENCRYPTION_WINDOW`` table: for g and the election key while
+    encrypting, where the wider table's build cost and memory pay for themselves."""
+    global _enc_g, _enc_last
+    if base == G:
+        if _enc_g is None:
+            _enc_g = table_for(G, ENCRYPTION_WINDOW)
+        return _enc_g.pow(e)
+    t = _enc_last
+    if t is None or t.base != base:
+        t = _enc_last = table_for(base, ENCRYPTION_WINDOW)
+    return t.pow(e)
+
+
+def cached_pow(base: int, e: int) -> mpz:
+    """base^e mod p through a table if one is already built for ``base``, else one powmod: for a few
+    exponentiations per batch (a batch check's g and K), never worth building a table for."""
+    with _lock:
+        for (b, _w), t in reversed(_cache.items()):
+            if b == base:
+                return t.pow(e)
+    return gmpy2.powmod(base, e, P)
 
 
 def exp_mod_q(e: int) -> int:

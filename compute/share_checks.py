@@ -164,10 +164,14 @@ def verify_decryption_shares(
     shares: dict[str, DecryptionShare],
     guardians: Sequence[GuardianRecord],
     context: ElectionContext,
+    targets_checked: bool = False,
 ) -> list[str]:
     """Every proof of every share of the target, batched, and for reconstructed shares the recovery
     keys (from the missing guardian's published commitments, never from the share) and the Lagrange
-    product. Keys come from the guardian records. Problems name the guardian and the selection."""
+    product. Keys come from the guardian records. Problems name the guardian and the selection.
+    ``targets_checked``: the caller has established that the target's ciphertexts are in the order-q
+    subgroup (the aggregate of validated ballots, a validated spoiled ballot), so their membership
+    terms go (``compute.chaum_pedersen``, step 5)."""
     records = {g.guardian_id: g for g in guardians}
     sequence_orders = {g.guardian_id: g.sequence_order for g in guardians}
     object_id = target_of(target).object_id
@@ -191,7 +195,7 @@ def verify_decryption_shares(
                 problems.append(f"missing guardian {gid}: recovered parts from unknown guardians")
             else:
                 problems += check_reconstruction(share, records[gid], sequence_orders)
-    return problems + verify_shares(statements, context.crypto_extended_base_hash)
+    return problems + verify_shares(statements, context.crypto_extended_base_hash, targets_checked)
 
 
 def _selections(share: DecryptionShare) -> list[CiphertextDecryptionSelection]:

@@ -92,6 +92,19 @@ from compute.selection_proofs import (
 
 AnyBallot = SubmittedBallot | CiphertextBallot
 
+# Selections per proof batch where a task streams ballots (the tally chunk task; the verify job and
+# ``record verify`` may use it too): the batch's multi-exponentiation costs about 132 multiplies per
+# selection at 1,200 selections (the tally's database pages of about 120 ten-selection ballots), 99 at
+# 10,000 and 82 at 40,000 (``compute.multiexp.multiplies``; ``docs/batch-verification.md``). Memory bound:
+# decoded ballots take about 5.2 KiB per selection and the batch's terms and buckets about 2.1 KiB more,
+# so 10,000 selections hold about 75 MiB beside the task's own.
+VALIDATION_BATCH_SELECTIONS = 10_000
+
+
+def selection_count(ballot: AnyBallot) -> int:
+    """How many selection proofs a ballot brings to a batch (placeholders included)."""
+    return sum(len(c.ballot_selections) for c in ballot.contests)
+
 
 class BallotInvalid(ValueError):
     """A ballot failed validation; the message names the ballot, and the contest and selection if any."""

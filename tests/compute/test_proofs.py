@@ -9,16 +9,25 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
+from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
 from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
-from compute.fixedbase import FixedBaseTable, fixed_pow, table_for
+from compute.fixedbase import (
+    ENCRYPTION_WINDOW,
+    FixedBaseTable,
+    cached_pow,
+    encryption_pow,
+    fixed_pow,
+    table_for,
+)
 from compute.group import g_pow_p, rand_q
 from compute.hashing import hash_elems
-from compute.multiexp import multiexp
+from compute.multiexp import choose_window, multiexp
 from compute.selection_proofs import (
     ConstantChaumPedersenProof,
     DisjunctiveChaumPedersenProof,
     ProofBatch,
+    batch_window,
     is_qr_element,
     make_constant_chaum_pedersen,
     make_disjunctive_chaum_pedersen,
@@ -37,7 +46,7 @@ def _order_r_element() -> mpz:
     return gmpy2.powmod(rand_q() + 7, 2 * Q, P)
 
 
-@pytest.mark.parametrize("window", [4, 7, 8, 10])
+@pytest.mark.parametrize("window", [4, 7, 8, 10, 12])
 def test_fixed_base_table_equals_powmod(window: int):
     base = g_pow_p(rand_q())
     t = FixedBaseTable(base, window)
@@ -50,6 +59,26 @@ def test_g_pow_p_and_fixed_pow_use_tables_and_agree():
         assert g_pow_p(e) == gmpy2.powmod(G, e, P)
         assert fixed_pow(K, e) == gmpy2.powmod(K, e, P)
     assert table_for(K) is table_for(K)
+
+
+def test_encryption_tables_are_wider_and_agree():
+    for e in (0, 1, Q - 1, rand_q()):
+        assert encryption_pow(G, e) == gmpy2.powmod(G, e, P)
+        assert encryption_pow(K, e) == gmpy2.powmod(K, e, P)
+    assert table_for(K, ENCRYPTION_WINDOW).window == ENCRYPTION_WINDOW > 10
+    # a batch check's two exponentiations: a table when there is one, else powmod, the same value
+    stranger = g_pow_p(rand_q())
+    e = rand_q()
+    assert cached_pow(stranger, e) == gmpy2.powmod(stranger, e, P)
+    assert cached_pow(K, e) == gmpy2.powmod(K, e, P)
+
+
+@pytest.mark.parametrize("short,long", [(1, 0), (40, 0), (1360, 640), (40_000, 20_000), (0, 3)])
+def test_batch_window_is_the_multiexp_cost_models_choice(short: int, long: int):
+    # ProofBatch picks its window from two counts; the exponents' own lengths give the same choice
+    exps = [(1 << 63) | secrets.randbits(63) for _ in range(short)]
+    exps += [(1 << 255) | secrets.randbits(255) for _ in range(long)]
+    assert batch_window(short, long) == choose_window(exps)
 
 
 @pytest.mark.parametrize("n,bits", [(1, 256), (2, 64), (17, 64), (40, 256), (60, 80)])
@@ -318,3 +347,62 @@ def test_batch_with_one_bad_proof_among_many_is_rejected():
     for c, p in good:
         batch.add_disjunctive(c, p)
     assert batch.check()
+
+
+# --- decryption shares: which membership terms the caller may vouch for -------------------------------
+
+
+def _shares(q_hash: mpz, n: int = 8) -> list[ShareStatement]:
+    s = rand_q()
+    out = []
+    for i in range(n):
+        ct = encrypt(i % 2, rand_q(), K)
+        m, proof = partial_decrypt(ct, s, q_hash)
+        out.append(ShareStatement(f"share {i}", ct, g_pow_p(s), m, proof))
+    return out
+
+
+def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_checked_it():
+    # Honest proofs for targets outside the subgroup: (A, p - B), whose B no equation contains, and
+    # (A u, B) with u of order R, where every equation holds exactly in Z_p^*. Only the targets'
+    # membership terms see the first; with targets_checked those terms are the caller's (it validated
+    # the ballots the target comes from), so the first then passes: what the flag hands over.
+    q_hash = rand_q()
+    statements = _shares(q_hash)
+    assert verify_shares(statements, q_hash) == []
+    assert verify_shares(statements, q_hash, targets_checked=True) == []
+    for i, odd in (
+        (3, Ciphertext(statements[3].message.pad, P - statements[3].message.data)),
+        (5, Ciphertext(statements[5].message.pad * _order_r_element() % P, statements[5].message.data)),
+    ):
+        secret = rand_q()
+        m, proof = partial_decrypt(odd, secret, q_hash)
+        forged = [*statements[:i], ShareStatement(statements[i].label, odd, g_pow_p(secret), m, proof)]
+        forged += statements[i + 1 :]
+        for _ in range(4):  # each alone among valid shares: no other failure sends the batch to bisection
+            assert verify_shares(forged, q_hash) == [f"share {i}"]
+        if i == 3:
+            assert verify_shares(forged, q_hash, targets_checked=True) == []
+
+
+def test_checked_targets_still_check_each_share_and_its_order_2_twist():
+    # M' = p - A^s with an even challenge: both equations hold in Z_p^* up to the weights' parity, so
+    # only M's own Jacobi symbol rejects it every time; targets_checked drops A's and B's terms only
+    q_hash = rand_q()
+    statements = _shares(q_hash)
+    t = statements[2]
+    secret = rand_q()
+    while True:
+        u = rand_q()
+        a, b = g_pow_p(u), gmpy2.powmod(t.message.pad, u, P)
+        m_neg = P - gmpy2.powmod(t.message.pad, secret, P)
+        c = hash_elems(q_hash, t.message.pad, t.message.data, a, b, m_neg)
+        if c % 2 == 0:
+            break
+    forged = ChaumPedersenProof(a, b, c, (u + c * secret) % Q)
+    statements[2] = ShareStatement(t.label, t.message, g_pow_p(secret), m_neg, forged)
+    for _ in range(16):
+        assert verify_shares(statements, q_hash, targets_checked=True) == ["share 2"]
+    wrong = dataclasses.replace(statements[6].proof, response=(statements[6].proof.response + 1) % Q)
+    statements[6] = dataclasses.replace(statements[6], proof=wrong)
+    assert verify_shares(statements, q_hash, targets_checked=True) == ["share 2", "share 6"]
