@@ -93,7 +93,11 @@ class _ShareChecker:
     def drain(self, extended_base_hash: mpz) -> list[str]:
         """The problems of everything collected since the last drain (proofs checked in one batch)."""
         problems = self.problems + reconstruction_problems(self.reconstructions)
-        problems += verify_shares(self.statements, extended_base_hash)
+        # Every target here is in the subgroup once the record verifies: a spoiled ballot's ciphertexts
+        # are the submitted ballot's, whose proofs this verifier checks, and the tally must equal the
+        # product of the checked cast ballots (``RecordCheck.finish``); a target outside makes one of those
+        # a problem, so its own membership terms would add nothing to the verdict.
+        problems += verify_shares(self.statements, extended_base_hash, targets_checked=True)
         self.problems, self.reconstructions, self.statements = [], [], []
         return problems
 
