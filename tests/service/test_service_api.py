@@ -257,7 +257,8 @@ def test_four_jobs_created_and_polled(
             else:
                 assert isinstance(key, CompensationKey) and key.missing_guardian_id == x.missing_guardian_id
                 assert "secret_key" not in key.to_json()
-        # Messages carry ids only: the outbox has no column for anything else.
+        # Messages carry ids only: the outbox has no column for anything else (a relay's reservation is
+        # its id and a time).
         assert s.scalars(select(Outbox)).all()
         assert {c.key for c in Outbox.__table__.columns} == {
             "id",
@@ -267,6 +268,8 @@ def test_four_jobs_created_and_polled(
             "created_at",
             "available_at",
             "sent_at",
+            "reserved_until",
+            "reserved_by",
         }
     ds = _ok(client.get(f"/api/decryption/status?election_id={eid}", headers=admin))
     assert ds["quorum"] == 2 and ds["guardiansDecrypted"] == 0 and not ds["quorumMet"]
