@@ -23,7 +23,8 @@ first file read to the verdict (imports excluded), with the process's peak RSS:
   the recovery keys, the Lagrange reconstruction of the missing guardians' shares, g^tally and the
   shares' product; the coefficients). The reference has no record verifier of its own.
 - ours: ``compute.verify.verify_source`` with workers=1 (what ``amarvote record verify --local`` runs, on
-  one core), batch ``--batch`` (default ``compute.verify.BATCH``); it makes those checks and also the
+  one core), units of ``--batch`` ballots (default ``compute.verify.BATCH``, what the command passes; 0:
+  ``compute.verify.unit_ballots``, the unit sized in selections); it makes those checks and also the
   clone, shared-code, layout and id checks.
 - ours, Python multiexp: the same with ``compute.multiexp.native`` set to None (as
   ``benchmarks/bench_multiexp.py`` does), to show what the native routine brings.
@@ -71,8 +72,9 @@ PHASES = {
 def _child(mode: str, record: Path, batch: int) -> dict[str, Any]:
     """One of ours, in this (fresh) process: ``native``, ``python`` or ``profile``."""
     import compute.multiexp
-    from compute.record import open_record
-    from compute.verify import verify_source
+    from compute.manifest import InternalManifest
+    from compute.record import open_record, read_header
+    from compute.verify import unit_ballots, verify_source
 
     if mode == "python":
         compute.multiexp.native = None
@@ -81,10 +83,12 @@ def _child(mode: str, record: Path, batch: int) -> dict[str, Any]:
     with open_record(record) as source:
         if profile is not None:
             profile.enable()
-        outcome = verify_source(source, batch, workers=1)
+        outcome = verify_source(source, batch or None, workers=1)
         if profile is not None:
             profile.disable()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    with open_record(record) as source:  # after the timing: the unit's size, for the table
+        header = read_header(source)
     out: dict[str, Any] = {
         "cpu_s": cpu,
         "wall_s": wall,
@@ -96,6 +100,7 @@ def _child(mode: str, record: Path, batch: int) -> dict[str, Any]:
         "problems": len(outcome.problems),
         "first_problems": outcome.problems[:5],
         "native": compute.multiexp.native is not None,
+        "unit_ballots": batch or unit_ballots(InternalManifest.from_manifest(header.manifest)),
     }
     if profile is not None:
         stats = pstats.Stats(profile)
@@ -224,7 +229,9 @@ def markdown(res: dict[str, Any]) -> str:
             else ""
         )
         + f". One core, process CPU time from the first file read to the verdict, a fresh process each; "
-        f"ours: best of {len(nat['times_s'])}, unit of {res['batch']} ballots "
+        f"ours: best of {len(nat['times_s'])}, units of {nat['unit_ballots']} ballots"
+        + (" (`compute.verify.unit_ballots`)" if not res["batch"] else "")
+        + f" "
         f"({nat['chunks']} chunk(s) and the tally's shares). Load average (1, 5, 15 min) before "
         f"{res['load_before']}, after {res['load_after']} ({res['cpus']} CPUs).",
         "",
@@ -290,7 +297,9 @@ def main() -> None:
     ap.add_argument("--spoil-every", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of ours (each path)")
     ap.add_argument("--reference-rounds", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=BATCH, help="ours: ballots per unit")
+    ap.add_argument(
+        "--batch", type=int, default=BATCH, help="ours: ballots per unit (0: compute.verify.unit_ballots)"
+    )
     ap.add_argument("--record", type=Path, default=None, help="verify this record instead of making one")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--out", type=Path, default=RESULTS)
