@@ -71,10 +71,37 @@ from compute.record import (
 )
 from compute.share_checks import Reconstruction, reconstruction_problems
 from compute.tally import TallyError, accumulate, new_tally
-from compute.validate import validate_ballots
+from compute.validate import VALIDATION_BATCH_SELECTIONS, selection_count, validate_ballots
 
 # (and of each tracking code, for the shared-code check: 8 bytes per ballot)
 BATCH = 200  # ballots checked together in one process (a few MB of decoded ballots)
+UNIT_MAX_BALLOTS = 1000  # unit_ballots' ceiling, for ballots of very few selections
+
+
+def unit_ballots(internal: InternalManifest) -> int:
+    """Ballots per unit of ``verify_source`` when its caller names none: ``VALIDATION_BATCH_SELECTIONS``
+    selections of the largest ballot the manifest allows (every contest, placeholders included), between
+    ``BATCH`` and ``UNIT_MAX_BALLOTS`` ballots. A unit holds its files and decoded ballots, about 15 KiB a
+    selection (peak RSS, benchmarks/bench_record_verify.py): 10,000 selections are about 150 MiB beside the
+    process's own. On a 2,000-ballot record of 6-selection ballots on one core, units of 1,000 ballots took
+    8.9 s (145 MiB) against 10.4 s (61 MiB) for units of 200; with 31-selection ballots (6,200 selections
+    in 200) a larger unit gained 2% for 180 MiB more, so the ceiling is in selections."""
+    per_ballot = sum(
+        len(c.description.ballot_selections) + len(c.placeholder_selections) for c in internal.contests
+    )
+    return max(BATCH, min(UNIT_MAX_BALLOTS, VALIDATION_BATCH_SELECTIONS // max(1, per_ballot)))
+
+
+def proof_group(ballots: Sequence[SubmittedBallot], workers: int = 1) -> int:
+    """Ballots per proof batch in ``RecordCheck.check_ballots``: one batch per thread (a whole unit in one
+    group would use one core), each of up to ``VALIDATION_BATCH_SELECTIONS`` selections (at least 256
+    ballots, the earlier fixed cap): a larger batch costs fewer multiplies per selection. Its terms take
+    about 2.1 KiB a selection beside the unit's ballots, which are held anyway. Measured with
+    benchmarks/bench_record_verify.py on a 2,000-ballot record of 6 selections a ballot, units of 1,000
+    ballots on one core: 8.9 s in one group of 1,000 against 9.9 s in groups of 250."""
+    per_ballot = max((selection_count(b) for b in ballots), default=1)
+    cap = max(256, VALIDATION_BATCH_SELECTIONS // max(1, per_ballot))
+    return max(1, min(cap, -(-len(ballots) // max(1, workers))))
 
 
 class _ShareChecker:
@@ -335,8 +362,7 @@ class RecordCheck:
                 report.failed_ballots.append(repr(b.object_id))
         report.codes = b"".join(code_prefix(b.code) for b in ballots)
         if self.context.manifest_hash == self.internal.manifest_hash:
-            # One proof batch per thread: a whole batch of ballots in one group would use one core.
-            group = max(1, min(256, -(-len(ballots) // max(1, workers))))
+            group = proof_group(ballots, workers)
             failures = validate_ballots(ballots, self.internal, self.context, group, workers)
             report.problems += [f.message for f in failures]
             report.failed_ballots += [f.ballot_id for f in failures]
@@ -771,12 +797,13 @@ def add_report(summary: Summary, unit: Unit, report: ChunkReport) -> None:
 
 
 def verify_source(
-    source: RecordSource, batch: int = BATCH, workers: int = 1, progress: Progress | None = None
+    source: RecordSource, batch: int | None = None, workers: int = 1, progress: Progress | None = None
 ) -> Outcome:
     """Verify a record from its files in this process, one unit of ``batch`` ballots at a time (the units
-    and the closing of ``bridge.verify.verify_on_ray``; a unit that raises stops it)."""
+    and the closing of ``bridge.verify.verify_on_ray``; a unit that raises stops it); ``batch`` None:
+    ``unit_ballots`` of the record's manifest."""
     check = RecordCheck(read_header(source))
-    plan = plan_chunks(source, batch)
+    plan = plan_chunks(source, batch or unit_ballots(check.internal))
     summary = start(check, plan)
     done = 0
     for unit in plan.units():
