@@ -31,7 +31,10 @@ def verify(
         None,
         "--chunk-size",
         min=1,
-        help="Ballots per Ray task, or per batch with --local (default 200).",
+        help=(
+            "Ballots per Ray task (default 200), or per unit with --local"
+            " (default: 10,000 selections' worth, 200 to 1,000 ballots)."
+        ),
     ),
 ) -> None:
     """Verify every ballot, the encrypted tally, every share and the plaintext tally of a record, reading
@@ -109,10 +112,10 @@ def check_record(
             )
         from compute.parallel import default_workers
         from compute.record import open_record
-        from compute.verify import BATCH, verify_source
+        from compute.verify import verify_source
 
         with open_record(record_path) as source:
-            return verify_source(source, chunk_size or BATCH, default_workers(), report)
+            return verify_source(source, chunk_size, default_workers(), report)
 
 
 IMPORT_BATCH = 200

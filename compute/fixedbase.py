@@ -109,8 +109,20 @@ def g_table() -> FixedBaseTable:
     return _g_table
 
 
+# A process that needs g^e only a few times (a verifier checking a record's guardians, a small decryption)
+# is better off without the table: it costs about as much to build as this many plain powmods, so the
+# first ones are plain and the table is built once they have paid for it (the ski-rental rule: never more
+# than twice the better choice's cost).
+G_POWMODS_BEFORE_TABLE = 100
+_g_powmods = 0
+
+
 def g_pow(e: int) -> mpz:
-    """g^e mod p via the generator's table."""
+    """g^e mod p: plain powmods at first, then via the generator's table."""
+    global _g_powmods
+    if _g_table is None and _g_powmods < G_POWMODS_BEFORE_TABLE:
+        _g_powmods += 1  # racy between threads, harmlessly: a few more or fewer plain powmods
+        return gmpy2.powmod(G, e, P)
     return g_table().pow(e)
 
 

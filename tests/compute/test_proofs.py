@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import subprocess
+import sys
 
 import gmpy2
 import pytest
@@ -59,6 +61,24 @@ def test_g_pow_p_and_fixed_pow_use_tables_and_agree():
         assert g_pow_p(e) == gmpy2.powmod(G, e, P)
         assert fixed_pow(K, e) == gmpy2.powmod(K, e, P)
     assert table_for(K) is table_for(K)
+
+
+def test_g_pow_is_plain_until_the_powmods_have_paid_for_the_table():
+    # A fresh process: g^e agrees with powmod before and after, and the table is built only after
+    # G_POWMODS_BEFORE_TABLE plain powmods (a verifier that needs g a few times never builds it).
+    code = """
+import gmpy2, secrets
+from compute import fixedbase
+from compute.constants import G, P, Q
+n = fixedbase.G_POWMODS_BEFORE_TABLE
+for i in range(n + 3):
+    e = secrets.randbelow(Q)
+    assert fixedbase.g_pow(e) == gmpy2.powmod(G, e, P), i
+    assert (fixedbase._g_table is None) == (i < n), (i, n)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_encryption_tables_are_wider_and_agree():
