@@ -64,17 +64,23 @@ def test_g_pow_p_and_fixed_pow_use_tables_and_agree():
 
 
 def test_g_pow_is_plain_until_the_powmods_have_paid_for_the_table():
-    # A fresh process: g^e agrees with powmod before and after, and the table is built only after
-    # G_POWMODS_BEFORE_TABLE plain powmods (a verifier that needs g a few times never builds it).
+    # A fresh process: g^e agrees with powmod before and after; small exponents (a tally's counts) never
+    # build the table, and 256-bit ones build it once G_POWMOD_BITS_BEFORE_TABLE bits went to powmods.
     code = """
 import gmpy2, secrets
 from compute import fixedbase
 from compute.constants import G, P, Q
-n = fixedbase.G_POWMODS_BEFORE_TABLE
-for i in range(n + 3):
-    e = secrets.randbelow(Q)
+for t in range(500):
+    assert fixedbase.g_pow(t) == gmpy2.powmod(G, t, P)
+assert fixedbase._g_table is None, "small exponents built the table"
+plain_calls = 0
+for i in range(200):
+    plain = fixedbase._g_powmod_bits < fixedbase.G_POWMOD_BITS_BEFORE_TABLE
+    plain_calls += plain
+    e = (1 << 255) | secrets.randbelow(1 << 255)
     assert fixedbase.g_pow(e) == gmpy2.powmod(G, e, P), i
-    assert (fixedbase._g_table is None) == (i < n), (i, n)
+    assert (fixedbase._g_table is None) == plain, i
+assert fixedbase._g_table is not None and 50 < plain_calls <= 100, plain_calls
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
