@@ -211,6 +211,19 @@ def test_verify_record_accepts_ours_and_names_tampering(
     # a cast ballot dropped: the encrypted tally no longer matches
     fewer = dataclasses.replace(record, submitted_ballots=record.submitted_ballots[1:])
     assert any("not the product" in p for p in verify_record(fewer))
+    # the tally's data twisted to p - B (its order-2 image), in encrypted_tally.json and tally.json's
+    # message alike, the shares left honest: the share proofs take their targets as checked
+    # (targets_checked), and the verdict still names it, twice over
+    twisted = read_record(tmp_path / "election_record")
+    enc = next(s for c, s in twisted.encrypted_tally.selections() if (c, s.object_id) == (cid, sid))
+    enc.ciphertext = dataclasses.replace(enc.ciphertext, data=P - enc.ciphertext.data)
+    message = twisted.tally.contests[cid].selections[sid]
+    message.message = enc.ciphertext
+    problems = verify_record(twisted)
+    assert any(
+        p.endswith(f"{cid}/{sid}: g^tally times the shares is not the ciphertext's data") for p in problems
+    )
+    assert any("not the product" in p for p in problems), problems
 
 
 def test_many_spoiled_ballots_in_one_call() -> None:
