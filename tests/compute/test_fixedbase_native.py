@@ -3,12 +3,7 @@ Python FixedBaseTable (use_native=False), and under valgrind memcheck."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import ModuleType
 
@@ -19,8 +14,7 @@ from gmpy2 import mpz
 from compute import fixedbase
 from compute.constants import G, P, Q
 from compute.fixedbase import ENCRYPTION_WINDOW, FixedBaseTable
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.compute.memcheck import memcheck_reports
 
 
 def _native() -> ModuleType:
@@ -145,32 +139,5 @@ print("done")
 
 def test_native_fixedbase_is_clean_under_valgrind(tmp_path: Path):
     _native()
-    valgrind = shutil.which("valgrind")
-    assert valgrind, "valgrind is missing: scripts/services.sh installs it (apt-get install valgrind)"
-    xml = tmp_path / "memcheck.xml"
-    proc = subprocess.run(
-        [
-            valgrind,
-            "--tool=memcheck",
-            "--leak-check=full",
-            "--track-origins=yes",
-            "--xml=yes",
-            f"--xml-file={xml}",
-            sys.executable,
-            "-c",
-            _VALGRIND_SCRIPT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONMALLOC": "malloc"},
-    )
-    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-3000:]
-    ours = Path(fixedbase.native.__file__).name  # type: ignore[union-attr]
-    errors = ET.parse(xml).getroot().findall("error")
-    mine = [
-        ET.tostring(e, encoding="unicode")
-        for e in errors
-        if any(ours in (t.text or "") or "_multiexp.c" in (t.text or "") for t in e.iter())
-    ]
+    mine = memcheck_reports(_VALGRIND_SCRIPT, fixedbase.native.__file__, tmp_path)  # type: ignore[union-attr]
     assert not mine, "\n\n".join(mine[:3])

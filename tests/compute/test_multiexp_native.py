@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -20,8 +16,7 @@ from gmpy2 import mpz
 from compute import multiexp as me
 from compute.constants import G, P, Q
 from compute.multiexp import MAX_WINDOW, choose_window, multiexp, multiexp_python
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.compute.memcheck import memcheck_reports
 
 
 def _native() -> ModuleType:
@@ -212,32 +207,5 @@ print("done")
 
 def test_native_is_clean_under_valgrind(tmp_path: Path):
     native = _native()
-    valgrind = shutil.which("valgrind")
-    assert valgrind, "valgrind is missing: scripts/services.sh installs it (apt-get install valgrind)"
-    xml = tmp_path / "memcheck.xml"
-    proc = subprocess.run(
-        [
-            valgrind,
-            "--tool=memcheck",
-            "--leak-check=full",
-            "--track-origins=yes",
-            "--xml=yes",
-            f"--xml-file={xml}",
-            sys.executable,
-            "-c",
-            _VALGRIND_SCRIPT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONMALLOC": "malloc"},
-    )
-    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-3000:]
-    ours = Path(native.__file__).name
-    errors = ET.parse(xml).getroot().findall("error")
-    mine = [
-        ET.tostring(e, encoding="unicode")
-        for e in errors
-        if any(ours in (t.text or "") or "_multiexp.c" in (t.text or "") for t in e.iter())
-    ]
+    mine = memcheck_reports(_VALGRIND_SCRIPT, native.__file__, tmp_path)
     assert not mine, "\n\n".join(mine[:3])
