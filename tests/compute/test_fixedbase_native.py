@@ -137,6 +137,8 @@ print("done")
 """
 
 
+# The slow layer, for its length (valgrind runs Python about 30 times slower): it needs no service.
+@pytest.mark.services
 def test_native_fixedbase_is_clean_under_valgrind(tmp_path: Path):
     _native()
     mine = memcheck_reports(_VALGRIND_SCRIPT, fixedbase.native.__file__, tmp_path)  # type: ignore[union-attr]
