@@ -208,7 +208,7 @@ def run(
 
     with new_database() as db_url, new_vhost() as amqp_url:
         env = {"AMARVOTE_SERVER_SECRET": SECRET, "AMARVOTE_DATABASE_URL": db_url}
-        with ray_cluster(env, workers=nodes - 1, cpus=1) as cluster:
+        with ray_cluster(env, workers=nodes - 1, cpus=1, dashboard=True) as cluster:
             os.environ.update(cluster.client_env)
             settings = Settings(
                 database_url=db_url,

@@ -55,7 +55,7 @@ def ensure_ray(settings: Settings, **init_kwargs: Any) -> None:
         kwargs["address"] = settings.ray_address
         log.info("connecting to the Ray cluster")
     else:
-        kwargs.update(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
+        kwargs.update(address="local", include_dashboard=settings.ray_dashboard, dashboard_host="127.0.0.1")
         # The workers of a local Ray are forked from this process and read their settings from the
         # environment they inherit (as a cluster node's read the one `ray start` ran in): give them the
         # data directory these settings chose, where the generated server secret lives.

@@ -91,7 +91,8 @@ def stop_cluster(port: int) -> None:
             p.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    # A test's cluster keeps nothing worth a graceful stop: 3 s, then SIGKILL (a raylet took 10 s and more).
+    _, alive = psutil.wait_procs(procs, timeout=3)
     _, alive_children = psutil.wait_procs(children, timeout=1)
     for p in alive + alive_children:
         try:
@@ -103,9 +104,17 @@ def stop_cluster(port: int) -> None:
 
 @contextmanager
 def ray_cluster(
-    env: Mapping[str, str] | None = None, *, workers: int = 0, cpus: int = 1, own_temp_dir: bool = False
+    env: Mapping[str, str] | None = None,
+    *,
+    workers: int = 0,
+    cpus: int = 1,
+    own_temp_dir: bool = False,
+    dashboard: bool = False,
 ) -> Iterator[RayCluster]:
     """A head node (plus ``workers`` worker nodes) on 127.0.0.1, each with ``cpus`` CPUs and ``env``.
+
+    ``dashboard``: the head's dashboard too (about 3 s of CPU a start; the Prometheus test and the
+    benchmarks want it, the rest do not).
 
     ``own_temp_dir``: Ray's session files (logs, sockets) in a directory of the cluster's own instead of
     the machine's ``/tmp/ray``; short, because a socket path may not exceed 107 bytes."""
@@ -129,7 +138,7 @@ def ray_cluster(
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}",
                 f"--metrics-export-port={metrics_ports[0]}",
-                f"--dashboard-port={dashboard_port}",
+                f"--dashboard-port={dashboard_port}" if dashboard else "--include-dashboard=false",
                 *temp_args,
             ],
             env,

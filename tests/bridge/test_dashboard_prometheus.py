@@ -233,7 +233,10 @@ def test_every_dashboard_query_returns_what_its_panel_shows(  # type: ignore[no-
         "DASHBOARD_METRIC_PORT": str(_free_port()),
         "AUTOSCALER_METRIC_PORT": str(_free_port()),
     }
-    with ray_cluster(node_env, cpus=2, own_temp_dir=True) as cluster, api_server(settings) as api:
+    with (
+        ray_cluster(node_env, cpus=2, own_temp_dir=True, dashboard=True) as cluster,
+        api_server(settings) as api,
+    ):
         assert cluster.temp_dir is not None
         discovery = Path(cluster.temp_dir) / "session_latest" / "prom_metrics_service_discovery.json"
         wait_for(discovery.exists, timeout=30)

@@ -17,7 +17,14 @@ def amarvote(
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=cwd,
-        env={**clean, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})},
+        # No dashboard for a local Ray: about 3 s of CPU a start that no test looks at.
+        env={
+            **clean,
+            "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200",
+            "AMARVOTE_RAY_DASHBOARD": "false",
+            **(env or {}),
+        },
         capture_output=True,
         text=True,
         timeout=timeout,
