@@ -22,7 +22,8 @@ def test_record_verify_accepts_the_reference_record_and_names_a_tampered_ballot(
     sel = ballot["contests"][0]["ballot_selections"][0]
     sel["proof"]["proof_zero_response"] = format(int(sel["proof"]["proof_zero_response"], 16) ^ 1, "X")
     ballot_file.write_text(json.dumps(ballot))
-    r = amarvote("record", "verify", str(bad), cwd=tmp_path)
+    # The tampered copy in this process (`--local`: the same units and closing as on Ray, checked above).
+    r = amarvote("record", "verify", "--local", str(bad), cwd=tmp_path)
     assert r.returncode == 1
     assert ballot["object_id"] in r.stdout
     assert ballot["contests"][0]["object_id"] in r.stdout
