@@ -15,6 +15,9 @@ bash scripts/services.sh
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+# Bytecode once, here: with PYTHONDONTWRITEBYTECODE set (as on some machines) every subprocess and Ray worker
+# of the suite would compile the project's modules again.
+.venv/bin/python -m compileall -q cli bridge service compute tests >/dev/null
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
