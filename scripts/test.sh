@@ -32,10 +32,9 @@ if [ $# -gt 0 ]; then exec "${PYTEST[@]}" --durations=15 "$@"; fi
 alone=$(mktemp)
 "${PYTEST[@]}" --durations=5 -m exclusive >"$alone" 2>&1 &
 alone_pid=$!
-# Pure code, under a minute, on two workers (one per core: 30 s against 43 in one process): a slip shows
-# before the services start.
+# Pure code in this process, under a minute: a slip shows before the services start.
 fast=0
-"${PYTEST[@]}" --durations=10 -m "not services" -n 2 || fast=$?
+"${PYTEST[@]}" --durations=10 -m "not services" || fast=$?
 exclusive=0
 wait "$alone_pid" || exclusive=$?
 cat "$alone"
