@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from bridge import chunk_rules as rules
 from bridge.broker import Broker, BrokerLost, Delivery, Idle, Settlement
 from bridge.chunk_db import ChunkDb
-from bridge.chunk_run import ChunkRun, TimeLimitExceeded, describe_error
+from bridge.chunk_run import ChunkRun
 from bridge.in_flight import InFlight, Work
 from bridge.leases import Leases
 from bridge.metrics import ExecutorMetrics
@@ -44,8 +44,6 @@ from bridge.tasks import DEFAULT_BODIES
 from service.db.session import SessionFactory
 from service.jobs.transitions import Policy
 from service.settings import Settings
-
-__all__ = ["Executor", "TimeLimitExceeded", "default_worker_id", "describe_error"]
 
 log = logging.getLogger(__name__)
 

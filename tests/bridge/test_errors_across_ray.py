@@ -19,7 +19,8 @@ import ray.cloudpickle
 
 from bridge.broker import BrokerLost
 from bridge.brokers.stub import StubBroker
-from bridge.executor import Executor, TimeLimitExceeded
+from bridge.chunk_run import TimeLimitExceeded
+from bridge.executor import Executor
 from bridge.probe import ClusterMismatch
 from bridge.tasks import ChunkContext
 from bridge.tasks.common import NotDecryptable
