@@ -11,13 +11,14 @@ Module map (each small, one job):
 - ``chunk_rules``   the executor's decisions, pure (no Ray, no database): each delivery's next step and
                     settlement, the database-outage hold and give-back, the time limit, shutdown
 - ``chunk_db``      a delivery's database steps (give back, claim, record a failure), as events
-- ``chunk_run``     a claimed chunk on Ray: memory bound, Ray's retries off, the time limit and kill;
-                    ``describe_error``
+- ``chunk_run``     a claimed chunk on Ray: memory bound, Ray's retries off, the time limit and kill
+- ``error_text``    an error as one bounded line (``describe_error``), free of Ray: chunks, callbacks, verify
 - ``outage``        the hold while the database is away: held deliveries, the probe, their restart
 - ``leases``        the in-flight chunks' leases: renewed at their interval, released at shutdown
 - ``shutdown``      the executor's clean stop: grace period, release, requeue, cancel
 - ``in_flight``     the deliveries an executor holds, each settled once
-- ``relay``         the outbox relay: due outbox rows -> a publisher, with confirms, ``SKIP LOCKED``
+- ``relay``         the outbox relay: due outbox rows reserved, then published with confirms outside any
+                    transaction
 - ``loop``          the periodic loop (``run``/``stop``/``run_once``) of the three housekeeping workers,
                     each its own module with one job:
 - ``reconciler``    republishes chunk tasks PostgreSQL says are stuck (fails those whose worker died at

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from bridge.error_text import describe_error
 from bridge.loop import Loop
 from service.db.session import SessionFactory, in_transaction
 from service.errors import Invalid
@@ -38,8 +39,6 @@ class CallbackConfig:
 def _attempt(http: Any, config: CallbackConfig, n: callbacks.Notification) -> tuple[str | None, int]:
     """One POST of one notification: (None, _) when accepted, else (the error, the attempt limit it
     counts against; 0 fails the row now: a URL that is refused will always be)."""
-    from bridge.chunk_run import describe_error
-
     try:
         url = callbacks.normalise(n.url)  # a row stored before URLs were normalised at creation
     except Invalid as exc:

@@ -30,6 +30,7 @@ from typing import Any
 import ray
 
 from bridge import chunk_rules as rules
+from bridge.error_text import cause, describe_error
 from bridge.tasks import run_chunk
 from service.db.session import is_disconnect, without_password
 from service.jobs import transitions
@@ -39,33 +40,14 @@ from service.jobs.transitions import Claim, Outcome
 log = logging.getLogger("bridge.executor")
 
 
-def describe_error(exc: BaseException) -> str:
-    """A chunk's error for the job status: the exception type and message, no traceback.
-
-    Ray wraps a body's exception in RayTaskError, whose text includes a traceback; its ``cause`` is the
-    original exception. Our bodies never put key material in an exception message.
-    """
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        exc = cause
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[: transitions.MAX_ERROR_CHARS]
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The body's own exception inside Ray's RayTaskError, or ``exc`` itself."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
-
-
 def is_permanent(exc: BaseException) -> bool:
     """A body's failure no retry can change (``transitions.PermanentFailure``): FAILED at once."""
-    return isinstance(_cause(exc), transitions.PermanentFailure)
+    return isinstance(cause(exc), transitions.PermanentFailure)
 
 
 def is_infrastructure(exc: BaseException) -> bool:
     """A body that failed because the database went away (not because of its chunk)."""
-    return is_disconnect(_cause(exc))
+    return is_disconnect(cause(exc))
 
 
 class TimeLimitExceeded(Exception):

@@ -33,7 +33,7 @@ from typing import Any
 
 import ray
 
-from bridge.chunk_run import describe_error
+from bridge.error_text import describe_error
 from bridge.ray_runtime import ensure_ray
 from bridge.worker_memory import release_freed_memory
 from compute.verify import FailedChunk, Outcome, Unit

@@ -17,7 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from bridge.broker import Delivery, Settlement
 from bridge.brokers.stub import StubBroker
-from bridge.chunk_run import describe_error, is_infrastructure, is_permanent
+from bridge.chunk_run import is_infrastructure, is_permanent
+from bridge.error_text import describe_error
 from bridge.in_flight import InFlight, Work
 from bridge.leases import Leases
 from bridge.outage import Outage
