@@ -47,7 +47,7 @@ from compute.constants import P, Q
 from compute.elgamal import Ciphertext
 from compute.group import from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import multiexp
+from compute.multiexp import choose_window, multiexp, multiexp_residues, residue_symbols
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"
 _WEIGHT_BITS = 64
@@ -119,16 +119,25 @@ def _weight() -> int:
     return secrets.randbits(_WEIGHT_BITS)
 
 
+def _residues_by_buckets(window: int, elements: int) -> bool:
+    """Whether a multi-exponentiation's buckets (step 2) give fewer Jacobi symbols than one per element."""
+    return residue_symbols(window, _WEIGHT_BITS) < elements
+
+
 def batch_in_subgroup(elements: Iterable[mpz]) -> bool:
-    """All elements in the order-q subgroup, up to 2^-64 (see the module docstring)."""
+    """All elements in the order-q subgroup, up to 2^-63 (see the module docstring, steps 2 and 3)."""
     distinct = list({int(x): x for x in elements}.values())
-    for x in distinct:
-        if not 0 < x < P or gmpy2.jacobi(x, P) != 1:
-            return False
+    if any(not 0 < x < P for x in distinct):
+        return False
     if len(distinct) <= 2:
         return all(is_valid_residue(x) for x in distinct)
-    y = multiexp(distinct, [_weight() for _ in distinct])
-    return gmpy2.powmod(y, Q, P) == 1
+    weights = [_weight() for _ in distinct]
+    window = choose_window(weights)
+    by_buckets = _residues_by_buckets(window, len(distinct))
+    if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in distinct):
+        return False
+    y = multiexp_residues(distinct, weights, _WEIGHT_BITS if by_buckets else 0, window=window)
+    return y is not None and gmpy2.powmod(y, Q, P) == 1
 
 
 @dataclass(slots=True)
@@ -152,9 +161,10 @@ def _cheap_ok(s: ShareStatement, q_hash: mpz) -> bool:
 
 
 def _equations_hold(statements: Sequence[ShareStatement]) -> bool:
-    """prod (g^v a^-1 K^-c)^w (A^v b^-1 M^-c)^t = 1, arranged as lhs = rhs without inversions.
-    Reducing every exponent mod q is exact: bases in C_q are exactly those that may be reduced, and the
-    weights of a and b (sums of 64-bit values) are below q already."""
+    """prod (g^v a^-1 K^-c)^w (A^v b^-1 M^-c)^t = 1, arranged as lhs = rhs without inversions, and the
+    commitments a and b quadratic residues (step 2). Reducing every exponent mod q is exact: bases in C_q
+    are exactly those that may be reduced, and the weights of a and b (sums of 64-bit values) are below q
+    already. K and M, the other bases of the right side, must have passed ``batch_in_subgroup``."""
     lhs: dict[int, list[Any]] = {}
     rhs: dict[int, list[Any]] = {}
 
@@ -175,14 +185,24 @@ def _equations_hold(statements: Sequence[ShareStatement]) -> bool:
         add(rhs, s.public_key, w * p.challenge)
         add(rhs, p.data, t)
         add(rhs, s.share, t * p.challenge)
+    rhs_exps = [e % Q for _, e in rhs.values()]
+    window = choose_window(rhs_exps)
+    commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
+    by_buckets = _residues_by_buckets(window, len(commitments))
+    if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in commitments):
+        return False
+    right = multiexp_residues(
+        [b for b, _ in rhs.values()], rhs_exps, _WEIGHT_BITS if by_buckets else 0, window=window
+    )
+    if right is None:
+        return False
     left = g_pow_p(g_exp % Q) * multiexp([b for b, _ in lhs.values()], [e % Q for _, e in lhs.values()]) % P
-    right = multiexp([b for b, _ in rhs.values()], [e % Q for _, e in rhs.values()])
     return left == right
 
 
 def _batch_ok(statements: Sequence[ShareStatement], targets_checked: bool = False) -> bool:
     commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
-    if any(not 0 < x < P or gmpy2.jacobi(x, P) != 1 for x in commitments):
+    if any(not 0 < x < P for x in commitments):
         return False
     if targets_checked:
         members = [x for s in statements for x in (s.public_key, s.share)]

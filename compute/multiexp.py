@@ -71,19 +71,55 @@ def multiexp(
 ) -> mpz:
     """prod bases[i]^exponents[i] mod ``modulus`` for non-negative exponents: natively when the extension
     is built and the modulus is odd (Montgomery), else ``multiexp_python``."""
+    result = multiexp_residues(bases, exponents, 0, modulus, window)
+    assert result is not None  # no residue windows: never refused
+    return result
+
+
+def residue_symbols(window: int, residue_bits: int) -> int:
+    """At most how many Jacobi symbols ``multiexp_residues`` computes with this window: one per bucket of
+    each window below bit ``residue_bits`` (against one per element when each is checked on its own)."""
+    return -(-residue_bits // window) * ((1 << window) - 1)
+
+
+def multiexp_residues(
+    bases: Sequence[int],
+    exponents: Sequence[int],
+    residue_bits: int,
+    modulus: int = P,
+    window: int | None = None,
+) -> mpz | None:
+    """``multiexp``, and None unless the product of every bucket in the windows below bit ``residue_bits``
+    is a quadratic residue mod ``modulus`` (an odd prime).
+
+    When the low ``residue_bits`` bits of each exponent are an independent uniform weight, this rejects any
+    base that is not a quadratic residue with probability at least 1 - 2^-residue_bits: given where the
+    others fell, the last non-residue must land in the one cell of each window (a bucket, or digit 0) that
+    evens out every bucket's count (docs/batch-verification.md#jacobi-symbols-by-bucket). The buckets are
+    the ones the product is made of, so the symbols cost no multiply: ``residue_symbols`` of them."""
     if (
         native is not None
         and (window is None or 1 <= window <= _NATIVE_MAX_WINDOW)
         and (modulus is P or (modulus > 1 and modulus % 2 == 1))
     ):
-        return native.multiexp(bases, exponents, modulus, window or 0, MAX_WINDOW)
-    return multiexp_python(bases, exponents, modulus, window)
+        result: mpz | None = native.multiexp(bases, exponents, modulus, window or 0, MAX_WINDOW, residue_bits)
+        return result
+    return _pippenger_python(bases, exponents, modulus, window, residue_bits)
 
 
 def multiexp_python(
     bases: Sequence[int], exponents: Sequence[int], modulus: int = P, window: int | None = None
 ) -> mpz:
     """``multiexp`` in Python: the oracle of the native routine."""
+    result = _pippenger_python(bases, exponents, modulus, window, 0)
+    assert result is not None  # no residue windows: never refused
+    return result
+
+
+def _pippenger_python(
+    bases: Sequence[int], exponents: Sequence[int], modulus: int, window: int | None, residue_bits: int
+) -> mpz | None:
+    """The bucket method in Python (``multiexp_python``, ``multiexp_residues``' oracle)."""
     if len(bases) != len(exponents):
         raise ValueError("bases and exponents differ in length")
     terms = [(int(e), mpz(b)) for b, e in zip(bases, exponents, strict=True) if e]
@@ -92,6 +128,8 @@ def multiexp_python(
     if any(e < 0 for e, _ in terms):
         raise ValueError("negative exponent")
     if len(terms) == 1:
+        if residue_bits and gmpy2.jacobi(terms[0][1], modulus) != 1:
+            return None
         return gmpy2.powmod(terms[0][1], terms[0][0], modulus)
     # longest exponents first: window w then touches only a prefix of the terms
     terms.sort(key=lambda t: t[0].bit_length(), reverse=True)
@@ -109,6 +147,7 @@ def multiexp_python(
             else:
                 hi = mid
         reach[w] = lo
+    residue_windows = -(-residue_bits // c)
     acc = ONE
     shift_pow = 1 << c
     for w in range(nwin - 1, -1, -1):
@@ -121,6 +160,8 @@ def multiexp_python(
             if d:
                 cur = buckets[d]
                 buckets[d] = b if cur is None else cur * b % modulus
+        if w < residue_windows and any(bd is not None and gmpy2.jacobi(bd, modulus) != 1 for bd in buckets):
+            return None
         # sum_d d * bucket[d] (multiplicatively) with a running product from the top digit down
         running: mpz | None = None
         total: mpz | None = None

@@ -26,7 +26,7 @@ from compute.elgamal import Ciphertext
 from compute.fixedbase import cached_pow, encryption_pow, fixed_pow
 from compute.group import FieldError, g_pow_p, hex_field, int_field, is_valid_residue, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import MAX_WINDOW, multiexp
+from compute.multiexp import MAX_WINDOW, multiexp_residues, residue_symbols
 
 SELECTION_VALUE_USAGE = "Prove selection's value (0 or 1)"
 SELECTION_LIMIT_USAGE = "Prove value within selection's limit"
@@ -226,25 +226,32 @@ def batch_window(short_terms: int, long_terms: int = 0) -> int:
     return min(range(2, MAX_WINDOW + 1), key=cost)
 
 
-def subgroup_batch_ok(elements: list[mpz], randoms: list[int] | None = None) -> bool:
-    """Whether quadratic residues ``elements`` all have order q (false accept <= 2^-64).
+def subgroup_batch_ok(
+    elements: list[mpz], randoms: list[int] | None = None, window: int | None = None, residues: bool = False
+) -> bool:
+    """Whether ``elements`` all have order q (false accept <= 2^-64; <= 2^-63 with ``residues``).
 
-    (prod x_i^s_i)^q = 1 with independent 64-bit s_i: see ``compute.validate`` for the argument.
-    The elements must already be known to be quadratic residues (``is_qr_element``).
+    (prod x_i^s_i)^q = 1 with independent 64-bit s_i: see ``compute.validate`` for the argument. The
+    elements must be known to be quadratic residues (``is_qr_element``), or ``residues`` asks for that
+    too, from the Jacobi symbols of the multi-exponentiation's buckets (``multiexp_residues``).
     """
     if not elements:
         return True
     if randoms is None:
         randoms = [secrets.randbits(RANDOM_BITS) for _ in elements]
-    return bool(gmpy2.powmod(multiexp(elements, randoms, window=batch_window(len(elements))), Q, P) == ONE)
+    y = multiexp_residues(
+        elements, randoms, RANDOM_BITS if residues else 0, window=window or batch_window(len(elements))
+    )
+    return y is not None and bool(gmpy2.powmod(y, Q, P) == ONE)
 
 
 class ProofBatch:
     """Accumulates the verification equations of many proofs into one random linear combination.
 
-    ``add_*`` do the cheap checks at once (ranges, quadratic residuosity, challenge hashes) and return
-    an error string, or None; ``check()`` then evaluates every equation added so far together:
-    the subgroup test of the selection ciphertexts and the combined Chaum-Pedersen equation.
+    ``add_*`` do the cheap checks at once (ranges, challenge hashes) and return an error string, or
+    None; ``check()`` then checks every element's quadratic residuosity and evaluates every equation added
+    so far together: the subgroup test of the selection ciphertexts and the combined Chaum-Pedersen
+    equation.
     """
 
     __slots__ = ("g_exp", "k", "k_exp", "long_terms", "q_ext", "short_bases", "short_exps", "sub_terms")
@@ -271,8 +278,11 @@ class ProofBatch:
     def _long(self, x: mpz, e: int) -> None:
         self.long_terms[x] = self.long_terms.get(x, 0) + e
 
-    def precheck_disjunctive(self, message: Ciphertext, proof: DisjunctiveChaumPedersenProof) -> str | None:
-        """The checks that need no exponentiation: element ranges and residuosity, challenge hash."""
+    def precheck_disjunctive(
+        self, message: Ciphertext, proof: DisjunctiveChaumPedersenProof, residues: bool = False
+    ) -> str | None:
+        """The checks that need no exponentiation: element ranges, challenge hash; with ``residues``, each
+        element's Jacobi symbol too (to name the element: ``check`` tests them all)."""
         alpha, beta = message.pad, message.data
         a0, b0 = proof.proof_zero_pad, proof.proof_zero_data
         a1, b1 = proof.proof_one_pad, proof.proof_one_data
@@ -286,7 +296,7 @@ class ProofBatch:
             ("proof_one_data", b1),
         )
         for name, x in named:
-            if not is_qr_element(x):
+            if not (is_qr_element(x) if residues else 0 < x < P):
                 return f"{name} is not in the group"
         if not all(_in_q(x) for x in (c0, c1, c, proof.proof_zero_response, proof.proof_one_response)):
             return "a challenge or response is out of range"
@@ -296,10 +306,12 @@ class ProofBatch:
             return "challenge is not the hash of the proof"
         return None
 
-    def precheck_constant(self, accumulation: Ciphertext, proof: ConstantChaumPedersenProof) -> str | None:
+    def precheck_constant(
+        self, accumulation: Ciphertext, proof: ConstantChaumPedersenProof, residues: bool = False
+    ) -> str | None:
         a, b, c, v, L = proof.pad, proof.data, proof.challenge, proof.response, proof.constant
         for name, x in (("proof.pad", a), ("proof.data", b)):
-            if not is_qr_element(x):
+            if not (is_qr_element(x) if residues else 0 < x < P):
                 return f"constant {name} is not in the group"
         if not (_in_q(c) and _in_q(v)):
             return "constant proof challenge or response out of range"
@@ -363,15 +375,29 @@ class ProofBatch:
         self.k_exp += t2 * v
         return None
 
-    def check(self) -> bool:
-        """True if every equation added holds (a false True has probability <= 2^-63)."""
+    def check(self, by_buckets: bool | None = None) -> bool:
+        """True if every element added is a quadratic residue and every equation holds (a false True has
+        probability <= 2^-62). The residues come from the Jacobi symbols of the two multi-exponentiations'
+        buckets when that takes fewer symbols than one per element (``by_buckets`` None), else one per
+        element; ``by_buckets`` True or False forces either (compute.validate, step 1)."""
         if not self.short_bases and not self.long_terms:
             return True
-        if not subgroup_batch_ok(list(self.sub_terms), list(self.sub_terms.values())):
+        sub = list(self.sub_terms)
+        sub_window = batch_window(len(sub))
+        eq_window = batch_window(len(self.short_bases), len(self.long_terms))
+        if by_buckets is None:
+            symbols = residue_symbols(sub_window, RANDOM_BITS) + residue_symbols(eq_window, RANDOM_BITS)
+            by_buckets = symbols < len(sub) + len(self.short_bases)
+        if not by_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in (*sub, *self.short_bases)):
+            return False
+        # the ciphertexts' residuosity first: the equations' buckets then answer for the commitments alone
+        if not subgroup_batch_ok(sub, list(self.sub_terms.values()), sub_window, residues=by_buckets):
             return False
         bases = self.short_bases + list(self.long_terms)
         exps = self.short_exps + [e % Q for e in self.long_terms.values()]
-        lhs = multiexp(bases, exps, window=batch_window(len(self.short_bases), len(self.long_terms)))
+        lhs = multiexp_residues(bases, exps, RANDOM_BITS if by_buckets else 0, window=eq_window)
+        if lhs is None:
+            return False
         # two exponentiations per batch: a table only if the process has one (an encrypting API process)
         rhs = cached_pow(G, self.g_exp % Q) * cached_pow(self.k, self.k_exp % Q) % P
         return bool(lhs == rhs)

@@ -20,8 +20,10 @@ from compute.decryption import compute_lagrange_coefficients, compute_recovery_p
 from compute.decryption_share import CiphertextDecryptionSelection, DecryptionShare
 from compute.decryption_target import target_of
 from compute.guardian import ElectionPublicKey, GuardianRecord
-from compute.multiexp import multiexp, product_of_powers
+from compute.multiexp import choose_window, multiexp_residues, product_of_powers, residue_symbols
 from compute.tally import CiphertextTally
+
+_WEIGHT_BITS = 64  # a false batch passes with probability <= 2^-64 per multi-exponentiation
 
 
 def share_statements(
@@ -91,9 +93,12 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
     For the claims sharing one set of weights, with independent 64-bit r_i:
     prod_l (prod_i M_{i,l}^r_i)^w_l = prod_i M_i^r_i, i.e. (quorum + 1) short multi-exponentiations and
     a quorum of full exponentiations for the whole batch instead of a quorum per claim. Every element
-    first passes a Jacobi check, so each D_i = M_i^-1 prod_l M_{i,l}^w_l lies in the subgroup of order
+    must be a quadratic residue, so each D_i = M_i^-1 prod_l M_{i,l}^w_l lies in the subgroup of order
     q R (q and R prime, > 2^64): projected on either prime-order factor, a batch with some D_i != 1
     passes with probability at most 2^-64. Exponents are not reduced, so no subgroup test is needed.
+    The residues come from the Jacobi symbols of each short multi-exponentiation's buckets (each of the
+    (quorum + 1) misses a non-residue among its bases with probability at most 2^-64:
+    ``multiexp_residues``), or one per element where that takes fewer symbols.
     A failing batch is re-checked claim by claim.
     """
     bad: list[str] = []
@@ -105,15 +110,21 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
             groups.setdefault(tuple(sorted((g, int(w)) for g, w in c.weights.items())), []).append(c)
     for key, group in groups.items():
         elements = [x for c in group for x in (c.share, *c.parts.values())]
-        if any(not 0 < x < P or gmpy2.jacobi(x, P) != 1 for x in elements):
+        r = [secrets.randbits(_WEIGHT_BITS) for _ in group]
+        window = choose_window(r)
+        by_buckets = residue_symbols(window, _WEIGHT_BITS) < len(group)
+        residue_bits = _WEIGHT_BITS if by_buckets else 0
+        if any(not 0 < x < P for x in elements) or (
+            not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in elements)
+        ):
             bad += [c.label for c in group if not _reconstruction_holds(c)]
             continue
-        r = [secrets.randbits(64) for _ in group]
-        right = multiexp([c.share for c in group], r)
-        left = ONE
+        right = multiexp_residues([c.share for c in group], r, residue_bits, window=window)
+        left: mpz | None = ONE
         for g, w in key:
-            left = left * gmpy2.powmod(multiexp([c.parts[g] for c in group], r), w, P) % P
-        if left != right:
+            part = multiexp_residues([c.parts[g] for c in group], r, residue_bits, window=window)
+            left = None if part is None or left is None else left * gmpy2.powmod(part, w, P) % P
+        if right is None or left is None or left != right:
             bad += [c.label for c in group if not _reconstruction_holds(c)]
     order = {c.label: i for i, c in enumerate(claims)}
     return sorted(set(bad), key=lambda label: order[label])

@@ -278,11 +278,17 @@ def _locate(prep: _Prepared, context: ElectionContext) -> BallotInvalid:
     k, qe = context.elgamal_public_key, context.crypto_extended_base_hash
     for cid, sid, ct, proof in prep.selections:
         b = ProofBatch(k, qe)
+        err = b.precheck_disjunctive(ct, proof, residues=True)
+        if err:
+            return BallotInvalid(prep.ballot_id, f"selection proof: {err}", cid, sid)
         b.add_disjunctive(ct, proof, prechecked=True)
         if not b.check():
             return BallotInvalid(prep.ballot_id, "disjunctive proof (0 or 1) does not verify", cid, sid)
     for cid, cts, acc, contest_proof in prep.contests:
         b = ProofBatch(k, qe)
+        err = b.precheck_constant(acc, contest_proof, residues=True)
+        if err:
+            return BallotInvalid(prep.ballot_id, f"contest proof: {err}", cid)
         b.add_constant(cts, acc, contest_proof, prechecked=True)
         if not b.check():
             return BallotInvalid(prep.ballot_id, "constant proof (contest limit) does not verify", cid)

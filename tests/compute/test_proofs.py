@@ -11,6 +11,7 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
+from compute import chaum_pedersen
 from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
 from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
@@ -249,7 +250,8 @@ def test_group_membership_checks():
         assert not subgroup_batch_ok([*elements, outside])
 
 
-def test_batch_detects_order_r_component_in_a_ciphertext():
+@pytest.mark.parametrize("by_buckets", [False, True], ids=["per element", "per bucket"])
+def test_batch_detects_order_r_component_in_a_ciphertext(by_buckets: bool):
     # a contest whose selection ciphertexts carry cancelling order-R parts: the constant proof on the
     # accumulation still verifies (the parts cancel), only the subgroup test notices
     u = _order_r_element()
@@ -261,10 +263,10 @@ def test_batch_detects_order_r_component_in_a_ciphertext():
     assert add(tampered) == acc
     batch = ProofBatch(K, QBAR)
     assert batch.add_constant(tampered, acc, proof) is None
-    assert not batch.check()
+    assert not batch.check(by_buckets)
     batch = ProofBatch(K, QBAR)
     batch.add_constant(cts, acc, proof)
-    assert batch.check()
+    assert batch.check(by_buckets)
 
 
 # --- what each check of the batch is for: a forged proof that only that check rejects ---------------
@@ -301,22 +303,28 @@ def _equations_hold_in_zp(ct: Ciphertext, p: DisjunctiveChaumPedersenProof) -> b
 
 
 def _rejected_every_time(
-    items: list[tuple[Ciphertext, DisjunctiveChaumPedersenProof]], times: int = 16
+    items: list[tuple[Ciphertext, DisjunctiveChaumPedersenProof]], by_buckets: bool, times: int = 16
 ) -> bool:
     """Whether ``times`` fresh batches of ``items`` (plus valid proofs) all reject: a check that only a
-    random weight's parity could catch would let one of them through with probability 1 - 2^-times."""
+    random weight's parity could catch would let one of them through with probability 1 - 2^-times.
+    ``by_buckets``: the Jacobi symbols from the multi-exponentiations' buckets, or one per element."""
     for _ in range(times):
         batch = ProofBatch(K, QBAR)
         for ct, proof in [_selection(0), *items, _selection(1)]:
             if batch.add_disjunctive(ct, proof) is not None:
                 break
         else:
-            if batch.check():
+            if batch.check(by_buckets):
                 return False
     return True
 
 
-def test_batch_rejects_an_order_2_twist_of_a_commitment():
+# the batch's residue check both ways: a symbol per element (small batches) or per bucket (large ones)
+RESIDUE_MODES = pytest.mark.parametrize("by_buckets", [False, True], ids=["per element", "per bucket"])
+
+
+@RESIDUE_MODES
+def test_batch_rejects_an_order_2_twist_of_a_commitment(by_buckets: bool):
     # a0 -> p - a0 before hashing: the equations then fail by exactly -1 (order 2). A random weight's
     # parity sees that half the time; only the commitment's Jacobi symbol rejects it every time.
     r = rand_q()
@@ -324,10 +332,11 @@ def test_batch_rejects_an_order_2_twist_of_a_commitment():
     forged = _forged_zero(r, ct.pad, a0_factor=P - 1)
     assert not verify_disjunctive(forged, ct, K, QBAR)
     assert _equations_hold_in_zp(Ciphertext(ct.pad, ct.data), _forged_zero(r, ct.pad))
-    assert _rejected_every_time([(ct, forged)])
+    assert _rejected_every_time([(ct, forged)], by_buckets)
 
 
-def test_batch_rejects_an_order_2_twist_of_a_ciphertext_whose_equations_hold():
+@RESIDUE_MODES
+def test_batch_rejects_an_order_2_twist_of_a_ciphertext_whose_equations_hold(by_buckets: bool):
     # (p - alpha, beta) with a proof whose challenges c0, c1 are even: every equation holds exactly in
     # Z_p^*, so only a membership test can reject it (the reference's alpha^q = 1; ours, its Jacobi symbol)
     r = rand_q()
@@ -339,10 +348,11 @@ def test_batch_rejects_an_order_2_twist_of_a_ciphertext_whose_equations_hold():
             break
     assert _equations_hold_in_zp(twisted, forged)
     assert not verify_disjunctive(forged, twisted, K, QBAR)
-    assert _rejected_every_time([(twisted, forged)])
+    assert _rejected_every_time([(twisted, forged)], by_buckets)
 
 
-def test_batch_rejects_two_order_2_twists_that_cancel_in_a_product():
+@RESIDUE_MODES
+def test_batch_rejects_two_order_2_twists_that_cancel_in_a_product(by_buckets: bool):
     # two proofs each off by -1: their product is off by (-1)^2 = 1, so a check of the product's sign
     # (odd weights and one Jacobi symbol for the batch) would pass them; each element's symbol does not
     r1, r2 = rand_q(), rand_q()
@@ -350,10 +360,11 @@ def test_batch_rejects_two_order_2_twists_that_cancel_in_a_product():
     ct2 = Ciphertext(g_pow_p(r2), fixed_pow(K, r2))
     f1 = _forged_zero(r1, ct1.pad, a0_factor=P - 1)
     f2 = _forged_zero(r2, ct2.pad, b0_factor=P - 1)
-    assert _rejected_every_time([(ct1, f1), (ct2, f2)])
+    assert _rejected_every_time([(ct1, f1), (ct2, f2)], by_buckets)
 
 
-def test_batch_with_one_bad_proof_among_many_is_rejected():
+@RESIDUE_MODES
+def test_batch_with_one_bad_proof_among_many_is_rejected(by_buckets: bool):
     # a0 times g^k and b0 times g^-k: each equation of the real branch fails, but their errors cancel
     # when they share a weight, so the batch needs independent weights per equation, not per proof
     r, k = rand_q(), rand_q()
@@ -368,11 +379,11 @@ def test_batch_with_one_bad_proof_among_many_is_rejected():
         assert batch.add_disjunctive(ct, forged) is None  # nothing cheap catches it
         for c, p in good[15:]:
             batch.add_disjunctive(c, p)
-        assert not batch.check()
+        assert not batch.check(by_buckets)
     batch = ProofBatch(K, QBAR)
     for c, p in good:
         batch.add_disjunctive(c, p)
-    assert batch.check()
+    assert batch.check(by_buckets)
 
 
 # --- decryption shares: which membership terms the caller may vouch for -------------------------------
@@ -388,7 +399,11 @@ def _shares(q_hash: mpz, n: int = 8) -> list[ShareStatement]:
     return out
 
 
-def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_checked_it():
+@RESIDUE_MODES
+def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_checked_it(
+    by_buckets: bool, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(chaum_pedersen, "_residues_by_buckets", lambda window, elements: by_buckets)
     # Honest proofs for targets outside the subgroup: (A, p - B), whose B no equation contains, and
     # (A u, B) with u of order R, where every equation holds exactly in Z_p^*. Only the targets'
     # membership terms see the first; with targets_checked those terms are the caller's (it validated
@@ -411,7 +426,11 @@ def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_ch
             assert verify_shares(forged, q_hash, targets_checked=True) == []
 
 
-def test_checked_targets_still_check_each_share_and_its_order_2_twist():
+@RESIDUE_MODES
+def test_checked_targets_still_check_each_share_and_its_order_2_twist(
+    by_buckets: bool, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(chaum_pedersen, "_residues_by_buckets", lambda window, elements: by_buckets)
     # M' = p - A^s with an even challenge: both equations hold in Z_p^* up to the weights' parity, so
     # only M's own Jacobi symbol rejects it every time; targets_checked drops A's and B's terms only
     q_hash = rand_q()

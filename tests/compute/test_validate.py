@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import gmpy2
 import pytest
 from ballot_helpers import make_election, submitted_ballots
 
+from compute import selection_proofs
 from compute.ballot import SubmittedBallot, contest_crypto_hash, get_ballot_code, selection_crypto_hash
 from compute.constants import G, P, Q
 from compute.context import make_context
 from compute.elgamal import Ciphertext
 from compute.group import g_pow_p, rand_q
+from compute.hashing import hash_elems
 from compute.validate import BallotInvalid, ballot_code_ok, validate_ballot, validate_ballots
 
 
@@ -105,24 +108,34 @@ def _sel(b, ci=1, si=2):
     return b.contests[ci].ballot_selections[si]
 
 
-TAMPERS: dict[str, tuple[Callable[[SubmittedBallot], SubmittedBallot], str, bool]] = {
+def _negated_commitment(s, q_ext):
+    p = s.proof
+    a0 = P - p.proof_zero_pad
+    ct = s.ciphertext
+    c = hash_elems(q_ext, ct.pad, ct.data, a0, p.proof_zero_data, p.proof_one_pad, p.proof_one_data)
+    return dataclasses.replace(
+        p, proof_zero_pad=a0, challenge=c, proof_zero_challenge=(c - p.proof_one_challenge) % Q
+    )
+
+
+TAMPERS: dict[str, tuple[Callable[[SubmittedBallot, Any], SubmittedBallot], str, bool]] = {
     # name: (tamper, expected reason fragment, whether the selection is named)
     "ciphertext data times g (hashes fixed)": (
-        lambda b: _with_selection(
+        lambda b, e: _with_selection(
             b, 1, 2, True, ciphertext=Ciphertext(_sel(b).ciphertext.pad, _sel(b).ciphertext.data * G % P)
         ),
         "hash of the proof",
         True,
     ),
     "ciphertext data times g": (
-        lambda b: _with_selection(
+        lambda b, e: _with_selection(
             b, 1, 2, False, ciphertext=Ciphertext(_sel(b).ciphertext.pad, _sel(b).ciphertext.data * G % P)
         ),
         "selection crypto hash mismatch",
         True,
     ),
     "proof response": (
-        lambda b: _with_selection(
+        lambda b, e: _with_selection(
             b,
             1,
             2,
@@ -135,25 +148,34 @@ TAMPERS: dict[str, tuple[Callable[[SubmittedBallot], SubmittedBallot], str, bool
         True,
     ),
     "proof commitment negated": (
-        lambda b: _with_selection(
+        lambda b, e: _with_selection(
             b,
             1,
             2,
             False,
             proof=dataclasses.replace(_sel(b).proof, proof_zero_pad=P - _sel(b).proof.proof_zero_pad),
         ),
-        "not in the group",
+        "hash of the proof",
+        True,
+    ),
+    # the same with the challenge hashed again: only the batch's residue check sees it, and the search
+    # for the culprit names the element
+    "proof commitment negated, challenge rehashed": (
+        lambda b, e: _with_selection(
+            b, 1, 2, False, proof=_negated_commitment(_sel(b), e.context.crypto_extended_base_hash)
+        ),
+        "proof_zero_pad is not in the group",
         True,
     ),
     "ciphertext pad zero": (
-        lambda b: _with_selection(
+        lambda b, e: _with_selection(
             b, 1, 2, True, ciphertext=Ciphertext(gmpy2.mpz(0), _sel(b).ciphertext.data)
         ),
         "not in the group",
         True,
     ),
     "selection description hash": (
-        lambda b: _with_selection(b, 1, 2, False, description_hash=rand_q()),
+        lambda b, e: _with_selection(b, 1, 2, False, description_hash=rand_q()),
         "description hash",
         True,
     ),
@@ -163,7 +185,7 @@ TAMPERS: dict[str, tuple[Callable[[SubmittedBallot], SubmittedBallot], str, bool
 @pytest.mark.parametrize("name", list(TAMPERS))
 def test_tampered_selection_is_rejected_and_named(name, election, ballots):
     tamper, reason, names_selection = TAMPERS[name]
-    bad = tamper(ballots[1])
+    bad = tamper(ballots[1], election)
     with pytest.raises(BallotInvalid) as e:
         validate_ballot(bad, election.internal, election.context)
     err = e.value
@@ -201,10 +223,15 @@ def test_contest_and_ballot_level_tampering(election, ballots):
         assert b.object_id in str(err.value)
 
 
-def test_batch_names_every_bad_ballot_among_good_ones(election, ballots):
+@pytest.mark.parametrize("by_buckets", [False, True], ids=["symbol per element", "symbol per bucket"])
+def test_batch_names_every_bad_ballot_among_good_ones(election, ballots, by_buckets, monkeypatch):
+    # the batch's residue check either way: small batches take one Jacobi symbol per element, large ones
+    # one per bucket of the multi-exponentiations (compute.multiexp.multiexp_residues)
+    monkeypatch.setattr(selection_proofs, "residue_symbols", lambda window, bits: 0 if by_buckets else 10**9)
     e = election
-    bad3 = TAMPERS["proof response"][0](ballots[3])
-    bad7 = TAMPERS["ciphertext data times g (hashes fixed)"][0](ballots[7])
+    bad3 = TAMPERS["proof response"][0](ballots[3], e)
+    bad7 = TAMPERS["ciphertext data times g (hashes fixed)"][0](ballots[7], e)
+    bad8 = TAMPERS["proof commitment negated, challenge rehashed"][0](ballots[8], e)
     c = ballots[5].contests[0]
     bad5 = dataclasses.replace(
         ballots[5],
@@ -213,10 +240,11 @@ def test_batch_names_every_bad_ballot_among_good_ones(election, ballots):
             ballots[5].contests[1],
         ),
     )
-    mixed = [*ballots[:3], bad3, ballots[4], bad5, ballots[6], bad7, *ballots[8:]]
+    mixed = [*ballots[:3], bad3, ballots[4], bad5, ballots[6], bad7, bad8, *ballots[9:]]
     failures = validate_ballots(mixed, e.internal, e.context, batch_size=8)
     got = {f.ballot_id: f for f in failures}
-    assert set(got) == {bad3.object_id, bad5.object_id, bad7.object_id}
+    assert set(got) == {bad3.object_id, bad5.object_id, bad7.object_id, bad8.object_id}
+    assert "proof_zero_pad is not in the group" in got[bad8.object_id].reason
     assert got[bad3.object_id].selection_id == _sel(bad3).object_id
     assert "disjunctive proof" in got[bad3.object_id].reason
     assert got[bad5.object_id].contest_id == "contest-1" and got[bad5.object_id].selection_id is None
@@ -224,7 +252,7 @@ def test_batch_names_every_bad_ballot_among_good_ones(election, ballots):
     assert got[bad7.object_id].selection_id == _sel(bad7).object_id
     assert bad3.object_id in got[bad3.object_id].message
     # the order follows the input
-    assert [f.ballot_id for f in failures] == [bad3.object_id, bad5.object_id, bad7.object_id]
+    assert [f.ballot_id for f in failures] == [bad3.object_id, bad5.object_id, bad7.object_id, bad8.object_id]
 
 
 def test_context_checks(election, ballots):
