@@ -9,8 +9,12 @@ Batch verification and why it is sound (the group: p - 1 = 2 q R with q and R pr
 ``docs/field-notes.md#group-structure``):
 
 1. Each challenge hash and range is checked per proof (cheap).
-2. Jacobi: every element (A, B, K, M, a, b) must be in (0, p) with Jacobi symbol (x | p) = 1: exact, and
-   it puts x in the subgroup QR of order q R, removing the order-2 part.
+2. Jacobi: every element (A, B, K, M, a, b) must be in (0, p) with Jacobi symbol (x | p) = 1, which puts x
+   in the subgroup QR of order q R, removing the order-2 part. One symbol per element for small batches;
+   else one per bucket of the multi-exponentiations' low windows, where each element's digits are those
+   of its own random 64-bit weight: the subgroup test's for A, B, K, M, the equations' right side for a
+   and b (its other bases, K and M, having passed): a non-residue passes with probability at most 2^-64
+   per multi-exponentiation (docs/batch-verification.md#jacobi-symbols-by-bucket).
 3. Subgroup test for A, B, K and M: with independent uniform 64-bit r_x, Y = prod x^r_x must satisfy
    Y^q = 1. Write x = y z with y of order dividing q and z = h^e_x in the order-R subgroup.
    Y^q = h^(q sum r_x e_x) is 1 only if sum r_x e_x = 0 mod R; if some e_x != 0, for any fixed other

@@ -23,8 +23,12 @@ Soundness of the batched checks
 -------------------------------
 The group: p - 1 = 2 q R with q (256 bits) and R (3840 bits) prime, so Z_p^* = C_2 x C_R x C_q.
 
-1. Every element x of a ballot must satisfy 0 < x < p and Jacobi(x, p) = 1. This is exact and puts x in
-   the subgroup QR of order R q, removing the C_2 part.
+1. Every element x of a ballot must satisfy 0 < x < p and Jacobi(x, p) = 1. This puts x in the subgroup
+   QR of order R q, removing the C_2 part. The range is checked per element; the symbol per element where
+   batches are small, else per bucket of the two multi-exponentiations below (the subgroup test's buckets
+   for alpha and beta, then the equations' low windows for the commitments): a non-residue then passes with
+   probability at most 2^-64 per multi-exponentiation (``compute.multiexp.multiexp_residues``,
+   docs/batch-verification.md#jacobi-symbols-by-bucket).
 2. Subgroup test for the selection ciphertexts (alpha, beta): with independent uniform s_i < 2^64,
    y = prod x_i^s_i and we require y^q = 1. Write x_i = u_i w_i (u_i in C_R, w_i in C_q); y^q = 1 iff
    prod u_i^s_i = 1 because q is invertible mod R. If some u_j != 1 it has order R, and for any fixed
@@ -46,7 +50,8 @@ The group: p - 1 = 2 q R with q (256 bits) and R (3840 bits) prime, so Z_p^* = C
    twisted by -1 (x -> p - x, its order-2 component) makes its equation fail by exactly -1, and the
    batch's C_2 projection is (-1)^(sum r_j e_j): a single twist survives with probability 1/2, and with
    odd weights and one Jacobi symbol of the product two twists cancel and always survive. So every element
-   needs its own Jacobi symbol (26 us, about 7 multiplies), and none has an exact relation here: each
+   needs its own Jacobi symbol (26 us, about 7 multiplies), or a bucket of its own random weight's digits
+   in every window (step 1), and none has an exact relation here: each
    commitment enters one equation, checked only in the combination; alpha and beta enter several, none
    exactly. Likewise each equation needs its own weight (a0 g^k and b0 g^-k cancel under a shared one) and
    each ciphertext element its own subgroup weight (an order-R u in one pad and u^-1 in another cancel in
@@ -54,8 +59,8 @@ The group: p - 1 = 2 q R with q (256 bits) and R (3840 bits) prime, so Z_p^* = C
    alpha, beta (256-bit), 2 subgroup terms (64-bit); ``tests/compute/test_proofs.py`` has a forged proof
    for each check that only that check rejects (``docs/batch-verification.md``).
 
-So a batch containing any invalid ballot passes with probability at most 2^-63 (union of steps 2 and
-3), with fresh randomness on each call. A failing batch is bisected (each half re-checked with new
+So a batch containing any invalid ballot passes with probability at most 2^-62 (union of steps 1 to 3),
+with fresh randomness on each call. A failing batch is bisected (each half re-checked with new
 randomness) down to single ballots, and a failing single ballot is searched proof by proof, so every
 bad ballot is reported with its contest and selection.
 """
