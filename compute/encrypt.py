@@ -164,12 +164,14 @@ def _encrypt_contest(
 
     write_ins = {s.object_id: s.write_in for s in contest.ballot_selections if s.write_in is not None} or None
     data_nonce = nonce_at(nonces(contest_nonce, "constant-extended-data"), 0)
+    # both powers from the encryption tables (g_pow_p's 10-bit table takes 26 multiplies, not 19)
     extended = hashed_elgamal_encrypt(
         _contest_data_bytes(error, error_data, write_ins),
         data_nonce,
         keys.k,
         keys.q_ext,
         key_power=encryption_pow(keys.k, data_nonce),
+        pad=encryption_pow(G, data_nonce),
     )
     pad, data = mpz(1), mpz(1)
     for sel in selections:

@@ -29,7 +29,8 @@ def _hex_bytes(x: int) -> bytes:
 
 
 def _bytes_to_hex(b: bytes) -> str:
-    return to_hex(int.from_bytes(b, "big"))
+    # to_hex of the integer the bytes encode: its minimal bytes are these without leading zeros
+    return b.lstrip(b"\0").hex().upper() or "00"
 
 
 def _padded(hex_data: str) -> bytes:
@@ -44,12 +45,18 @@ def _hmac(key: bytes, message: bytes, length: int | None = None, start: int = 0)
 
 
 def _keystream_xor(session_key: bytes, seed: bytes, data: bytes) -> bytes:
-    bit_length = len(data) * 8
-    out = bytearray()
-    for i in range(len(data) // _BLOCK):
-        key = _hmac(session_key, seed, bit_length, i + 1)
-        out += bytes(a ^ b for a, b in zip(data[i * _BLOCK : (i + 1) * _BLOCK], key, strict=True))
-    return bytes(out)
+    # block i's key is HMAC(session_key, i || seed || bit length), i from 1; a trailing partial block
+    # is dropped, as the reference does
+    n = len(data) - len(data) % _BLOCK
+    bit_length = (len(data) * 8).to_bytes(4, "little")
+    keyed = hmac.new(session_key, digestmod="sha256")  # keyed once, copied per block
+    stream = bytearray()
+    for i in range(1, n // _BLOCK + 1):
+        h = keyed.copy()
+        h.update(i.to_bytes(4, "little") + seed + bit_length)
+        stream += h.digest()
+    # one XOR of two n-byte integers instead of a generator over every byte
+    return (int.from_bytes(data[:n], "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
 
 
 @dataclass(slots=True)
@@ -80,18 +87,27 @@ class HashedElGamalCiphertext:
 
 
 def hashed_elgamal_encrypt(
-    message: bytes, nonce: mpz, public_key: mpz, encryption_seed: mpz, *, key_power: mpz | None = None
+    message: bytes,
+    nonce: mpz,
+    public_key: mpz,
+    encryption_seed: mpz,
+    *,
+    key_power: mpz | None = None,
+    pad: mpz | None = None,
 ) -> HashedElGamalCiphertext:
-    """``key_power`` is K^nonce when the caller has a faster way to it (a fixed-base table for K)."""
-    pad = g_pow_p(nonce)
+    """``key_power`` is K^nonce and ``pad`` g^nonce when the caller has a faster way to them (the
+    encryption's fixed-base tables for K and g)."""
+    if pad is None:
+        pad = g_pow_p(nonce)
     shared = pow_p(public_key, nonce) if key_power is None else key_power
-    session_key = _hex_bytes(hash_elems(pad, shared))
+    pad_hex = to_hex(pad)  # hashed and MACed: converted once (a str hashes as itself)
+    session_key = _hex_bytes(hash_elems(pad_hex, shared))
     seed = _hex_bytes(encryption_seed)
     if len(message) % _BLOCK:
         message += bytes(_BLOCK - len(message) % _BLOCK)
     data = _keystream_xor(session_key, seed, message)
     mac_key = _hmac(session_key, seed, len(message) * 8)
-    mac = _hmac(mac_key, _hex_bytes(pad) + data)
+    mac = _hmac(mac_key, bytes.fromhex(pad_hex) + data)
     return HashedElGamalCiphertext(pad, _bytes_to_hex(data), _bytes_to_hex(mac))
 
 
