@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MAX_WINDOW_LIMIT 24
 
@@ -490,6 +491,19 @@ typedef struct {
     size_t nwin, bits, nbytes;
 } FixedBase;
 
+/* A table's buffer, on transparent huge pages where the kernel gives them on request (THP "madvise"):
+ * exponentiations read entries all over 76 MiB, and fewer TLB misses made encryption about 2% faster
+ * here. 2 MiB-aligned, so that the whole table can be huge pages; plain memory where that is refused. */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void *table_alloc(size_t nbytes) {
+    void *p = NULL;
+    if (nbytes < HUGE_PAGE || posix_memalign(&p, HUGE_PAGE, nbytes) != 0) return malloc(nbytes);
+#ifdef MADV_HUGEPAGE
+    madvise(p, nbytes, MADV_HUGEPAGE); /* advice only: the table works the same without it */
+#endif
+    return p;
+}
+
 static void fixedbase_free(PyObject *capsule) {
     FixedBase *fb = PyCapsule_GetPointer(capsule, FIXEDBASE_CAPSULE);
     if (!fb) return;
@@ -562,7 +576,7 @@ static PyObject *py_fixedbase_table(PyObject *self, PyObject *args) {
     size_t entries = ((fb->nwin - 1) << window) + fixedbase_row_size(fb, fb->nwin - 1);
     fb->nbytes = entries * (size_t)n * sizeof(mp_limb_t);
     fb->mod = malloc((size_t)n * sizeof(mp_limb_t));
-    fb->table = malloc(fb->nbytes);
+    fb->table = table_alloc(fb->nbytes);
     work = malloc(6 * (size_t)n * sizeof(mp_limb_t)); /* x, r2, one, 3n scratch */
     if (!fb->mod || !fb->table || !work) {
         PyErr_NoMemory();
