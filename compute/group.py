@@ -53,10 +53,22 @@ def field_path(prefix: str) -> Iterator[None]:
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
+# p and q bound nearly every element parsed: their widths once, not a 4096-bit conversion per element
+_P_DIGITS, _Q_DIGITS = 2 * ((P.bit_length() + 7) // 8), 2 * ((Q.bit_length() + 7) // 8)
+
+
+def _digits(bound: int) -> int:
+    if bound is P:
+        return _P_DIGITS
+    if bound is Q:
+        return _Q_DIGITS
+    return 2 * ((int(bound).bit_length() + 7) // 8)
+
+
 def from_hex_checked(s: object, bound: int, path: str) -> mpz:
     """``from_hex`` for untrusted input: hex digits only (no sign, prefix, space or underscore, which
     ``mpz`` would accept), at most as many as ``bound`` has bytes, and a value in [0, bound)."""
-    width = 2 * ((int(bound).bit_length() + 7) // 8)
+    width = _digits(bound)
     if not isinstance(s, str) or len(s) > width or not _HEX.fullmatch(s):
         raise FieldError(path, f"must be a string of 1 to {width} hex digits")
     x = mpz(s, 16)
@@ -69,9 +81,13 @@ def from_hex_checked(s: object, bound: int, path: str) -> mpz:
 
 def hex_field(d: Mapping[str, Any], key: str, bound: int) -> mpz:
     """The element at ``d[key]``, checked by ``from_hex_checked``; missing is a FieldError too."""
-    if key not in d:
+    s = d.get(key, _MISSING)
+    if s is _MISSING:
         raise FieldError(key, "missing")
-    return from_hex_checked(d[key], bound, key)
+    return from_hex_checked(s, bound, key)
+
+
+_MISSING = object()
 
 
 def int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
