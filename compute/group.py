@@ -81,13 +81,9 @@ def from_hex_checked(s: object, bound: int, path: str) -> mpz:
 
 def hex_field(d: Mapping[str, Any], key: str, bound: int) -> mpz:
     """The element at ``d[key]``, checked by ``from_hex_checked``; missing is a FieldError too."""
-    s = d.get(key, _MISSING)
-    if s is _MISSING:
+    if key not in d:
         raise FieldError(key, "missing")
-    return from_hex_checked(s, bound, key)
-
-
-_MISSING = object()
+    return from_hex_checked(d[key], bound, key)
 
 
 def int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
