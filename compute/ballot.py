@@ -17,7 +17,16 @@ from gmpy2 import mpz
 
 from compute.constants import ZERO, P, Q
 from compute.elgamal import Ciphertext
-from compute.group import FieldError, field_path, from_hex_checked, hex_field, int_field, str_field, to_hex
+from compute.group import (
+    FieldError,
+    field_path,
+    from_hex_checked,
+    hex_field,
+    int_field,
+    mpz_from_bytes,
+    str_field,
+    to_hex,
+)
 from compute.hashed_elgamal import HashedElGamalCiphertext
 from compute.hashing import hash_elems
 from compute.selection_proofs import (
@@ -513,7 +522,7 @@ def encode_submitted_ballot(b: SubmittedBallot) -> bytes:
 
 
 # The decoder reads each run of fixed-width fields with one precompiled ``struct`` (elements as raw bytes,
-# then ``mpz.from_bytes``): a tally task decodes every ballot of its chunk, and a reader call per field
+# then ``mpz_from_bytes``): a tally task decodes every ballot of its chunk, and a reader call per field
 # made that 1.7x slower (191 against 110 us a ballot of benchmarks/bench_elections.py's election).
 # Field for field the layout ``encode_submitted_ballot`` writes.
 _HEAD = struct.Struct(f">{_QBYTES}s{_QBYTES}s{_QBYTES}sqI{_QBYTES}sH")  # hashes, code, timestamp, state
@@ -529,7 +538,7 @@ _TRUNCATED = "truncated ballot record"
 def decode_submitted_ballot(data: bytes) -> SubmittedBallot:
     view = memoryview(data)
     size = len(view)
-    num = mpz.from_bytes
+    num = mpz_from_bytes
     off = 0
 
     def fields(s: struct.Struct) -> tuple[Any, ...]:
