@@ -28,7 +28,10 @@ def to_hex(x: int) -> str:
 
 def from_hex(s: str) -> mpz:
     """Parse a hex element as the reference writes it (any case, optional leading zero)."""
-    return mpz(s, 16) if s else ZERO
+    try:  # the reference's even count of digits, in about half the time of mpz(s, 16)
+        return mpz_from_bytes(unhexlify(s))
+    except ValueError:  # an odd count, or what only mpz takes (its results as before)
+        return mpz(s, 16) if s else ZERO
 
 
 class FieldError(ValueError):
