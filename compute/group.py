@@ -7,9 +7,9 @@ reference package (upper case, padded to an even number of digits) because hashe
 
 from __future__ import annotations
 
-import re
 import secrets
-from collections.abc import Iterator, Mapping
+from binascii import unhexlify
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,7 +32,10 @@ def to_hex(x: int) -> str:
 
 def from_hex(s: str) -> mpz:
     """Parse a hex element as the reference writes it (any case, optional leading zero)."""
-    return mpz(s, 16) if s else ZERO
+    try:  # the reference's even count of digits, in about half the time of mpz(s, 16)
+        return mpz_from_bytes(unhexlify(s))
+    except ValueError:  # an odd count, or what only mpz takes (its results as before)
+        return mpz(s, 16) if s else ZERO
 
 
 class FieldError(ValueError):
@@ -54,21 +57,48 @@ def field_path(prefix: str) -> Iterator[None]:
         raise FieldError(f"{prefix}.{e.path}", e.reason) from None
 
 
-_HEX = re.compile(r"[0-9A-Fa-f]+")
+# p and q bound nearly every element parsed: their widths once, not a 4096-bit conversion per element
+_P_DIGITS, _Q_DIGITS = 2 * ((P.bit_length() + 7) // 8), 2 * ((Q.bit_length() + 7) // 8)
+
+
+def _digits(bound: int) -> int:
+    if bound is P:
+        return _P_DIGITS
+    if bound is Q:
+        return _Q_DIGITS
+    return 2 * ((int(bound).bit_length() + 7) // 8)
+
+
+def _mpz_via_int(b: bytes) -> mpz:
+    return mpz(int.from_bytes(b, "big"))
+
+
+# Big-endian bytes to mpz: gmpy2's own conversion where it has one (2.3 has, big-endian by default; 2.2
+# may not), with no Python int on the way
+mpz_from_bytes: Callable[[bytes], mpz] = getattr(mpz, "from_bytes", _mpz_via_int)
 
 
 def from_hex_checked(s: object, bound: int, path: str) -> mpz:
     """``from_hex`` for untrusted input: hex digits only (no sign, prefix, space or underscore, which
     ``mpz`` would accept), at most as many as ``bound`` has bytes, and a value in [0, bound)."""
-    width = 2 * ((int(bound).bit_length() + 7) // 8)
-    if not isinstance(s, str) or len(s) > width or not _HEX.fullmatch(s):
-        raise FieldError(path, f"must be a string of 1 to {width} hex digits")
-    x = mpz(s, 16)
-    if x >= bound:
-        raise FieldError(
-            path, "out of range: must be below " + ("p" if bound == P else "q" if bound == Q else str(bound))
-        )
-    return x
+    width = _digits(bound)
+    if isinstance(s, str) and 0 < len(s) <= width:
+        # unhexlify takes ASCII hex digits two by two and nothing else, a third of the time of a regular
+        # expression then mpz(s, 16) (an element of every ballot selection's proof goes through here); an
+        # odd count gets the leading zero of the reference's even form
+        try:
+            x = mpz_from_bytes(unhexlify(s if len(s) % 2 == 0 else "0" + s))
+        except ValueError:  # binascii.Error, or not ASCII
+            pass
+        else:
+            if x >= bound:
+                raise FieldError(
+                    path,
+                    "out of range: must be below "
+                    + ("p" if bound == P else "q" if bound == Q else str(bound)),
+                )
+            return x
+    raise FieldError(path, f"must be a string of 1 to {width} hex digits")
 
 
 def hex_field(d: Mapping[str, Any], key: str, bound: int) -> mpz:

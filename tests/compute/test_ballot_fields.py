@@ -18,7 +18,7 @@ from compute.ballot import (
     without_extended_data,
 )
 from compute.constants import P, Q
-from compute.group import to_hex
+from compute.group import FieldError, from_hex_checked, to_hex
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,44 @@ def test_extended_data_is_dropped(ballot_json: dict[str, Any]) -> None:
     assert "ALICE" not in out and len(out) < 100_000
     # nothing a hash covers changed
     assert stripped.crypto_hash == stripped.crypto_hash_with(stripped.manifest_hash)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " 0A",
+        "0A ",
+        "0A\n",
+        "+0A",
+        "-0A",
+        "0x1F",
+        "0X1F",
+        "1_0",
+        "0A 1F",
+        "\u0660\u0661",
+        "g0",
+        "é0",
+        "1" * 65,
+    ],
+)
+def test_an_element_is_hex_digits_only(text: str) -> None:
+    """What ``mpz(s, 16)`` or a lenient decoder would take (space, sign, prefix, underscore, other
+    scripts' digits) or more digits than q has bytes is refused; any case and odd counts are not."""
+    with pytest.raises(FieldError, match="hex digits"):
+        from_hex_checked(text, Q, "x")
+
+
+def test_an_element_takes_any_case_and_odd_counts() -> None:
+    for text, value in [
+        ("A", 10),
+        ("0a", 10),
+        ("fF", 255),
+        ("100", 256),
+        ("0" * 64, 0),
+        ("00" + "1" * 61, int("1" * 61, 16)),
+    ]:
+        assert from_hex_checked(text, Q, "x") == value
+    assert from_hex_checked(to_hex(P - 1), P, "x") == P - 1
+    with pytest.raises(FieldError, match="below p"):
+        from_hex_checked(to_hex(P), P, "x")

@@ -244,3 +244,17 @@ def test_binary_codec(election):
     assert decode_submitted_ballot(encode_submitted_ballot(b2)) == b2
     assert decode_submitted_ballot(encode_submitted_ballot(b2)).state == b.state
     assert Q < 2**256  # the 32-byte field holds every scalar
+
+
+def test_binary_codec_refuses_truncation_and_bytes_beyond(election):
+    """Cut anywhere (inside an element, a length or a string) is a ValueError naming the truncation, and
+    so is a string length reaching past the end: never a ``struct.error`` or an IndexError."""
+    blob = encode_submitted_ballot(submitted_ballots(election, 1)[0])
+    for k in [*range(0, 200), *range(200, len(blob), 37)]:
+        with pytest.raises(ValueError, match="truncated ballot record"):
+            decode_submitted_ballot(blob[:k])
+    # the ballot id's length says 2^32 - 1 bytes
+    with pytest.raises(ValueError, match="truncated ballot record"):
+        decode_submitted_ballot(blob[:4] + b"\xff\xff\xff\xff" + blob[8:])
+    # a memoryview (a database driver's buffer) decodes as bytes do
+    assert decode_submitted_ballot(memoryview(blob)) == decode_submitted_ballot(blob)

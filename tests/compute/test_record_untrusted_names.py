@@ -115,6 +115,30 @@ def test_record_reads_refuse_names_outside_the_record(record: Path, tmp_path: Pa
         source.read_bytes("submitted_ballots/submitted_ballot_link.json")
 
 
+def test_record_reads_follow_links_only_while_they_stay_inside(record: Path, tmp_path: Path) -> None:
+    """A link among a name's parts is resolved in full: a linked folder leading out is refused, a link
+    inside the record is read through, and a root reached through a link reads as itself."""
+    ballot = sorted((record / "submitted_ballots").iterdir())[0]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.json").write_text("{}")
+    (record / "guardians" / "linked").symlink_to(outside, target_is_directory=True)
+    (record / "guardians" / "local.json").symlink_to(ballot)
+    (tmp_path / "via").symlink_to(record, target_is_directory=True)
+    with DirectorySource(record) as source:
+        with pytest.raises(ValueError, match="outside"):
+            source.read_bytes("guardians/linked/x.json")
+        assert not source.exists("guardians/linked/x.json")
+        assert source.read_bytes("guardians/local.json") == ballot.read_bytes()
+        assert not source.exists("guardians/missing.json")
+        with pytest.raises(FileNotFoundError):
+            source.read_bytes("guardians/missing/x.json")
+    with DirectorySource(tmp_path / "via") as source:
+        name = f"submitted_ballots/{ballot.name}"
+        assert source.read_bytes(name) == ballot.read_bytes()
+        assert source.exists(name)
+
+
 def test_an_extra_ballot_file_fails_verify_naming_it(record: Path, tmp_path: Path) -> None:
     assert _problems(record)[0] == []
     (record / "submitted_ballots" / "notes.json").write_text("{}")
