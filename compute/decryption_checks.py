@@ -51,6 +51,7 @@ from compute.fingerprints import (
     packed_fingerprint,
     repeats_among,
 )
+from compute.group import mpz_from_bytes
 from compute.manifest import InternalManifest
 from compute.tally import CiphertextTally
 from compute.validate import validate_ballots
@@ -230,8 +231,8 @@ class PublishedCheck:
                 if acc is None:
                     self._problem(f"cast ballot {bid}: selection {cid}/{sid} is not in the aggregate tally")
                     continue
-                acc[0] = acc[0] * mpz(int.from_bytes(raw[:ELEMENT_BYTES], "big")) % P
-                acc[1] = acc[1] * mpz(int.from_bytes(raw[ELEMENT_BYTES:], "big")) % P
+                acc[0] = acc[0] * mpz_from_bytes(raw[:ELEMENT_BYTES]) % P
+                acc[1] = acc[1] * mpz_from_bytes(raw[ELEMENT_BYTES:]) % P
             self.prefixes.add(b"".join(prefixes))
 
     def suspects(self) -> set[bytes]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from binascii import unhexlify
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,13 +69,10 @@ def _digits(bound: int) -> int:
     return 2 * ((int(bound).bit_length() + 7) // 8)
 
 
-def _mpz_via_int(b: bytes) -> mpz:
-    return mpz(int.from_bytes(b, "big"))
-
-
-# Big-endian bytes to mpz: gmpy2's own conversion where it has one (2.3 has, big-endian by default; 2.2
-# may not), with no Python int on the way
-mpz_from_bytes: Callable[[bytes], mpz] = getattr(mpz, "from_bytes", _mpz_via_int)
+def mpz_from_bytes(b: bytes) -> mpz:
+    """Big-endian bytes to mpz by gmpy2's own conversion (since 2.2, the pinned minimum): no Python int
+    on the way."""
+    return mpz.from_bytes(b, "big")
 
 
 def from_hex_checked(s: object, bound: int, path: str) -> mpz:
@@ -137,10 +134,6 @@ def to_bytes_p(x: int) -> bytes:
 def to_bytes_q(x: int) -> bytes:
     """Fixed-width big-endian bytes of an element of Z_q (32 bytes)."""
     return int(x).to_bytes(32, "big")
-
-
-def from_bytes(b: bytes) -> mpz:
-    return mpz(int.from_bytes(b, "big"))
 
 
 def in_q(x: int) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from gmpy2 import mpz
 
 from compute.constants import Q
-from compute.group import to_hex
+from compute.group import mpz_from_bytes, to_hex
 
 _MPZ = type(mpz(0))
 
@@ -54,4 +54,4 @@ def hash_elems(*items: Any) -> mpz:
         else:
             parts.append(_encode(x))
     parts.append("")
-    return mpz.from_bytes(sha256("|".join(parts).encode("utf-8")).digest(), "big") % Q
+    return mpz_from_bytes(sha256("|".join(parts).encode("utf-8")).digest()) % Q
