@@ -51,7 +51,7 @@ from compute.constants import P, Q
 from compute.elgamal import Ciphertext
 from compute.group import from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import choose_window, multiexp, multiexp_residues, residue_symbols
+from compute.multiexp import choose_window, multiexp, multiexp_residues, residues_by_buckets
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"
 _WEIGHT_BITS = 64
@@ -123,11 +123,6 @@ def _weight() -> int:
     return secrets.randbits(_WEIGHT_BITS)
 
 
-def _residues_by_buckets(window: int, elements: int) -> bool:
-    """Whether a multi-exponentiation's buckets (step 2) give fewer Jacobi symbols than one per element."""
-    return residue_symbols(window, _WEIGHT_BITS) < elements
-
-
 def batch_in_subgroup(elements: Iterable[mpz]) -> bool:
     """All elements in the order-q subgroup, up to 2^-63 (see the module docstring, steps 2 and 3)."""
     distinct = list({int(x): x for x in elements}.values())
@@ -137,7 +132,7 @@ def batch_in_subgroup(elements: Iterable[mpz]) -> bool:
         return all(is_valid_residue(x) for x in distinct)
     weights = [_weight() for _ in distinct]
     window = choose_window(weights)
-    by_buckets = _residues_by_buckets(window, len(distinct))
+    by_buckets = residues_by_buckets(window, len(distinct), _WEIGHT_BITS)
     if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in distinct):
         return False
     y = multiexp_residues(distinct, weights, _WEIGHT_BITS if by_buckets else 0, window=window)
@@ -192,7 +187,7 @@ def _equations_hold(statements: Sequence[ShareStatement]) -> bool:
     rhs_exps = [e % Q for _, e in rhs.values()]
     window = choose_window(rhs_exps)
     commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
-    by_buckets = _residues_by_buckets(window, len(commitments))
+    by_buckets = residues_by_buckets(window, len(commitments), _WEIGHT_BITS)
     if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in commitments):
         return False
     right = multiexp_residues(

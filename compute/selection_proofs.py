@@ -26,7 +26,7 @@ from compute.elgamal import Ciphertext
 from compute.fixedbase import cached_pow, encryption_pow, fixed_pow
 from compute.group import FieldError, g_pow_p, hex_field, int_field, is_valid_residue, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import MAX_WINDOW, multiexp_residues, residue_symbols
+from compute.multiexp import MAX_WINDOW, multiexp_residues, residues_by_buckets
 
 SELECTION_VALUE_USAGE = "Prove selection's value (0 or 1)"
 SELECTION_LIMIT_USAGE = "Prove value within selection's limit"
@@ -377,25 +377,28 @@ class ProofBatch:
 
     def check(self, by_buckets: bool | None = None) -> bool:
         """True if every element added is a quadratic residue and every equation holds (a false True has
-        probability <= 2^-62). The residues come from the Jacobi symbols of the two multi-exponentiations'
-        buckets when that takes fewer symbols than one per element (``by_buckets`` None), else one per
-        element; ``by_buckets`` True or False forces either (compute.validate, step 1)."""
+        probability <= 2^-62). The residues come from the Jacobi symbols of each multi-exponentiation's
+        buckets where that takes fewer symbols than one per element of it (``by_buckets`` None), else one
+        per element; ``by_buckets`` True or False forces either for both (compute.validate, step 1)."""
         if not self.short_bases and not self.long_terms:
             return True
         sub = list(self.sub_terms)
         sub_window = batch_window(len(sub))
         eq_window = batch_window(len(self.short_bases), len(self.long_terms))
+        sub_buckets = eq_buckets = bool(by_buckets)
         if by_buckets is None:
-            symbols = residue_symbols(sub_window, RANDOM_BITS) + residue_symbols(eq_window, RANDOM_BITS)
-            by_buckets = symbols < len(sub) + len(self.short_bases)
-        if not by_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in (*sub, *self.short_bases)):
+            sub_buckets = residues_by_buckets(sub_window, len(sub), RANDOM_BITS)
+            eq_buckets = residues_by_buckets(eq_window, len(self.short_bases), RANDOM_BITS)
+        if not sub_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in sub):
             return False
         # the ciphertexts' residuosity first: the equations' buckets then answer for the commitments alone
-        if not subgroup_batch_ok(sub, list(self.sub_terms.values()), sub_window, residues=by_buckets):
+        if not subgroup_batch_ok(sub, list(self.sub_terms.values()), sub_window, residues=sub_buckets):
+            return False
+        if not eq_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in self.short_bases):
             return False
         bases = self.short_bases + list(self.long_terms)
         exps = self.short_exps + [e % Q for e in self.long_terms.values()]
-        lhs = multiexp_residues(bases, exps, RANDOM_BITS if by_buckets else 0, window=eq_window)
+        lhs = multiexp_residues(bases, exps, RANDOM_BITS if eq_buckets else 0, window=eq_window)
         if lhs is None:
             return False
         # two exponentiations per batch: a table only if the process has one (an encrypting API process)

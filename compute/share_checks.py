@@ -20,7 +20,7 @@ from compute.decryption import compute_lagrange_coefficients, compute_recovery_p
 from compute.decryption_share import CiphertextDecryptionSelection, DecryptionShare
 from compute.decryption_target import target_of
 from compute.guardian import ElectionPublicKey, GuardianRecord
-from compute.multiexp import choose_window, multiexp_residues, product_of_powers, residue_symbols
+from compute.multiexp import choose_window, multiexp_residues, product_of_powers, residues_by_buckets
 from compute.tally import CiphertextTally
 
 _WEIGHT_BITS = 64  # a false batch passes with probability <= 2^-64 per multi-exponentiation
@@ -112,7 +112,7 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
         elements = [x for c in group for x in (c.share, *c.parts.values())]
         r = [secrets.randbits(_WEIGHT_BITS) for _ in group]
         window = choose_window(r)
-        by_buckets = residue_symbols(window, _WEIGHT_BITS) < len(group)
+        by_buckets = residues_by_buckets(window, len(group), _WEIGHT_BITS)
         residue_bits = _WEIGHT_BITS if by_buckets else 0
         if any(not 0 < x < P for x in elements) or (
             not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in elements)
