@@ -33,6 +33,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def stale_current_cluster() -> Iterator[None]:
+    """``/tmp/ray/ray_current_cluster`` naming a cluster that is gone (where a bare ``ray.init()`` waits for
+    ever), put back as it was at the end."""
+    saved = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.exists() else None
+    CURRENT_CLUSTER.parent.mkdir(parents=True, exist_ok=True)
+    CURRENT_CLUSTER.write_text(f"127.0.0.1:{free_port()}")
+    try:
+        yield
+    finally:
+        if saved is None:
+            CURRENT_CLUSTER.unlink(missing_ok=True)
+        else:
+            CURRENT_CLUSTER.write_text(saved)
+
+
 @dataclass(frozen=True)
 class RayCluster:
     address: str
