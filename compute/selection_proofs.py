@@ -21,7 +21,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
-from compute.constants import ONE, G, P, Q
+from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext
 from compute.fixedbase import cached_pow, encryption_pow, fixed_pow
 from compute.group import FieldError, g_pow_p, hex_field, int_field, is_valid_residue, to_hex
@@ -212,37 +212,18 @@ def is_qr_element(x: int) -> bool:
     return 0 < x < P and gmpy2.jacobi(x, P) == 1
 
 
-def batch_window(short_terms: int, long_terms: int = 0) -> int:
-    """The Pippenger window for ``short_terms`` exponents of 64 bits and ``long_terms`` of 256 bits, from
-    the same cost model as ``compute.multiexp.choose_window`` (one multiply per non-zero digit, 2^(c+1)
-    per window for its buckets, c squarings) but from the two counts: choose_window sums over every
+def batch_window(short_terms: int, long_terms: int = 0, long_bits: int = 256) -> int:
+    """The Pippenger window for ``short_terms`` exponents of 64 bits and ``long_terms`` of ``long_bits``,
+    from the same cost model as ``compute.multiexp.choose_window`` (one multiply per non-zero digit,
+    2^(c+1) per window for its buckets, c squarings) but from the two counts: choose_window sums over every
     exponent for each of 15 widths, about a tenth of a batch's time when it is not given the window."""
 
     def cost(c: int) -> float:
-        digits = short_terms * -(-RANDOM_BITS // c) + long_terms * -(-256 // c)
-        nwin = -(-(256 if long_terms else RANDOM_BITS) // c)
+        digits = short_terms * -(-RANDOM_BITS // c) + long_terms * -(-long_bits // c)
+        nwin = -(-(long_bits if long_terms else RANDOM_BITS) // c)
         return digits * (1 - 2.0**-c) + nwin * (2 ** (c + 1) + c)
 
     return min(range(2, MAX_WINDOW + 1), key=cost)
-
-
-def subgroup_batch_ok(
-    elements: list[mpz], randoms: list[int] | None = None, window: int | None = None, residues: bool = False
-) -> bool:
-    """Whether ``elements`` all have order q (false accept <= 2^-64; <= 2^-63 with ``residues``).
-
-    (prod x_i^s_i)^q = 1 with independent 64-bit s_i: see ``compute.validate`` for the argument. The
-    elements must be known to be quadratic residues (``is_qr_element``), or ``residues`` asks for that
-    too, from the Jacobi symbols of the multi-exponentiation's buckets (``multiexp_residues``).
-    """
-    if not elements:
-        return True
-    if randoms is None:
-        randoms = [secrets.randbits(RANDOM_BITS) for _ in elements]
-    y = multiexp_residues(
-        elements, randoms, RANDOM_BITS if residues else 0, window=window or batch_window(len(elements))
-    )
-    return y is not None and bool(gmpy2.powmod(y, Q, P) == ONE)
 
 
 class ProofBatch:
@@ -376,29 +357,25 @@ class ProofBatch:
         return None
 
     def check(self, by_buckets: bool | None = None) -> bool:
-        """True if every element added is a quadratic residue and every equation holds (a false True has
-        probability <= 2^-62). The residues come from the Jacobi symbols of each multi-exponentiation's
-        buckets where that takes fewer symbols than one per element of it (``by_buckets`` None), else one
-        per element; ``by_buckets`` True or False forces either for both (compute.validate, step 1)."""
+        """True if every element added is a quadratic residue, every selection ciphertext has order q and
+        every equation holds (a false True has probability <= 3 * 2^-64), in one multi-exponentiation:
+        the commitments under their equation weights r, each ciphertext element x under its equations'
+        exponent mod q plus s_x * q, its subgroup weight s_x times q (compute.validate, step 2). The residues
+        come from the Jacobi symbols of its buckets where that costs less than one per element
+        (``by_buckets`` None), else one per element; ``by_buckets`` True or False forces either
+        (compute.validate, step 1)."""
         if not self.short_bases and not self.long_terms:
             return True
-        sub = list(self.sub_terms)
-        sub_window = batch_window(len(sub))
-        eq_window = batch_window(len(self.short_bases), len(self.long_terms))
-        sub_buckets = eq_buckets = bool(by_buckets)
+        cts = list(dict.fromkeys([*self.long_terms, *self.sub_terms]))
+        window = batch_window(len(self.short_bases), len(cts), 256 + RANDOM_BITS)
         if by_buckets is None:
-            sub_buckets = residues_by_buckets(sub_window, len(sub), RANDOM_BITS)
-            eq_buckets = residues_by_buckets(eq_window, len(self.short_bases), RANDOM_BITS)
-        if not sub_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in sub):
+            by_buckets = residues_by_buckets(window, len(self.short_bases) + len(cts), RANDOM_BITS)
+        if not by_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in (*cts, *self.short_bases)):
             return False
-        # the ciphertexts' residuosity first: the equations' buckets then answer for the commitments alone
-        if not subgroup_batch_ok(sub, list(self.sub_terms.values()), sub_window, residues=sub_buckets):
-            return False
-        if not eq_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in self.short_bases):
-            return False
-        bases = self.short_bases + list(self.long_terms)
-        exps = self.short_exps + [e % Q for e in self.long_terms.values()]
-        lhs = multiexp_residues(bases, exps, RANDOM_BITS if eq_buckets else 0, window=eq_window)
+        bases = self.short_bases + cts
+        long, sub = self.long_terms, self.sub_terms
+        exps = self.short_exps + [long.get(x, 0) % Q + sub.get(x, 0) * Q for x in cts]
+        lhs = multiexp_residues(bases, exps, RANDOM_BITS if by_buckets else 0, window=window)
         if lhs is None:
             return False
         # two exponentiations per batch: a table only if the process has one (an encrypting API process)

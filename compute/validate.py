@@ -33,7 +33,9 @@ The group: p - 1 = 2 q R with q (256 bits) and R (3840 bits) prime, so Z_p^* = C
    y = prod x_i^s_i and we require y^q = 1. Write x_i = u_i w_i (u_i in C_R, w_i in C_q); y^q = 1 iff
    prod u_i^s_i = 1 because q is invertible mod R. If some u_j != 1 it has order R, and for any fixed
    other s at most one residue of s_j mod R satisfies the equation; s_j takes 2^64 < R values, so the
-   test passes with probability <= 2^-64.
+   test passes with probability <= 2^-64. ``ProofBatch.check`` folds it into step 3's product as the
+   terms x_i^(s_i q) (x_i^(e_i mod q + s_i q): the same argument on the product's C_R part, and once every
+   u_i is 1 the reduction mod q is exact and these terms are 1; docs/batch-verification.md).
 3. Proof equations: every equation has the form D = 1 with D = rhs / lhs in QR (all its factors are).
    We draw independent r_j < 2^64 and require prod D_j^r_j = 1, computed as one multi-exponentiation
    (bases: commitments a, b and ciphertexts alpha, beta; g and K through fixed-base tables). Projecting

@@ -34,7 +34,6 @@ from compute.selection_proofs import (
     is_qr_element,
     make_constant_chaum_pedersen,
     make_disjunctive_chaum_pedersen,
-    subgroup_batch_ok,
     verify_constant,
     verify_disjunctive,
 )
@@ -243,11 +242,7 @@ def test_group_membership_checks():
     assert not is_qr_element(P - x)  # p = 3 mod 4: -1 is a non-residue
     assert not is_qr_element(0) and not is_qr_element(P) and not is_qr_element(P + 1)
     outside = x * _order_r_element() % P
-    assert is_qr_element(outside)  # the Jacobi symbol alone cannot see the order-R part
-    elements = [g_pow_p(rand_q()) for _ in range(6)]
-    assert subgroup_batch_ok(elements)
-    for _ in range(3):  # fresh randomness each time; a false accept has probability 2^-64
-        assert not subgroup_batch_ok([*elements, outside])
+    assert is_qr_element(outside)  # the Jacobi symbol alone cannot see the order-R part (the batch's s*q can)
 
 
 @pytest.mark.parametrize("by_buckets", [False, True], ids=["per element", "per bucket"])
