@@ -196,39 +196,28 @@ def run(
         "peak_rss_production_batch_kb": rss_big,
     }
     rows = []
+
+    def rate_row(name: str, r: float, o: float, ours_rss_kb: int) -> dict:
+        return {
+            "operation": name,
+            "unit": "ballots/s",
+            "reference": r,
+            "ours": o,
+            "ratio": o / r,
+            "speedup": o / r,
+            "ref_rss_kb": ref["peak_rss_ballots_kb"],
+            "ours_rss_kb": ours_rss_kb,
+        }
+
     for name, key in (
         ("encryption", "encrypt_s"),
         ("validation (all proofs, batched)", "validate_s"),
         ("tally accumulation", "tally_s"),
     ):
-        r, o = n / ref[key], n / ours[key]
-        rows.append(
-            {
-                "operation": name,
-                "unit": "ballots/s",
-                "reference": r,
-                "ours": o,
-                "ratio": o / r,
-                "speedup": o / r,
-                "ref_rss_kb": ref["peak_rss_ballots_kb"],
-                "ours_rss_kb": rss_ballots,
-            }
-        )
+        rows.append(rate_row(name, n / ref[key], n / ours[key], rss_ballots))
     if big:
-        r, o = n / ref["validate_s"], len(big) / big_s
-        rows.insert(
-            2,
-            {
-                "operation": f"validation, one batch of {len(big)} (a tally task's)",
-                "unit": "ballots/s",
-                "reference": r,
-                "ours": o,
-                "ratio": o / r,
-                "speedup": o / r,
-                "ref_rss_kb": ref["peak_rss_ballots_kb"],
-                "ours_rss_kb": rss_big,
-            },
-        )
+        name = f"validation, one batch of {len(big)} (a tally task's)"
+        rows.insert(2, rate_row(name, n / ref["validate_s"], len(big) / big_s, rss_big))
     for name, key in (
         ("partial decryption (1 guardian)", "partial_s"),
         ("compensated decryption (1 for 1 missing)", "compensated_s"),
