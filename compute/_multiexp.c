@@ -504,13 +504,16 @@ static void *table_alloc(size_t nbytes) {
     return p;
 }
 
-static void fixedbase_free(PyObject *capsule) {
-    FixedBase *fb = PyCapsule_GetPointer(capsule, FIXEDBASE_CAPSULE);
-    if (!fb) return;
+static void fixedbase_release(FixedBase *fb) {
     free(fb->mod);
     free(fb->ip);
     free(fb->table);
     free(fb);
+}
+
+static void fixedbase_free(PyObject *capsule) {
+    FixedBase *fb = PyCapsule_GetPointer(capsule, FIXEDBASE_CAPSULE);
+    if (fb) fixedbase_release(fb);
 }
 
 static size_t fixedbase_row_size(const FixedBase *fb, size_t i) {
@@ -608,11 +611,7 @@ static PyObject *py_fixedbase_table(PyObject *self, PyObject *args) {
     if (result) fb = NULL; /* the capsule owns it now */
 
 done:
-    if (fb) {
-        free(fb->mod);
-        free(fb->table);
-        free(fb);
-    }
+    if (fb) fixedbase_release(fb); /* calloc'd: fields not yet allocated are NULL */
     free(work);
     mpz_clear(tmp);
     Py_DECREF(base);
@@ -708,7 +707,10 @@ static int redc_n_agrees(void) {
             mpz_urandomb(a, rs, 64 * (mp_bitcnt_t)n); /* below 2^(64n), not always below m: as in use */
             mpz_urandomb(b, rs, 64 * (mp_bitcnt_t)n);
             mp_limb_t *buf = calloc(8 * (size_t)n, sizeof(mp_limb_t));
-            if (!buf) return gmp_redc = 0;
+            if (!buf) {
+                ok = 0;
+                break;
+            }
             mp_limb_t *pa = buf, *pb = buf + n, *r1 = buf + 2 * n, *r2 = buf + 3 * n, *ip = buf + 4 * n;
             mp_limb_t *t = buf + 5 * n; /* 2n, then n spare */
             mpn_copyi(pa, mpz_limbs_read(a), (mp_size_t)mpz_size(a));

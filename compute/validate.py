@@ -25,10 +25,10 @@ The group: p - 1 = 2 q R with q (256 bits) and R (3840 bits) prime, so Z_p^* = C
 
 1. Every element x of a ballot must satisfy 0 < x < p and Jacobi(x, p) = 1. This puts x in the subgroup
    QR of order R q, removing the C_2 part. The range is checked per element; the symbol per element where
-   batches are small, else per bucket of the two multi-exponentiations below (the subgroup test's buckets
-   for alpha and beta, then the equations' low windows for the commitments): a non-residue then passes with
-   probability at most 2^-64 per multi-exponentiation (``compute.multiexp.multiexp_residues``,
-   docs/batch-verification.md#jacobi-symbols-by-bucket).
+   batches are small, else per bucket of the low windows of the batch's one multi-exponentiation (steps 2
+   and 3), where each element's low 64 bits are its own uniform weight (r_j for a commitment, s_i q plus
+   the rest for alpha and beta): a non-residue then passes with probability at most 2^-64
+   (``compute.multiexp.multiexp_residues``, docs/batch-verification.md#jacobi-symbols-by-bucket).
 2. Subgroup test for the selection ciphertexts (alpha, beta): with independent uniform s_i < 2^64,
    y = prod x_i^s_i and we require y^q = 1. Write x_i = u_i w_i (u_i in C_R, w_i in C_q); y^q = 1 iff
    prod u_i^s_i = 1 because q is invertible mod R. If some u_j != 1 it has order R, and for any fixed
