@@ -5,6 +5,11 @@ freed when the task returns, but glibc keeps the freed heap in the process, so a
 200 to 260 MiB after a tally instead of its baseline of about 145 MiB (benchmarks/README.md), memory a
 node's next tasks or its object store could use. ``malloc_trim(0)`` hands the free pages back; it is
 glibc's, so elsewhere this does nothing.
+
+The collection before it walked every object the worker holds, most of them its imports (modules,
+classes, functions: over 100,000 objects, 50 to 100 ms a task, a second or more of CPU for a small
+election's many short tasks). They live as long as the worker, so after the first task's collection they
+are frozen (``gc.freeze``): later collections walk only what tasks made since.
 """
 
 from __future__ import annotations
@@ -26,9 +31,16 @@ def _libc() -> Any:
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
+_frozen = False
+
+
 def release_freed_memory() -> None:
     """Collect cycles, then return the freed heap to the system (glibc only)."""
+    global _frozen
     gc.collect()
+    if not _frozen:
+        gc.freeze()  # what survived the first task's collection: the worker's imports and caches
+        _frozen = True
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -15,8 +15,11 @@ bash scripts/services.sh
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
-# Bytecode once, here: with PYTHONDONTWRITEBYTECODE set (as on some machines) every subprocess and Ray worker
-# of the suite would compile the project's modules again.
+# Bytecode once, here, before the suite's many processes (pytest's, the `amarvote` subprocesses', Ray
+# workers') start: none compiles the project's modules again. And bytecode kept: with PYTHONDONTWRITEBYTECODE
+# set (as on some machines) pytest would rewrite the asserts of every test module and plugin afresh in each
+# of its processes (about 4 s of CPU each), where it can keep them in __pycache__ like any bytecode.
+unset PYTHONDONTWRITEBYTECODE
 .venv/bin/python -m compileall -q cli bridge service compute tests >/dev/null
 
 .venv/bin/ruff check .
@@ -32,9 +35,10 @@ if [ $# -gt 0 ]; then exec "${PYTEST[@]}" --durations=15 "$@"; fi
 alone=$(mktemp)
 "${PYTEST[@]}" --durations=5 -m exclusive >"$alone" 2>&1 &
 alone_pid=$!
-# Pure code in this process, under a minute: a slip shows before the services start.
+# Pure code, under a minute: a slip shows before the services start. On two workers: one process is
+# CPU-bound on one core, and the test beside it mostly waits for RabbitMQ.
 fast=0
-"${PYTEST[@]}" --durations=10 -m "not services" || fast=$?
+"${PYTEST[@]}" --durations=10 -m "not services" -n 2 || fast=$?
 exclusive=0
 wait "$alone_pid" || exclusive=$?
 cat "$alone"

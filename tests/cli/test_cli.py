@@ -47,13 +47,27 @@ def _sqlite_dump(path: Path) -> str:
 def test_demo_runs_a_guardian_held_election_on_the_embedded_default(tmp_path: Path) -> None:
     """The default demo: each guardian's keys made and kept in its own folder (0700, files 0600) through
     ``amarvote guardian``'s functions against the API; the counts right, the record verifies, and no
-    guardian secret anywhere in the database."""
+    guardian secret anywhere in the database.
+
+    Beside a stale ``/tmp/ray/ray_current_cluster`` too: the embedded default starts a local Ray of its
+    own and never waits for the cluster the file names (``tests/cli/test_ray_cluster.py`` has the running
+    cluster's case, on the custodial demo)."""
     from tests.secret_search import leaks
 
     out = tmp_path / "record"
-    r = amarvote(
-        "demo", "--ballots", "12", "--chunk-size", "5", "--spoil-every", "4", "--out", str(out), cwd=tmp_path
-    )
+    with stale_current_cluster():
+        r = amarvote(
+            "demo",
+            "--ballots",
+            "12",
+            "--chunk-size",
+            "5",
+            "--spoil-every",
+            "4",
+            "--out",
+            str(out),
+            cwd=tmp_path,
+        )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "5 guardians (guardian-held)" in r.stdout, r.stdout[:2000]
     assert "counts equal the cast plaintexts; the record verifies, and so does the verify job" in r.stdout
@@ -100,60 +114,6 @@ def test_demo_runs_a_guardian_held_election_on_the_embedded_default(tmp_path: Pa
         "demo", "--resume", started[1], "--seed", "1", cwd=tmp_path, env={"AMARVOTE_DATA_DIR": data[1]}
     )
     assert again.returncode == 2 and "--custodial" in again.stdout + again.stderr, again.stdout + again.stderr
-
-
-def test_demo_custodial_runs_a_whole_election_on_the_embedded_default(tmp_path: Path) -> None:
-    """Beside a stale ``/tmp/ray/ray_current_cluster`` too: the embedded default starts a local Ray of its
-    own and never waits for the cluster the file names (``tests/cli/test_ray_cluster.py`` has the running
-    cluster's case)."""
-    out = tmp_path / "record"
-    with stale_current_cluster():
-        r = amarvote(
-            "demo",
-            "--custodial",
-            "--ballots",
-            "12",
-            "--chunk-size",
-            "5",
-            "--spoil-every",
-            "4",
-            "--out",
-            str(out),
-            cwd=tmp_path,
-            timeout=300,
-        )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "counts equal the cast plaintexts; the record verifies, and so does the verify job" in r.stdout
-    assert (tmp_path / "amarvote-data").is_dir(), (
-        "the embedded default keeps its SQLite in the working directory"
-    )
-    # The last lines say where the guardians' secrets are: the two absent guardians' records still held
-    # by the service, the three others claimed into files only their owner can read.
-    last = " ".join(r.stdout.strip().splitlines()[-6:])
-    assert "sealed under the server secret until claimed; claimed files are in" in last, last
-    assert "guardian-4, guardian-5" in last and "guardian-1, guardian-2, guardian-3" in last, last
-    claimed = re.search(r"claimed files are in\s+(\S+)", r.stdout)
-    assert claimed, r.stdout[-2000:]
-    files = sorted(Path(claimed[1]).glob("*.credential.json"))
-    assert [f.name for f in files] == [f"guardian-{i}.credential.json" for i in (1, 2, 3)]
-    assert all(f.stat().st_mode & 0o077 == 0 for f in files)
-    assert len(list((out / "election_record" / "spoiled_ballots").glob("*.json"))) == 3
-    assert len(list((out / "election_record" / "submitted_ballots").glob("*.json"))) == 12
-
-    v = amarvote("record", "verify", "--local", str(out), cwd=tmp_path)  # the demo ran it on Ray
-    assert v.returncode == 0, v.stdout + v.stderr
-    assert "OK" in v.stdout
-
-    # The same election verified from the database, as a job for the bridge (one at a time).
-    resume = re.search(r"election (\d+); if interrupted, continue with: AMARVOTE_DATA_DIR=(\S+)", r.stdout)
-    assert resume, r.stdout[-2000:]
-    eid, env = resume[1], {"AMARVOTE_DATA_DIR": resume[2]}
-    job = amarvote("jobs", "verify", eid, cwd=tmp_path, env=env)
-    assert job.returncode == 0 and "verify job" in job.stdout, job.stdout + job.stderr
-    again = amarvote("jobs", "verify", eid, cwd=tmp_path, env=env)
-    assert again.returncode == 1 and "already has a verify job" in again.stdout, again.stdout
-    missing = amarvote("jobs", "verify", "99", cwd=tmp_path, env=env)
-    assert missing.returncode == 1 and "99" in missing.stdout, missing.stdout
 
 
 @pytest.mark.services

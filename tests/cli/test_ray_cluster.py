@@ -1,8 +1,9 @@
 """The CLI beside a Ray cluster started with ``ray start`` on the same machine.
 
 - The embedded default starts its own local Ray: it does not attach to a running cluster (whose
-  workers read another environment). That it does not wait for the cluster a stale
-  ``ray_current_cluster`` names either is asserted on an embedded demo ``tests/cli/test_cli.py`` runs anyway.
+  workers read another environment), asserted on the custodial demo (claims, the verify job). That it does
+  not wait for the cluster a stale ``ray_current_cluster`` names either is asserted on the guardian-held
+  demo ``tests/cli/test_cli.py`` runs anyway.
 - In cluster mode (``AMARVOTE_RAY_ADDRESS``) the bridge and the demo probe every node first and refuse
   a cluster whose nodes lack the server secret, naming ``AMARVOTE_SERVER_SECRET``, before any work.
 - A cluster whose nodes hold the secret runs the whole demo.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +39,61 @@ def _ok(r) -> str:  # type: ignore[no-untyped-def]
     return out
 
 
-def test_embedded_demo_ignores_a_running_cluster(cluster_without_secret: RayCluster, tmp_path: Path) -> None:
-    # RAY_ADDRESS too: a bare ray.init() would follow it (or /tmp/ray/ray_current_cluster) to that cluster,
-    # whose workers cannot open this demo's escrow.
-    env = {"RAY_ADDRESS": cluster_without_secret.address, **cluster_without_secret.client_env}
-    _ok(amarvote("demo", *SMALL, cwd=tmp_path, env=env))
+def test_custodial_demo_on_the_embedded_default_ignores_a_running_cluster(
+    cluster_without_secret: RayCluster, tmp_path: Path
+) -> None:
+    """The custodial demo, a whole election on the embedded default, beside a running cluster that
+    ``RAY_ADDRESS`` names (a bare ray.init() would follow it, or ``/tmp/ray/ray_current_cluster``, to that
+    cluster, whose workers cannot open this demo's escrow): it starts a local Ray of its own. The stale
+    file's case rides on the guardian-held demo (``tests/cli/test_cli.py``)."""
+    out = tmp_path / "record"
+    r = amarvote(
+        "demo",
+        "--custodial",
+        "--ballots",
+        "12",
+        "--chunk-size",
+        "5",
+        "--spoil-every",
+        "4",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+        env={"RAY_ADDRESS": cluster_without_secret.address, **cluster_without_secret.client_env},
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "counts equal the cast plaintexts; the record verifies, and so does the verify job" in r.stdout
+    assert (tmp_path / "amarvote-data").is_dir(), (
+        "the embedded default keeps its SQLite in the working directory"
+    )
+    # The last lines say where the guardians' secrets are: the two absent guardians' records still held
+    # by the service, the three others claimed into files only their owner can read.
+    last = " ".join(r.stdout.strip().splitlines()[-6:])
+    assert "sealed under the server secret until claimed; claimed files are in" in last, last
+    assert "guardian-4, guardian-5" in last and "guardian-1, guardian-2, guardian-3" in last, last
+    claimed = re.search(r"claimed files are in\s+(\S+)", r.stdout)
+    assert claimed, r.stdout[-2000:]
+    files = sorted(Path(claimed[1]).glob("*.credential.json"))
+    assert [f.name for f in files] == [f"guardian-{i}.credential.json" for i in (1, 2, 3)]
+    assert all(f.stat().st_mode & 0o077 == 0 for f in files)
+    assert len(list((out / "election_record" / "spoiled_ballots").glob("*.json"))) == 3
+    assert len(list((out / "election_record" / "submitted_ballots").glob("*.json"))) == 12
+
+    v = amarvote("record", "verify", "--local", str(out), cwd=tmp_path)  # the demo ran it on Ray
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "OK" in v.stdout
+
+    # The same election verified from the database, as a job for the bridge (one at a time).
+    resume = re.search(r"election (\d+); if interrupted, continue with: AMARVOTE_DATA_DIR=(\S+)", r.stdout)
+    assert resume, r.stdout[-2000:]
+    eid, env = resume[1], {"AMARVOTE_DATA_DIR": resume[2]}
+    job = amarvote("jobs", "verify", eid, cwd=tmp_path, env=env)
+    assert job.returncode == 0 and "verify job" in job.stdout, job.stdout + job.stderr
+    again = amarvote("jobs", "verify", eid, cwd=tmp_path, env=env)
+    assert again.returncode == 1 and "already has a verify job" in again.stdout, again.stdout
+    missing = amarvote("jobs", "verify", "99", cwd=tmp_path, env=env)
+    assert missing.returncode == 1 and "99" in missing.stdout, missing.stdout
 
 
 def _refused(r) -> str:  # type: ignore[no-untyped-def]
