@@ -7,11 +7,17 @@ starts them when absent). ``AMARVOTE_TEST_PG`` and ``AMARVOTE_TEST_AMQP`` point 
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import json
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -78,11 +84,59 @@ def _module_markers(module: object) -> tuple[str, ...]:
     return ()
 
 
+# Under pytest-xdist, where the workers find the Ray they share (``local_ray``): a folder of this run's.
+SHARED_RAY_DIR = "AMARVOTE_TEST_SHARED_RAY_DIR"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from tests.oracle import _fresh_dir, under_ci
 
-    if under_ci() and not hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        return
+    if under_ci():
         _fresh_dir()  # before xdist starts its workers, so they share this run's oracle venv
+    if config.getoption("numprocesses", None):
+        # Before the workers start: they inherit the environment. The first to need Ray starts it.
+        config.stash[_shared_ray_key] = run_dir = tempfile.mkdtemp(prefix="amarvote-tests-")
+        os.environ[SHARED_RAY_DIR] = run_dir
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run_dir = config.stash.get(_shared_ray_key, None)
+    if run_dir is None:
+        return
+    from tests.raycluster import RayCluster, stop
+
+    state = Path(run_dir) / "ray.json"
+    if state.exists():
+        stop(RayCluster(**json.loads(state.read_text())))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.environ.pop(SHARED_RAY_DIR, None)
+
+
+_shared_ray_key = pytest.StashKey[str]()
+
+
+def _shared_ray(run_dir: Path) -> str:
+    """The address of the Ray this run's xdist workers share, started by the first that asks (under a
+    lock): a head with ``ray start`` whose workers hold the tests' server secret, as many CPUs as the
+    workers' own local Rays had together, stopped when the run ends (``pytest_unconfigure``). One Ray
+    instead of one per worker: its processes (GCS, raylet, agents, monitors) cost CPU even when idle."""
+    from tests.raycluster import start_cluster
+
+    state = run_dir / "ray.json"
+    with open(run_dir / "ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not state.exists():
+            workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+            cluster = start_cluster(
+                {"AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET},
+                cpus=LOCAL_RAY_CPUS * workers,
+                own_temp_dir=True,
+                token=False,
+            )
+            state.write_text(json.dumps(dataclasses.asdict(cluster)))
+        return str(json.loads(state.read_text())["address"])
 
 
 # The longest modules, longest first (measured on a loaded 2-core machine): under pytest-xdist they start
@@ -147,16 +201,23 @@ TEST_SERVER_SECRET = "amarvote-test-server-secret-0123456789"
 TEST_JWT_SECRET = "amarvote-test-jwt-secret-0123456789abc"
 
 
+LOCAL_RAY_CPUS = 4
+
+
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:
-    """One local Ray for the whole session, whose workers share the tests' server secret.
+    """One local Ray for the whole session, whose workers share the tests' server secret; under
+    pytest-xdist, one for the whole run (``_shared_ray``).
 
     Workers read the server secret from their own environment (production sets it on every node),
     so it is set before Ray starts and every test that runs chunk tasks uses this fixture.
     """
     import ray
 
-    if not ray.is_initialized():
+    shared = os.environ.get(SHARED_RAY_DIR)
+    if not ray.is_initialized() and shared:
+        ray.init(address=_shared_ray(Path(shared)), log_to_driver=False)
+    elif not ray.is_initialized():
         # Set while Ray starts, so its raylet (and every worker it forks, for any job) inherits it,
         # then taken back: the tests' own settings choose their secret explicitly. No runtime_env
         # besides: it would start each worker through Ray's runtime-env set-up (one more interpreter)
@@ -166,7 +227,7 @@ def local_ray() -> Iterator[None]:
         try:
             ray.init(
                 address="local",  # never a cluster some test (or the machine) started with `ray start`
-                num_cpus=4,
+                num_cpus=LOCAL_RAY_CPUS,
                 include_dashboard=False,
                 log_to_driver=False,
             )

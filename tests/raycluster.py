@@ -56,6 +56,7 @@ class RayCluster:
     token_path: str
     metrics_ports: tuple[int, ...] = ()  # each node's Prometheus endpoint (http://127.0.0.1:<port>/metrics)
     temp_dir: str | None = None  # Ray's session files, when the cluster has its own (``own_temp_dir``)
+    cwd: str = ""  # where its nodes started (and its token lies)
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -118,34 +119,32 @@ def stop_cluster(port: int) -> None:
     psutil.wait_procs(alive + alive_children, timeout=10)
 
 
-@contextmanager
-def ray_cluster(
+def start_cluster(
     env: Mapping[str, str] | None = None,
     *,
     workers: int = 0,
     cpus: int = 1,
     own_temp_dir: bool = False,
     dashboard: bool = False,
-) -> Iterator[RayCluster]:
-    """A head node (plus ``workers`` worker nodes) on 127.0.0.1, each with ``cpus`` CPUs and ``env``.
-
-    ``dashboard``: the head's dashboard too (about 3 s of CPU a start; the Prometheus test and the
-    benchmarks want it, the rest do not).
-
-    ``own_temp_dir``: Ray's session files (logs, sockets) in a directory of the cluster's own instead of
-    the machine's ``/tmp/ray``; short, because a socket path may not exceed 107 bytes."""
-    saved = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.exists() else None
+    token: bool = True,
+) -> RayCluster:
+    """Start what ``ray_cluster`` yields; ``stop`` ends it. ``token``: token authentication, as Ray 2.60
+    sets it up, with a token of the cluster's own (not ~/.ray's); without it, any local client may join
+    (the tests' shared local Ray, ``tests/conftest.py``)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     cwd = tempfile.mkdtemp(prefix="amarvote-raynode-")
     temp_dir = tempfile.mkdtemp(prefix="ray-") if own_temp_dir else None
     temp_args = [f"--temp-dir={temp_dir}"] if temp_dir else []
-    # Token authentication as Ray 2.60 sets it up, with a token of the cluster's own (not ~/.ray's).
     token_path = str(Path(cwd) / "auth_token")
-    Path(token_path).write_text(secrets.token_hex(32))
-    env = {**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+    if token:
+        Path(token_path).write_text(secrets.token_hex(32))
+        env = {**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+    else:
+        env = {**(env or {}), "RAY_AUTH_MODE": "disabled"}
     metrics_ports = [free_port() for _ in range(workers + 1)]
     dashboard_port = free_port()  # Ray's default, 8265, may be another session's (and it does not retry)
+    cluster = RayCluster(address, port, token_path, tuple(metrics_ports), temp_dir, cwd)
     try:
         _ray_start(
             [
@@ -172,13 +171,47 @@ def ray_cluster(
                 env,
                 cwd,
             )
-        time.sleep(1.0)
-        yield RayCluster(address, port, token_path, tuple(metrics_ports), temp_dir)
+    except BaseException:
+        stop(cluster)
+        raise
+    time.sleep(1.0)
+    return cluster
+
+
+def stop(cluster: RayCluster) -> None:
+    """Stop every node of the cluster and remove its files."""
+    stop_cluster(cluster.port)
+    shutil.rmtree(cluster.cwd, ignore_errors=True)
+    if cluster.temp_dir:
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def ray_cluster(
+    env: Mapping[str, str] | None = None,
+    *,
+    workers: int = 0,
+    cpus: int = 1,
+    own_temp_dir: bool = False,
+    dashboard: bool = False,
+) -> Iterator[RayCluster]:
+    """A head node (plus ``workers`` worker nodes) on 127.0.0.1, each with ``cpus`` CPUs and ``env``.
+
+    ``dashboard``: the head's dashboard too (about 3 s of CPU a start; the Prometheus test and the
+    benchmarks want it, the rest do not).
+
+    ``own_temp_dir``: Ray's session files (logs, sockets) in a directory of the cluster's own instead of
+    the machine's ``/tmp/ray``; short, because a socket path may not exceed 107 bytes."""
+    saved = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.exists() else None
+    try:
+        cluster = start_cluster(
+            env, workers=workers, cpus=cpus, own_temp_dir=own_temp_dir, dashboard=dashboard
+        )
+        try:
+            yield cluster
+        finally:
+            stop(cluster)
     finally:
-        stop_cluster(port)
-        shutil.rmtree(cwd, ignore_errors=True)
-        if temp_dir:
-            shutil.rmtree(temp_dir, ignore_errors=True)
         if saved is None:
             CURRENT_CLUSTER.unlink(missing_ok=True)
         else:
