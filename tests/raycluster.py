@@ -139,9 +139,7 @@ def start_cluster(
     token_path = str(Path(cwd) / "auth_token")
     if token:
         Path(token_path).write_text(secrets.token_hex(32))
-        env = {**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
-    else:
-        env = {**(env or {}), "RAY_AUTH_MODE": "disabled"}
+    env = {**(env or {}), **_auth_env(token_path)}
     metrics_ports = [free_port() for _ in range(workers + 1)]
     dashboard_port = free_port()  # Ray's default, 8265, may be another session's (and it does not retry)
     cluster = RayCluster(address, port, token_path, tuple(metrics_ports), temp_dir, cwd)
@@ -160,22 +158,39 @@ def start_cluster(
             cwd,
         )
         for i in range(workers):
-            _ray_start(
-                [
-                    f"--address={address}",
-                    "--node-ip-address=127.0.0.1",
-                    f"--num-cpus={cpus}",
-                    f"--metrics-export-port={metrics_ports[i + 1]}",
-                    *temp_args,
-                ],
-                env,
-                cwd,
-            )
+            _join(cluster, env, cpus, metrics_ports[i + 1])
     except BaseException:
         stop(cluster)
         raise
     time.sleep(1.0)
     return cluster
+
+
+def _join(cluster: RayCluster, env: Mapping[str, str], cpus: int, metrics_port: int) -> None:
+    temp_args = [f"--temp-dir={cluster.temp_dir}"] if cluster.temp_dir else []
+    _ray_start(
+        [
+            f"--address={cluster.address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={cpus}",
+            f"--metrics-export-port={metrics_port}",
+            *temp_args,
+        ],
+        env,
+        cluster.cwd,
+    )
+
+
+def _auth_env(token_path: str) -> dict[str, str]:
+    if Path(token_path).exists():
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+    return {"RAY_AUTH_MODE": "disabled"}
+
+
+def add_node(cluster: RayCluster, env: Mapping[str, str] | None = None, *, cpus: int = 1) -> None:
+    """One more worker node, with ``env`` (and the cluster's token), until the cluster stops."""
+    _join(cluster, {**(env or {}), **_auth_env(cluster.token_path)}, cpus, free_port())
+    time.sleep(1.0)
 
 
 def stop(cluster: RayCluster) -> None:

@@ -4,9 +4,12 @@
   workers read another environment), asserted on the custodial demo (claims, the verify job). That it does
   not wait for the cluster a stale ``ray_current_cluster`` names either is asserted on the guardian-held
   demo ``tests/cli/test_cli.py`` runs anyway.
-- In cluster mode (``AMARVOTE_RAY_ADDRESS``) the bridge and the demo probe every node first and refuse
-  a cluster whose nodes lack the server secret, naming ``AMARVOTE_SERVER_SECRET``, before any work.
 - A cluster whose nodes hold the secret runs the whole demo.
+- In cluster mode (``AMARVOTE_RAY_ADDRESS``) the bridge and the demo probe every node first and refuse
+  a cluster one of whose nodes lacks the server secret, naming ``AMARVOTE_SERVER_SECRET``, before any
+  work: the same cluster once a node without it has joined (so those tests run last).
+
+One cluster for the module: a cluster's start costs more CPU than most tests here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.run import amarvote
-from tests.raycluster import RayCluster, ray_cluster
+from tests.raycluster import RayCluster, add_node, ray_cluster
 
 pytestmark = pytest.mark.services
 SECRET = "cluster-test-server-secret-0123456789abcdef"
@@ -27,9 +30,17 @@ SMALL = ("--ballots", "10", "--guardians", "3", "--quorum", "2", "--missing", "1
 
 
 @pytest.fixture(scope="module")
-def cluster_without_secret() -> Iterator[RayCluster]:
-    with ray_cluster() as c:
+def cluster() -> Iterator[RayCluster]:
+    """A head and a worker node, both started with the secret."""
+    with ray_cluster({"AMARVOTE_SERVER_SECRET": SECRET}, workers=1) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def mixed_cluster(cluster: RayCluster) -> RayCluster:
+    """The same cluster, joined by a node started without the secret (for the rest of the module)."""
+    add_node(cluster)
+    return cluster
 
 
 def _ok(r) -> str:  # type: ignore[no-untyped-def]
@@ -40,12 +51,12 @@ def _ok(r) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_custodial_demo_on_the_embedded_default_ignores_a_running_cluster(
-    cluster_without_secret: RayCluster, tmp_path: Path
+    cluster: RayCluster, tmp_path: Path
 ) -> None:
     """The custodial demo, a whole election on the embedded default, beside a running cluster that
     ``RAY_ADDRESS`` names (a bare ray.init() would follow it, or ``/tmp/ray/ray_current_cluster``, to that
-    cluster, whose workers cannot open this demo's escrow): it starts a local Ray of its own. The stale
-    file's case rides on the guardian-held demo (``tests/cli/test_cli.py``)."""
+    cluster, whose workers hold another secret and cannot open this demo's escrow): it starts a local
+    Ray of its own. The stale file's case rides on the guardian-held demo (``tests/cli/test_cli.py``)."""
     out = tmp_path / "record"
     r = amarvote(
         "demo",
@@ -59,7 +70,7 @@ def test_custodial_demo_on_the_embedded_default_ignores_a_running_cluster(
         "--out",
         str(out),
         cwd=tmp_path,
-        env={"RAY_ADDRESS": cluster_without_secret.address, **cluster_without_secret.client_env},
+        env={"RAY_ADDRESS": cluster.address, **cluster.client_env},
         timeout=300,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -96,6 +107,11 @@ def test_custodial_demo_on_the_embedded_default_ignores_a_running_cluster(
     assert missing.returncode == 1 and "99" in missing.stdout, missing.stdout
 
 
+def test_demo_runs_on_a_cluster_whose_nodes_hold_the_secret(cluster: RayCluster, tmp_path: Path) -> None:
+    env = {"AMARVOTE_RAY_ADDRESS": cluster.address, "AMARVOTE_SERVER_SECRET": SECRET, **cluster.client_env}
+    _ok(amarvote("demo", *SMALL, cwd=tmp_path, env=env, timeout=600))
+
+
 def _refused(r) -> str:  # type: ignore[no-untyped-def]
     out = r.stdout + r.stderr
     assert r.returncode == 1, out[-4000:]
@@ -105,14 +121,14 @@ def _refused(r) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_bridge_refuses_a_cluster_without_the_secret(
-    cluster_without_secret: RayCluster, pg_url: str, amqp_url: str, tmp_path: Path
+    mixed_cluster: RayCluster, pg_url: str, amqp_url: str, tmp_path: Path
 ) -> None:
     env = {
         "AMARVOTE_DATABASE_URL": pg_url,
         "AMARVOTE_AMQP_URL": amqp_url,
-        "AMARVOTE_RAY_ADDRESS": cluster_without_secret.address,
+        "AMARVOTE_RAY_ADDRESS": mixed_cluster.address,
         "AMARVOTE_SERVER_SECRET": SECRET,
-        **cluster_without_secret.client_env,
+        **mixed_cluster.client_env,
     }
     started = time.monotonic()
     _refused(amarvote("bridge", cwd=tmp_path, env=env, timeout=300))
@@ -120,18 +136,12 @@ def test_bridge_refuses_a_cluster_without_the_secret(
 
 
 def test_demo_refuses_a_cluster_without_the_secret_before_any_work(
-    cluster_without_secret: RayCluster, tmp_path: Path
+    mixed_cluster: RayCluster, tmp_path: Path
 ) -> None:
     env = {
-        "AMARVOTE_RAY_ADDRESS": cluster_without_secret.address,
+        "AMARVOTE_RAY_ADDRESS": mixed_cluster.address,
         "AMARVOTE_SERVER_SECRET": SECRET,
-        **cluster_without_secret.client_env,
+        **mixed_cluster.client_env,
     }
     out = _refused(amarvote("demo", *SMALL, cwd=tmp_path, env=env, timeout=300))
     assert "encrypt + cast" not in out and "Result" not in out
-
-
-def test_demo_runs_on_a_cluster_whose_nodes_hold_the_secret(tmp_path: Path) -> None:
-    with ray_cluster({"AMARVOTE_SERVER_SECRET": SECRET}, workers=1) as c:
-        env = {"AMARVOTE_RAY_ADDRESS": c.address, "AMARVOTE_SERVER_SECRET": SECRET, **c.client_env}
-        _ok(amarvote("demo", *SMALL, cwd=tmp_path, env=env, timeout=600))
