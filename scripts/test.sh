@@ -2,7 +2,7 @@
 # The test command: starts PostgreSQL and RabbitMQ when they are not running (and installs the system
 # packages the build and the tests need), installs the project into .venv, then runs the whole suite in
 # layers (README.md, "Tests"): the fast layer (and, beside it, the test that must not share the machine's
-# RabbitMQ), then the slow layer on AMARVOTE_TEST_WORKERS (3) pytest-xdist workers. With arguments, one
+# RabbitMQ), then the slow layer on AMARVOTE_TEST_WORKERS (4) pytest-xdist workers. With arguments, one
 # pytest run of exactly those instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,8 +44,9 @@ wait "$alone_pid" || exclusive=$?
 cat "$alone"
 rm -f "$alone"
 if [ "$fast" -ne 0 ] || [ "$exclusive" -ne 0 ]; then exit 1; fi
-# Mostly waiting (on Ray, the database, subprocesses), so more workers than cores pay. Each worker has its
-# own database, vhost and local Ray (tests/conftest.py); a file's tests stay on one worker with their
-# fixtures, and the longest files go first (tests/conftest.py orders them).
+# Partly waiting (on Ray, the database, subprocesses, a fault's time-out), so more workers than cores pay:
+# four took 330 s where three took 341 on this 2-core machine. Each worker has its own database and vhost,
+# and they share one Ray (tests/conftest.py); a file's tests stay on one worker with their fixtures, and
+# the longest files go first (tests/conftest.py orders them).
 exec "${PYTEST[@]}" --durations=15 -m "services and not exclusive" \
-    -n "${AMARVOTE_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder
+    -n "${AMARVOTE_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder

@@ -144,14 +144,18 @@ def _shared_ray(run_dir: Path) -> str:
 LONGEST_FIRST = (
     "tests/cli/test_ray_cluster.py",
     "tests/cli/test_cli.py",
-    "tests/cli/test_guardian.py",
-    "tests/bridge/test_bridge_flow.py",
-    "tests/compute/test_record_memory.py",
-    "tests/bridge/test_fairness.py",
-    "tests/test_chaos_quick.py",
     "tests/interop/test_decryption_interop.py",
-    "tests/service/test_service_whole_election.py",
+    "tests/test_chaos_quick.py",
+    "tests/bridge/test_bridge_flow.py",
+    "tests/cli/test_guardian.py",
+    "tests/bridge/test_fairness.py",
+    "tests/bridge/test_web_pages.py",
+    "tests/bridge/test_share_uploads.py",
+    "tests/bridge/test_reliability.py",
+    "tests/interop/test_record_run.py",
     "tests/bridge/test_dashboard_prometheus.py",
+    "tests/service/test_service_schemathesis.py",
+    "tests/compute/test_record_untrusted_names.py",
 )
 
 
