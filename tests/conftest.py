@@ -1,5 +1,6 @@
 """Shared fixtures: a fresh PostgreSQL database and a fresh RabbitMQ vhost per test session (each
-pytest-xdist worker is a session of its own, with its own local Ray too).
+pytest-xdist worker is a session of its own), and one Ray: a local one per session, or under
+pytest-xdist one for the whole run, shared by the workers (``_shared_ray``).
 
 Tests of the database and the broker run against the machine's real servers (``scripts/test.sh``
 starts them when absent). ``AMARVOTE_TEST_PG`` and ``AMARVOTE_TEST_AMQP`` point elsewhere.
