@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The embedded demos' election: 12 ballots in chunks of 5, every 4th spoiled (3 spoiled, 9 cast).
+DEMO_12 = ("--ballots", "12", "--chunk-size", "5", "--spoil-every", "4")
 
 
 def amarvote(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.run import amarvote
+from tests.cli.run import DEMO_12, amarvote
 from tests.raycluster import stale_current_cluster
 
 
@@ -58,12 +58,7 @@ def test_demo_runs_a_guardian_held_election_on_the_embedded_default(tmp_path: Pa
     with stale_current_cluster():
         r = amarvote(
             "demo",
-            "--ballots",
-            "12",
-            "--chunk-size",
-            "5",
-            "--spoil-every",
-            "4",
+            *DEMO_12,
             "--out",
             str(out),
             cwd=tmp_path,

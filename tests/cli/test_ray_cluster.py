@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.run import amarvote
+from tests.cli.run import DEMO_12, amarvote
 from tests.raycluster import RayCluster, add_node, ray_cluster
 
 pytestmark = pytest.mark.services
@@ -61,12 +61,7 @@ def test_custodial_demo_on_the_embedded_default_ignores_a_running_cluster(
     r = amarvote(
         "demo",
         "--custodial",
-        "--ballots",
-        "12",
-        "--chunk-size",
-        "5",
-        "--spoil-every",
-        "4",
+        *DEMO_12,
         "--out",
         str(out),
         cwd=tmp_path,
