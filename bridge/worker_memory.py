@@ -9,7 +9,10 @@ glibc's, so elsewhere this does nothing.
 The collection before it walked every object the worker holds, most of them its imports (modules,
 classes, functions: over 100,000 objects, 50 to 100 ms a task, a second or more of CPU for a small
 election's many short tasks). They live as long as the worker, so after the first task's collection they
-are frozen (``gc.freeze``): later collections walk only what tasks made since.
+are frozen (``gc.freeze``): later collections walk only what tasks made since. A frozen object is still
+freed when its last reference goes; only a cycle among frozen objects would stay for good. So the freeze
+waits for a task that ends without an exception in flight: a failing task's traceback still holds its
+frames, and with them its chunk's ballots, which must not be frozen.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import sys
 from functools import cache
 from typing import Any
 
@@ -38,7 +42,7 @@ def release_freed_memory() -> None:
     """Collect cycles, then return the freed heap to the system (glibc only)."""
     global _frozen
     gc.collect()
-    if not _frozen:
+    if not _frozen and sys.exc_info()[0] is None:
         gc.freeze()  # what survived the first task's collection: the worker's imports and caches
         _frozen = True
     libc = _libc()

@@ -87,6 +87,7 @@ def _module_markers(module: object) -> tuple[str, ...]:
 
 # Under pytest-xdist, where the workers find the Ray they share (``local_ray``): a folder of this run's.
 SHARED_RAY_DIR = "AMARVOTE_TEST_SHARED_RAY_DIR"
+_shared_ray_key = pytest.StashKey[str]()  # the controller's copy of that folder, to stop the Ray at the end
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -113,9 +114,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         stop(RayCluster(**json.loads(state.read_text())))
     shutil.rmtree(run_dir, ignore_errors=True)
     os.environ.pop(SHARED_RAY_DIR, None)
-
-
-_shared_ray_key = pytest.StashKey[str]()
 
 
 def _shared_ray(run_dir: Path) -> str:
