@@ -51,7 +51,7 @@ from compute.constants import P, Q
 from compute.elgamal import Ciphertext
 from compute.group import from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import choose_window, multiexp, multiexp_residues, residues_by_buckets
+from compute.multiexp import multiexp, multiexp_checking_residues
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"
 _WEIGHT_BITS = 64
@@ -130,12 +130,7 @@ def batch_in_subgroup(elements: Iterable[mpz]) -> bool:
         return False
     if len(distinct) <= 2:
         return all(is_valid_residue(x) for x in distinct)
-    weights = [_weight() for _ in distinct]
-    window = choose_window(weights)
-    by_buckets = residues_by_buckets(window, len(distinct), _WEIGHT_BITS)
-    if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in distinct):
-        return False
-    y = multiexp_residues(distinct, weights, _WEIGHT_BITS if by_buckets else 0, window=window)
+    y = multiexp_checking_residues(distinct, [_weight() for _ in distinct], distinct, _WEIGHT_BITS)
     return y is not None and gmpy2.powmod(y, Q, P) == 1
 
 
@@ -184,15 +179,9 @@ def _equations_hold(statements: Sequence[ShareStatement]) -> bool:
         add(rhs, s.public_key, w * p.challenge)
         add(rhs, p.data, t)
         add(rhs, s.share, t * p.challenge)
-    rhs_exps = [e % Q for _, e in rhs.values()]
-    window = choose_window(rhs_exps)
     commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
-    by_buckets = residues_by_buckets(window, len(commitments), _WEIGHT_BITS)
-    if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in commitments):
-        return False
-    right = multiexp_residues(
-        [b for b, _ in rhs.values()], rhs_exps, _WEIGHT_BITS if by_buckets else 0, window=window
-    )
+    rhs_exps = [e % Q for _, e in rhs.values()]
+    right = multiexp_checking_residues([b for b, _ in rhs.values()], rhs_exps, commitments, _WEIGHT_BITS)
     if right is None:
         return False
     left = g_pow_p(g_exp % Q) * multiexp([b for b, _ in lhs.values()], [e % Q for _, e in lhs.values()]) % P

@@ -117,6 +117,27 @@ def multiexp_residues(
     return _pippenger_python(bases, exponents, modulus, window, residue_bits)
 
 
+def multiexp_checking_residues(
+    bases: Sequence[int],
+    exponents: Sequence[int],
+    elements: Sequence[int],
+    residue_bits: int,
+    window: int | None = None,
+    by_buckets: bool | None = None,
+) -> mpz | None:
+    """``multiexp`` mod p, and None unless every one of ``elements`` is a quadratic residue: by the Jacobi
+    symbols of the product's buckets (``multiexp_residues``) where those are fewer than one per element
+    (``residues_by_buckets``; ``by_buckets`` True or False forces either), else one ``gmpy2.jacobi`` per
+    element. For the buckets to vouch for them, ``elements`` must be among ``bases`` with an independent
+    uniform weight in the low ``residue_bits`` bits of each exponent."""
+    window = window or choose_window(exponents)
+    if by_buckets is None:
+        by_buckets = residues_by_buckets(window, len(elements), residue_bits)
+    if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in elements):
+        return None
+    return multiexp_residues(bases, exponents, residue_bits if by_buckets else 0, window=window)
+
+
 def multiexp_python(
     bases: Sequence[int], exponents: Sequence[int], modulus: int = P, window: int | None = None
 ) -> mpz:

@@ -26,7 +26,7 @@ from compute.elgamal import Ciphertext
 from compute.fixedbase import cached_pow, encryption_pow, fixed_pow
 from compute.group import FieldError, g_pow_p, hex_field, int_field, is_valid_residue, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import MAX_WINDOW, multiexp_residues, residues_by_buckets
+from compute.multiexp import MAX_WINDOW, multiexp_checking_residues
 
 SELECTION_VALUE_USAGE = "Prove selection's value (0 or 1)"
 SELECTION_LIMIT_USAGE = "Prove value within selection's limit"
@@ -368,14 +368,10 @@ class ProofBatch:
             return True
         cts = list(dict.fromkeys([*self.long_terms, *self.sub_terms]))
         window = batch_window(len(self.short_bases), len(cts), 256 + RANDOM_BITS)
-        if by_buckets is None:
-            by_buckets = residues_by_buckets(window, len(self.short_bases) + len(cts), RANDOM_BITS)
-        if not by_buckets and not all(gmpy2.jacobi(x, P) == 1 for x in (*cts, *self.short_bases)):
-            return False
         bases = self.short_bases + cts
         long, sub = self.long_terms, self.sub_terms
         exps = self.short_exps + [long.get(x, 0) % Q + sub.get(x, 0) * Q for x in cts]
-        lhs = multiexp_residues(bases, exps, RANDOM_BITS if by_buckets else 0, window=window)
+        lhs = multiexp_checking_residues(bases, exps, bases, RANDOM_BITS, window, by_buckets)
         if lhs is None:
             return False
         # two exponentiations per batch: a table only if the process has one (an encrypting API process)

@@ -20,7 +20,7 @@ from compute.decryption import compute_lagrange_coefficients, compute_recovery_p
 from compute.decryption_share import CiphertextDecryptionSelection, DecryptionShare
 from compute.decryption_target import target_of
 from compute.guardian import ElectionPublicKey, GuardianRecord
-from compute.multiexp import choose_window, multiexp_residues, product_of_powers, residues_by_buckets
+from compute.multiexp import choose_window, multiexp_checking_residues, product_of_powers
 from compute.tally import CiphertextTally
 
 _WEIGHT_BITS = 64  # a false batch passes with probability <= 2^-64 per multi-exponentiation
@@ -112,17 +112,15 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
         elements = [x for c in group for x in (c.share, *c.parts.values())]
         r = [secrets.randbits(_WEIGHT_BITS) for _ in group]
         window = choose_window(r)
-        by_buckets = residues_by_buckets(window, len(group), _WEIGHT_BITS)
-        residue_bits = _WEIGHT_BITS if by_buckets else 0
-        if any(not 0 < x < P for x in elements) or (
-            not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in elements)
-        ):
+        if any(not 0 < x < P for x in elements):
             bad += [c.label for c in group if not _reconstruction_holds(c)]
             continue
-        right = multiexp_residues([c.share for c in group], r, residue_bits, window=window)
+        shares = [c.share for c in group]
+        right = multiexp_checking_residues(shares, r, shares, _WEIGHT_BITS, window)
         left: mpz | None = ONE
         for g, w in key:
-            part = multiexp_residues([c.parts[g] for c in group], r, residue_bits, window=window)
+            parts = [c.parts[g] for c in group]
+            part = multiexp_checking_residues(parts, r, parts, _WEIGHT_BITS, window)
             left = None if part is None or left is None else left * gmpy2.powmod(part, w, P) % P
         if right is None or left is None or left != right:
             bad += [c.label for c in group if not _reconstruction_holds(c)]

@@ -11,7 +11,6 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
-from compute import chaum_pedersen
 from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
 from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
@@ -398,7 +397,7 @@ def _shares(q_hash: mpz, n: int = 8) -> list[ShareStatement]:
 def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_checked_it(
     by_buckets: bool, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(chaum_pedersen, "residues_by_buckets", lambda window, elements, bits: by_buckets)
+    monkeypatch.setattr("compute.multiexp.residues_by_buckets", lambda window, elements, bits: by_buckets)
     # Honest proofs for targets outside the subgroup: (A, p - B), whose B no equation contains, and
     # (A u, B) with u of order R, where every equation holds exactly in Z_p^*. Only the targets'
     # membership terms see the first; with targets_checked those terms are the caller's (it validated
@@ -425,7 +424,7 @@ def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_ch
 def test_checked_targets_still_check_each_share_and_its_order_2_twist(
     by_buckets: bool, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(chaum_pedersen, "residues_by_buckets", lambda window, elements, bits: by_buckets)
+    monkeypatch.setattr("compute.multiexp.residues_by_buckets", lambda window, elements, bits: by_buckets)
     # M' = p - A^s with an even challenge: both equations hold in Z_p^* up to the weights' parity, so
     # only M's own Jacobi symbol rejects it every time; targets_checked drops A's and B's terms only
     q_hash = rand_q()

@@ -10,7 +10,6 @@ import gmpy2
 import pytest
 from ballot_helpers import make_election, submitted_ballots
 
-from compute import selection_proofs
 from compute.ballot import SubmittedBallot, contest_crypto_hash, get_ballot_code, selection_crypto_hash
 from compute.constants import G, P, Q
 from compute.context import make_context
@@ -227,7 +226,7 @@ def test_contest_and_ballot_level_tampering(election, ballots):
 def test_batch_names_every_bad_ballot_among_good_ones(election, ballots, by_buckets, monkeypatch):
     # the batch's residue check either way: small batches take one Jacobi symbol per element, large ones
     # one per bucket of the multi-exponentiations (compute.multiexp.multiexp_residues)
-    monkeypatch.setattr(selection_proofs, "residues_by_buckets", lambda window, elements, bits: by_buckets)
+    monkeypatch.setattr("compute.multiexp.residues_by_buckets", lambda window, elements, bits: by_buckets)
     e = election
     bad3 = TAMPERS["proof response"][0](ballots[3], e)
     bad7 = TAMPERS["ciphertext data times g (hashes fixed)"][0](ballots[7], e)
