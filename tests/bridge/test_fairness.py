@@ -36,13 +36,14 @@ WINDOW = 4
 
 @contextmanager
 def fair_pipeline(
-    settings, factory, *, window: int | None = WINDOW, with_bridge: bool = True
+    settings, factory, *, window: int | None = WINDOW, with_bridge: bool = True, stale_after: float = 3
 ) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """Relay with a window, reconciler and (unless told otherwise) an executor over RabbitMQ, in threads."""
     with ExitStack() as stack:
         relay = Relay(factory, RabbitMQPublisher(settings.amqp_url), poll_interval=0.05, window=window)
         stack.enter_context(InThread(relay))
-        stack.enter_context(InThread(Reconciler(factory, interval=0.5, stale_after=timedelta(seconds=3))))
+        reconciler = Reconciler(factory, interval=0.5, stale_after=timedelta(seconds=stale_after))
+        stack.enter_context(InThread(reconciler))
         if with_bridge:
             bridge = Executor(
                 factory,
@@ -219,9 +220,14 @@ def _bridge_process(settings) -> subprocess.Popen:  # type: ignore[no-untyped-de
 
 def test_small_job_first_across_a_bridge_kill_and_restart(settings, factory, ray_local, clean) -> None:  # type: ignore[no-untyped-def]
     """The same with the bridge killed (SIGKILL, chunks in flight) and a new one started in between: the
-    window's state is in PostgreSQL, so the small job still waits for at most a window of chunks."""
+    window's state is in PostgreSQL, so the small job still waits for at most a window of chunks.
+
+    The reconciler's ``stale_after`` outlasts the new bridge's start (seconds on a loaded machine): with no
+    consumer, a queued message past it counts as lost and is published again, its task leaves the window
+    meanwhile (``outbox.in_flight``), and each round lets W more of the large job's rows out ahead of the
+    small job's (``transitions.reclaimable``: the window must be longer than a message can sit queued)."""
     _, large = make_tally_job(factory, ballots=60, chunk_size=1, metadata={"sleep": 0.2})
-    with fair_pipeline(settings, factory, with_bridge=False):
+    with fair_pipeline(settings, factory, with_bridge=False, stale_after=20):
         first = _bridge_process(settings)
         try:
             wait_for(lambda: job_row(factory, large).processed_chunks >= 4, timeout=90)
