@@ -68,7 +68,10 @@ class RayCluster:
 def _node_env(env: Mapping[str, str] | None) -> dict[str, str]:
     # A node's workers see the environment of the shell that ran `ray start`, and nothing later.
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AMARVOTE_", "RAY_"))}
-    return {**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    # No workers started ahead for each job (driver) that connects: a test's drivers are many (each
+    # bridge, demo and CLI subprocess is one) and short, and each worker costs about 1.5 s of CPU to start.
+    no_prestart = {"RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
+    return {**base, "RAY_USAGE_STATS_ENABLED": "0", **no_prestart, **(env or {})}
 
 
 def _ray_start(args: list[str], env: Mapping[str, str] | None, cwd: str) -> None:

@@ -1,10 +1,9 @@
 """The native fixed-base table (compute/_multiexp.c, fixedbase_*) against gmpy2.powmod and its oracle, the
-Python FixedBaseTable (use_native=False), and under valgrind memcheck."""
+Python FixedBaseTable (use_native=False); under valgrind memcheck in test_native_memcheck.py."""
 
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 from types import ModuleType
 
 import gmpy2
@@ -14,7 +13,6 @@ from gmpy2 import mpz
 from compute import fixedbase
 from compute.constants import G, P, Q
 from compute.fixedbase import ENCRYPTION_WINDOW, FixedBaseTable
-from tests.compute.memcheck import memcheck_reports
 
 
 def _native() -> ModuleType:
@@ -111,35 +109,3 @@ def test_native_table_memory_trims_the_top_row():
     # 256 bits in 13-bit windows: 19 full rows of 2^13 and a top row of 9 bits, 512 bytes an entry
     t = native.fixedbase_table(G, P, 13, 256)
     assert native.fixedbase_nbytes(t) == (19 * 2**13 + 2**9) * 512
-
-
-# Under valgrind: a small table (window 4), every digit and the edges, a non-subgroup base, errors.
-_VALGRIND_SCRIPT = """
-import gmpy2
-from gmpy2 import mpz
-from compute.constants import P
-from compute.fixedbase import FixedBaseTable, native
-for base in (mpz(3), P - 1, P + 3, mpz(-5), mpz(0)):
-    t = FixedBaseTable(base, 4, 18)
-    for e in [0, 1, 15, 16, 2**18 - 1, 2**17 + 5, 2**18, -1 if base else 2, *range(2, 300, 37)]:
-        assert t.pow(e) == gmpy2.powmod(base, e, P), (base, e)
-for bad in ((3, 100, 4, 16), (3, P, 0, 16)):
-    try:
-        native.fixedbase_table(*bad)
-    except ValueError:
-        pass
-try:
-    native.fixedbase_pow(t.native, 2**18)
-except ValueError:
-    pass
-del t
-print("done")
-"""
-
-
-# The slow layer, for its length (valgrind runs Python about 30 times slower): it needs no service.
-@pytest.mark.services
-def test_native_fixedbase_is_clean_under_valgrind(tmp_path: Path):
-    _native()
-    mine = memcheck_reports(_VALGRIND_SCRIPT, fixedbase.native.__file__, tmp_path)  # type: ignore[union-attr]
-    assert not mine, "\n\n".join(mine[:3])

@@ -1,12 +1,11 @@
 """The native multi-exponentiation (compute/_multiexp.c) against its oracle, the Python implementation
-(compute.multiexp.multiexp_python), and under valgrind memcheck."""
+(compute.multiexp.multiexp_python); under valgrind memcheck in test_native_memcheck.py."""
 
 from __future__ import annotations
 
 import secrets
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 import gmpy2
@@ -17,7 +16,6 @@ from compute import multiexp as me
 from compute.constants import G, P, Q
 from compute.group import g_pow_p
 from compute.multiexp import MAX_WINDOW, choose_window, multiexp, multiexp_python
-from tests.compute.memcheck import memcheck_reports
 
 
 def _native() -> ModuleType:
@@ -240,36 +238,3 @@ def test_residue_symbols_bound_the_buckets():
     assert me.residue_symbols(11, 64) == 6 * 2047
     assert me.residue_symbols(8, 64) == 8 * 255
     assert me.residue_symbols(3, 0) == 0
-
-
-# Under valgrind: a small batch through each path (twisted and converted bases, padded and reduced bases,
-# one term, errors). Python's own start-up draws memcheck reports (no suppressions for this interpreter),
-# so only reports with a frame or an origin in the extension count.
-_VALGRIND_SCRIPT = """
-import secrets
-from gmpy2 import mpz
-from compute.constants import P
-from compute import multiexp as me
-from compute.multiexp import multiexp_python, native
-bs = [mpz(secrets.randbelow(int(P))) for _ in range(12)] + [mpz(1), P - 1, P + 3, mpz(-5), mpz(0), mpz(7)]
-es = [secrets.randbits(64) for _ in range(12)] + [1, 2**256 - 1, 7, 3, 0, 2**300]
-for k, w in ((0, 0), (1, 0), (2, 3), (5, 0), (len(bs), 0), (len(bs), 3)):
-    assert native.multiexp(bs[:k], es[:k], P, w, 16) == multiexp_python(bs[:k], es[:k], P, w or None)
-for k, w in ((1, 0), (len(bs), 0), (len(bs), 3)):  # residue buckets: the Jacobi symbol's scratch too
-    for b in (bs[:k], [P - 4, *bs[1:k]]):
-        assert native.multiexp(b, es[:k], P, w, 16, 64) == me._pippenger_python(b, es[:k], P, w or None, 64)
-for bad in ([*es[:-1], -1], [None] * len(es)):
-    try:
-        native.multiexp(bs, bad, P, 0, 16)
-    except (ValueError, TypeError):
-        pass
-print("done")
-"""
-
-
-# The slow layer, for its length (valgrind runs Python about 30 times slower): it needs no service.
-@pytest.mark.services
-def test_native_is_clean_under_valgrind(tmp_path: Path):
-    native = _native()
-    mine = memcheck_reports(_VALGRIND_SCRIPT, native.__file__, tmp_path)
-    assert not mine, "\n\n".join(mine[:3])
