@@ -141,19 +141,26 @@ def _shared_ray(run_dir: Path) -> str:
 # The longest modules, longest first (measured on a loaded 2-core machine): under pytest-xdist they start
 # first, so none starts last and leaves the other workers idle. Only the order: a stale list costs time.
 LONGEST_FIRST = (
-    "tests/cli/test_ray_cluster.py",
     "tests/cli/test_cli.py",
-    "tests/interop/test_decryption_interop.py",
-    "tests/test_chaos_quick.py",
+    "tests/cli/test_ray_cluster.py",
     "tests/bridge/test_bridge_flow.py",
-    "tests/cli/test_guardian.py",
     "tests/bridge/test_fairness.py",
+    "tests/test_chaos_quick.py",
     "tests/bridge/test_web_pages.py",
+    "tests/cli/test_guardian.py",
     "tests/bridge/test_share_uploads.py",
-    "tests/bridge/test_reliability.py",
-    "tests/interop/test_record_run.py",
-    "tests/bridge/test_dashboard_prometheus.py",
     "tests/service/test_service_schemathesis.py",
+    "tests/bridge/test_reliability.py",
+    "tests/interop/test_decryption_interop.py",
+    "tests/bridge/test_dashboard_prometheus.py",
+    "tests/interop/test_record_verify_cli.py",
+    "tests/interop/test_record_run.py",
+    "tests/bridge/test_verify_job.py",
+    "tests/service/test_service_whole_election.py",
+    "tests/bridge/test_verify_ray.py",
+    "tests/service/test_service_kdf.py",
+    "tests/compute/test_native_memcheck.py",
+    "tests/compute/test_record_memory.py",
     "tests/compute/test_record_untrusted_names.py",
 )
 
