@@ -128,10 +128,10 @@ def _shared_ray(run_dir: Path) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not state.exists():
             workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-            # Idle workers kept up to 10 a worker's job rather than Ray's default of one per CPU: each
-            # xdist worker's job lives the whole run beside many short bridge jobs, and past the limit Ray
-            # killed its idle workers after a second, only to start them again (about 1.5 s of CPU each)
-            # for its next test. Measured: 603 CPU-s for the slow layer against 647 (docs/field-notes.md).
+            # Up to 10 idle workers per xdist worker, where Ray keeps one per CPU: each xdist worker's job
+            # lives the whole run beside many short bridge jobs, and past the limit Ray killed its idle
+            # workers after a second, only to start them again (about 1.5 s of CPU each) for its next
+            # test. Measured: 603 CPU-s for the slow layer against 647 (docs/field-notes.md).
             soft_limit = {"RAY_num_workers_soft_limit": str(10 * workers)}
             cluster = start_cluster(
                 {"AMARVOTE_SERVER_SECRET": TEST_SERVER_SECRET, **soft_limit},
