@@ -42,6 +42,7 @@ NOT_SETTINGS = {
     "AMARVOTE_FIXEDBASE_WINDOW": "compute/fixedbase.py",  # read at import, below the settings
     "AMARVOTE_ORACLE_VENV": "tests/oracle.py",  # the test suite's reference venv
     "AMARVOTE_PYTHON310": "tests/oracle.py",  # the Python that builds it
+    "AMARVOTE_UPDATE_SCREENSHOTS": "tests/bridge/test_web_pages.py",  # the page tests write docs/screenshots
 }
 # Paths of someone else's repository the docs quote (pika's example).
 ELSEWHERE = {"examples/basic_consumer_threaded.py"}

@@ -1,14 +1,17 @@
 """The bulletin board and the operator console in a real browser (Debian's chromium under Playwright),
 served by uvicorn over the session's PostgreSQL, with the relay, RabbitMQ, the bridge and Ray running the
-jobs they show. One server and one browser for the module. Screenshots go to docs/screenshots/.
+jobs they show. One server and one browser for the module. Screenshots go to docs/screenshots/ with
+``AMARVOTE_UPDATE_SCREENSHOTS=1``, else to a temporary folder.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import socket
+import tempfile
 import threading
 import time
 import zipfile
@@ -54,7 +57,14 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots go to docs/screenshots/ only when asked (after a page changed, to look at them and commit
+# them): otherwise every run re-rendered them into the checkout, and pixel noise got committed unnoticed.
+DOC_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = (
+    DOC_SHOTS
+    if os.environ.get("AMARVOTE_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "amarvote-screenshots"
+)
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 VOTES = ["A", "B", "A", "C", "A", "B", "C"]
