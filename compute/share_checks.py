@@ -117,11 +117,13 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
             continue
         shares = [c.share for c in group]
         right = multiexp_checking_residues(shares, r, shares, _WEIGHT_BITS, window)
-        left: mpz | None = ONE
+        left: mpz | None = ONE if right is not None else None
         for g, w in key:
+            if left is None:  # a non-residue already: the claims are checked one by one below
+                break
             parts = [c.parts[g] for c in group]
             part = multiexp_checking_residues(parts, r, parts, _WEIGHT_BITS, window)
-            left = None if part is None or left is None else left * gmpy2.powmod(part, w, P) % P
+            left = None if part is None else left * gmpy2.powmod(part, w, P) % P
         if right is None or left is None or left != right:
             bad += [c.label for c in group if not _reconstruction_holds(c)]
     order = {c.label: i for i, c in enumerate(claims)}

@@ -57,6 +57,7 @@ class RayCluster:
     metrics_ports: tuple[int, ...] = ()  # each node's Prometheus endpoint (http://127.0.0.1:<port>/metrics)
     temp_dir: str | None = None  # Ray's session files, when the cluster has its own (``own_temp_dir``)
     cwd: str = ""  # where its nodes started (and its token lies)
+    token: bool = True  # token authentication (else any local client may join)
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -142,10 +143,10 @@ def start_cluster(
     token_path = str(Path(cwd) / "auth_token")
     if token:
         Path(token_path).write_text(secrets.token_hex(32))
-    env = {**(env or {}), **_auth_env(token_path)}
     metrics_ports = [free_port() for _ in range(workers + 1)]
     dashboard_port = free_port()  # Ray's default, 8265, may be another session's (and it does not retry)
-    cluster = RayCluster(address, port, token_path, tuple(metrics_ports), temp_dir, cwd)
+    cluster = RayCluster(address, port, token_path, tuple(metrics_ports), temp_dir, cwd, token)
+    env = {**(env or {}), **_auth_env(cluster)}
     try:
         _ray_start(
             [
@@ -184,15 +185,15 @@ def _join(cluster: RayCluster, env: Mapping[str, str], cpus: int, metrics_port: 
     )
 
 
-def _auth_env(token_path: str) -> dict[str, str]:
-    if Path(token_path).exists():
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+def _auth_env(cluster: RayCluster) -> dict[str, str]:
+    if cluster.token:
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": cluster.token_path}
     return {"RAY_AUTH_MODE": "disabled"}
 
 
 def add_node(cluster: RayCluster, env: Mapping[str, str] | None = None, *, cpus: int = 1) -> None:
     """One more worker node, with ``env`` (and the cluster's token), until the cluster stops."""
-    _join(cluster, {**(env or {}), **_auth_env(cluster.token_path)}, cpus, free_port())
+    _join(cluster, {**(env or {}), **_auth_env(cluster)}, cpus, free_port())
     time.sleep(1.0)
 
 
