@@ -154,10 +154,18 @@ static int bucket_is_residue(const Mont *M, const mp_limb_t *bucket) {
     return mpz_jacobi(mpz_roinit_n(b, bucket, M->n), mpz_roinit_n(m, M->m, M->n)) == 1;
 }
 
+/* Windows of at least this many bits check their buckets' residues by groups, as compute/multiexp.py
+ * (_residue_groups) does: the buckets sharing the digit's high half are a range of the running product's
+ * (the symbols of the running product at each multiple of 2^low), and those sharing its low half are
+ * multiplied together (about 2^c multiplies), 2^high + 2^low symbols in all instead of 2^c - 1
+ * (docs/batch-verification.md#jacobi-symbols-by-bucket). Below it one symbol per bucket is cheaper. */
+#define GROUPED_MIN_WINDOW 4
+
 /* The bucket method over terms sorted by length (longest first); result (n limbs) is the Montgomery
  * product of all the digit-weighted terms, in the same domain as the bases. In the lowest
- * residue_windows windows, every bucket's product must also be a quadratic residue. Returns PIPPENGER_OK,
- * PIPPENGER_NONRESIDUE (a bucket was not; acc is then not set) or PIPPENGER_NOMEM. */
+ * residue_windows windows, every bucket's product must also be a quadratic residue (per bucket, or per
+ * group of buckets from GROUPED_MIN_WINDOW bits). Returns PIPPENGER_OK, PIPPENGER_NONRESIDUE (a bucket or
+ * a group was not; acc is then not set) or PIPPENGER_NOMEM. */
 enum { PIPPENGER_NOMEM, PIPPENGER_OK, PIPPENGER_NONRESIDUE };
 static int pippenger(const Mont *M, const Term *terms, size_t count, int c, size_t residue_windows,
                      mp_limb_t *acc) {
@@ -167,10 +175,16 @@ static int pippenger(const Mont *M, const Term *terms, size_t count, int c, size
     mp_limb_t *buckets = malloc(nb * n * sizeof(mp_limb_t));
     unsigned char *used = malloc(nb);
     mp_limb_t *running = malloc(2 * n * sizeof(mp_limb_t));
-    if (!buckets || !used || !running) {
+    const int grouped = residue_windows > 0 && c >= GROUPED_MIN_WINDOW;
+    const size_t low_mask = grouped ? ((size_t)1 << (c / 2)) - 1 : 0; /* the digit's low half */
+    mp_limb_t *low = grouped ? malloc((low_mask + 1) * n * sizeof(mp_limb_t)) : NULL;
+    unsigned char *low_used = grouped ? malloc(low_mask + 1) : NULL;
+    if (!buckets || !used || !running || (grouped && (!low || !low_used))) {
         free(buckets);
         free(used);
         free(running);
+        free(low);
+        free(low_used);
         return PIPPENGER_NOMEM;
     }
     int status = PIPPENGER_OK;
@@ -194,12 +208,31 @@ static int pippenger(const Mont *M, const Term *terms, size_t count, int c, size
                 used[d] = 1;
             }
         }
-        if (w < residue_windows)
+        const int check = w < residue_windows;
+        if (check && !grouped)
             for (size_t d = 1; d < nb; d++)
                 if (used[d] && !bucket_is_residue(M, buckets + d * n)) {
                     status = PIPPENGER_NONRESIDUE;
                     goto out;
                 }
+        if (check && grouped) { /* the groups of buckets by the digit's low half */
+            memset(low_used, 0, low_mask + 1);
+            for (size_t d = 1; d < nb; d++) {
+                if (!used[d]) continue;
+                mp_limb_t *group = low + (d & low_mask) * n;
+                if (low_used[d & low_mask])
+                    mont_mul(M, group, group, buckets + d * n);
+                else {
+                    mpn_copyi(group, buckets + d * n, n);
+                    low_used[d & low_mask] = 1;
+                }
+            }
+            for (size_t v = 0; v <= low_mask; v++)
+                if (low_used[v] && !bucket_is_residue(M, low + v * n)) {
+                    status = PIPPENGER_NONRESIDUE;
+                    goto out;
+                }
+        }
         /* prod_d bucket[d]^d with a running product from the top digit down */
         int have_running = 0, have_total = 0;
         for (size_t d = nb - 1; d > 0; d--) {
@@ -210,6 +243,13 @@ static int pippenger(const Mont *M, const Term *terms, size_t count, int c, size
                     mpn_copyi(running, buckets + d * n, n);
                     have_running = 1;
                 }
+            }
+            /* the buckets from d up: checked at each multiple of the low half's range and at d = 1, so
+             * that every range of buckets sharing a high half is (the quotient of two checked products) */
+            if (check && grouped && have_running && (d == 1 || (d & low_mask) == 0) &&
+                !bucket_is_residue(M, running)) {
+                status = PIPPENGER_NONRESIDUE;
+                goto out;
             }
             if (have_running) {
                 if (have_total)
@@ -233,6 +273,8 @@ out:
     free(buckets);
     free(used);
     free(running);
+    free(low);
+    free(low_used);
     /* every term has a non-zero exponent, so some bucket was used and acc is set */
     return status;
 }

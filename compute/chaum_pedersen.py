@@ -11,22 +11,28 @@ Batch verification and why it is sound (the group: p - 1 = 2 q R with q and R pr
 1. Each challenge hash and range is checked per proof (cheap).
 2. Jacobi: every element (A, B, K, M, a, b) must be in (0, p) with Jacobi symbol (x | p) = 1, which puts x
    in the subgroup QR of order q R, removing the order-2 part. One symbol per element for small batches;
-   else one per bucket of the multi-exponentiations' low windows, where each element's digits are those
-   of its own random 64-bit weight: the subgroup test's for A, B, K, M, the equations' right side for a
-   and b (its other bases, K and M, having passed): a non-residue passes with probability at most 2^-64
-   per multi-exponentiation (docs/batch-verification.md#jacobi-symbols-by-bucket).
-3. Subgroup test for A, B, K and M: with independent uniform 64-bit r_x, Y = prod x^r_x must satisfy
-   Y^q = 1. Write x = y z with y of order dividing q and z = h^e_x in the order-R subgroup.
-   Y^q = h^(q sum r_x e_x) is 1 only if sum r_x e_x = 0 mod R; if some e_x != 0, for any fixed other
-   r's at most one residue of r_x mod R (R > 2^64) passes: probability at most 2^-64.
+   else the symbols of the buckets of the one multi-exponentiation's low windows (step 3's arrangement),
+   where each element's digits are those of its own random 64-bit weight: its subgroup weight s_x q for
+   A, B, K, M, its equation weight for a and b: a non-residue passes with probability at most 2^-64
+   (docs/batch-verification.md#jacobi-symbols-by-bucket).
+3. Subgroup test for A, B, K and M, folded into the equations' product as ``compute.validate``'s step 2
+   folds the ballots': each such x gets the exponent (e_x mod q) + s_x q, e_x its equations' exponent and
+   s_x an independent uniform 64-bit weight. Write x = y z with y of order dividing q and z = h^e in the
+   order-R subgroup: fixing every weight but s_x, the product's C_R part is z^(s_x q) times a constant,
+   and z^q has order R > 2^64 when z != 1, so at most one s_x mod R passes: probability at most 2^-64.
+   Once every z is 1, x^(s_x q) = 1 and the product is exactly the equations' combination (reducing e_x
+   mod q is exact on C_q).
 4. Equations: each is "D_i = 1" with D_i = g^v_i a_i^-1 K_i^-c_i and E_i = A_i^v_i b_i^-1 M_i^-c_i,
    all in QR = C_q x C_R (both of prime order > 2^64). With independent uniform 64-bit weights w_i, t_i
    we require prod D_i^w_i E_i^t_i = 1. Projected on C_q or on C_R, fixing all other weights, at most
    one residue of w_j works when D_j's projection is not 1: a false batch passes with probability at
-   most 2^-64. Exponents of A, K and M (in C_q by step 3) may be reduced mod q; a and b keep their
+   most 2^-64 (3 * 2^-64 with steps 2 and 3). Exponents of A, K and M (in C_q by step 3) may be reduced
+   mod q; a and b keep their
    unreduced 64-bit weights, which is why they need no subgroup test: once the equations hold,
    a = g^v K^-c and b = A^v M^-c are in C_q anyway. Equal bases (one ciphertext pad for many
    guardians, one key for many selections) are merged, which only changes how the product is computed.
+   The check is g^(sum w v) = prod a^w K^(w c) b^t M^(t c) A^(-t v) x^(s_x q): one multi-exponentiation
+   and one power of g (``combination_holds``, which ``compute.schnorr`` uses too).
 A failing batch is bisected (each half re-checked with fresh weights) down to a few proofs that are
 checked one by one, so that every bad share is named.
 
@@ -44,14 +50,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import gmpy2
 from gmpy2 import mpz
 
-from compute.constants import P, Q
+from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext
+from compute.fixedbase import cached_pow
 from compute.group import from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
-from compute.multiexp import multiexp, multiexp_checking_residues
+from compute.multiexp import multiexp_checking_residues
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"
 _WEIGHT_BITS = 64
@@ -123,15 +129,36 @@ def _weight() -> int:
     return secrets.randbits(_WEIGHT_BITS)
 
 
-def batch_in_subgroup(elements: Iterable[mpz]) -> bool:
-    """All elements in the order-q subgroup, up to 2^-63 (see the module docstring, steps 2 and 3)."""
-    distinct = list({int(x): x for x in elements}.values())
-    if any(not 0 < x < P for x in distinct):
-        return False
-    if len(distinct) <= 2:
-        return all(is_valid_residue(x) for x in distinct)
-    y = multiexp_checking_residues(distinct, [_weight() for _ in distinct], distinct, _WEIGHT_BITS)
-    return y is not None and gmpy2.powmod(y, Q, P) == 1
+def combination_holds(
+    equations: dict[int, list[Any]], members: Iterable[mpz], residues: Sequence[mpz], g_exponent: int
+) -> bool:
+    """One multi-exponentiation for a batch: prod x^(e_x mod q + s_x q) = g^g_exponent, where
+    ``equations`` maps each distinct base (by value) to ``[base, e_x]``, its weighted equations' exponent
+    arranged on this side, and every one of ``members`` gets its own subgroup weight s_x (module docstring,
+    step 3). ``residues`` are the elements that must be quadratic residues: each must be a base whose
+    exponent's low 64 bits are an independent uniform weight (a commitment's own weight, a member's s_x q)
+    or an element of the order-q subgroup already, so that the buckets can vouch for them
+    (``multiexp_checking_residues``). Reducing e_x mod q is exact for a base in C_q, which every base with
+    more than a commitment's weight must be (a member, g, or a target the caller vouches for)."""
+    subgroup: dict[int, int] = {}
+    for x in members:
+        key = int(x)
+        if key not in subgroup:
+            subgroup[key] = _weight()
+            equations.setdefault(key, [x, 0])
+    bases = [b for b, _ in equations.values()]
+    exponents = [e % Q + subgroup.get(key, 0) * Q for key, (_, e) in equations.items()]
+    product = multiexp_checking_residues(bases, exponents, residues, _WEIGHT_BITS)
+    return product is not None and product == cached_pow(G, g_exponent % Q)
+
+
+def add_term(equations: dict[int, list[Any]], base: mpz, e: int) -> None:
+    """Equal bases (one ciphertext pad for many guardians, one key for many selections) share a term."""
+    entry = equations.get(int(base))
+    if entry is None:
+        equations[int(base)] = [base, e]
+    else:
+        entry[1] += e
 
 
 @dataclass(slots=True)
@@ -154,49 +181,31 @@ def _cheap_ok(s: ShareStatement, q_hash: mpz) -> bool:
     )
 
 
-def _equations_hold(statements: Sequence[ShareStatement]) -> bool:
-    """prod (g^v a^-1 K^-c)^w (A^v b^-1 M^-c)^t = 1, arranged as lhs = rhs without inversions, and the
-    commitments a and b quadratic residues (step 2). Reducing every exponent mod q is exact: bases in C_q
-    are exactly those that may be reduced, and the weights of a and b (sums of 64-bit values) are below q
-    already. K and M, the other bases of the right side, must have passed ``batch_in_subgroup``."""
-    lhs: dict[int, list[Any]] = {}
-    rhs: dict[int, list[Any]] = {}
-
-    def add(side: dict[int, list[Any]], base: mpz, e: int) -> None:
-        entry = side.get(int(base))
-        if entry is None:
-            side[int(base)] = [base, e]
-        else:
-            entry[1] += e
-
+def _batch_ok(statements: Sequence[ShareStatement], targets_checked: bool = False) -> bool:
+    """prod (g^v a^-1 K^-c)^w (A^v b^-1 M^-c)^t = 1 with K, M (and A, B unless ``targets_checked``) in the
+    order-q subgroup and every element a quadratic residue (steps 2 to 5), arranged as
+    g^(sum w v) = prod a^w K^(w c) b^t M^(t c) A^(-t v) x^(s_x q) in one multi-exponentiation
+    (``combination_holds``). A's exponent is reduced mod q, exact as A is in C_q (a member, or vouched for);
+    the weights of a and b (sums of 64-bit values) are below q already."""
+    commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
+    if targets_checked:
+        members = [x for s in statements for x in (s.public_key, s.share)]
+    else:
+        members = [x for s in statements for x in (s.message.pad, s.message.data, s.public_key, s.share)]
+    if any(not 0 < x < P for x in commitments) or any(not 0 < x < P for x in members):
+        return False
+    equations: dict[int, list[Any]] = {}
     g_exp = 0
     for s in statements:
         w, t = _weight(), _weight()
         p = s.proof
         g_exp += w * p.response
-        add(lhs, s.message.pad, t * p.response)
-        add(rhs, p.pad, w)
-        add(rhs, s.public_key, w * p.challenge)
-        add(rhs, p.data, t)
-        add(rhs, s.share, t * p.challenge)
-    commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
-    rhs_exps = [e % Q for _, e in rhs.values()]
-    right = multiexp_checking_residues([b for b, _ in rhs.values()], rhs_exps, commitments, _WEIGHT_BITS)
-    if right is None:
-        return False
-    left = g_pow_p(g_exp % Q) * multiexp([b for b, _ in lhs.values()], [e % Q for _, e in lhs.values()]) % P
-    return left == right
-
-
-def _batch_ok(statements: Sequence[ShareStatement], targets_checked: bool = False) -> bool:
-    commitments = [x for s in statements for x in (s.proof.pad, s.proof.data)]
-    if any(not 0 < x < P for x in commitments):
-        return False
-    if targets_checked:
-        members = [x for s in statements for x in (s.public_key, s.share)]
-    else:
-        members = [x for s in statements for x in (s.message.pad, s.message.data, s.public_key, s.share)]
-    return batch_in_subgroup(members) and _equations_hold(statements)
+        add_term(equations, s.message.pad, -t * p.response)
+        add_term(equations, p.pad, w)
+        add_term(equations, s.public_key, w * p.challenge)
+        add_term(equations, p.data, t)
+        add_term(equations, s.share, t * p.challenge)
+    return combination_holds(equations, members, commitments + members, g_exp)
 
 
 def _find_bad(

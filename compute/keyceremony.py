@@ -31,6 +31,7 @@ from compute.polynomial import (
     generate_polynomial,
     verify_polynomial_coordinate,
 )
+from compute.schnorr import SchnorrProof, invalid_proofs
 
 
 class KeyCeremonyError(ValueError):
@@ -67,16 +68,27 @@ def verify_backup(
 
 def verify_public_key(key: ElectionPublicKey, quorum: int) -> list[str]:
     """Problems with a guardian's published key: commitment count, key = first commitment, proofs."""
+    return verify_public_keys([key], quorum)
+
+
+def verify_public_keys(keys: Sequence[ElectionPublicKey], quorum: int) -> list[str]:
+    """``verify_public_key`` for each key, every key's Schnorr proofs checked in one batch."""
     problems = []
-    if len(key.coefficient_commitments) != quorum or len(key.coefficient_proofs) != quorum:
-        problems.append(f"guardian {key.owner_id}: expected {quorum} commitments and proofs")
-    if not key.coefficient_commitments or key.coefficient_commitments[0] != key.key:
-        problems.append(f"guardian {key.owner_id}: public key is not the first commitment")
-    for j, (commitment, proof) in enumerate(
-        zip(key.coefficient_commitments, key.coefficient_proofs, strict=False)
-    ):
-        if proof.public_key != commitment or not proof.is_valid():
-            problems.append(f"guardian {key.owner_id}: invalid Schnorr proof for coefficient {j}")
+    proofs: list[tuple[str, int, SchnorrProof]] = []
+    for key in keys:
+        if len(key.coefficient_commitments) != quorum or len(key.coefficient_proofs) != quorum:
+            problems.append(f"guardian {key.owner_id}: expected {quorum} commitments and proofs")
+        if not key.coefficient_commitments or key.coefficient_commitments[0] != key.key:
+            problems.append(f"guardian {key.owner_id}: public key is not the first commitment")
+        for j, (commitment, proof) in enumerate(
+            zip(key.coefficient_commitments, key.coefficient_proofs, strict=False)
+        ):
+            if proof.public_key != commitment:
+                problems.append(f"guardian {key.owner_id}: invalid Schnorr proof for coefficient {j}")
+            else:
+                proofs.append((key.owner_id, j, proof))
+    for i in invalid_proofs([p for _, _, p in proofs]):
+        problems.append(f"guardian {proofs[i][0]}: invalid Schnorr proof for coefficient {proofs[i][1]}")
     return problems
 
 

@@ -76,20 +76,41 @@ def multiexp(
     return result
 
 
+# From this window width the buckets' residues are checked by groups (``multiexp_residues``).
+GROUPED_MIN_WINDOW = 4
+
+
 def residue_symbols(window: int, residue_bits: int) -> int:
-    """At most how many Jacobi symbols ``multiexp_residues`` computes with this window: one per bucket of
-    each window below bit ``residue_bits`` (against one per element when each is checked on its own)."""
-    return -(-residue_bits // window) * ((1 << window) - 1)
+    """At most how many Jacobi symbols ``multiexp_residues`` computes with this window in the windows below
+    bit ``residue_bits``: one per bucket of a narrow window; from ``GROUPED_MIN_WINDOW`` bits, one per group
+    of buckets sharing the digit's high half and one per group sharing its low half."""
+    windows = -(-residue_bits // window)
+    if window < GROUPED_MIN_WINDOW:
+        return windows * ((1 << window) - 1)
+    return windows * ((1 << (window - window // 2)) + (1 << (window // 2)))
 
 
-# A bucket's Jacobi symbol costs about 40 us here (the extension's libgmp, Debian's 6.2.1) and an element's
-# about 30 us (gmpy2.jacobi, on gmpy2's own libgmp 6.3): measured on 4096-bit operands, one core.
+def residue_multiplies(window: int, residue_bits: int) -> int:
+    """At most how many multiplies the residue check adds: the products of the low halves' groups."""
+    if window < GROUPED_MIN_WINDOW:
+        return 0
+    return -(-residue_bits // window) * ((1 << window) - (1 << (window // 2)))
+
+
+# What a bucket's Jacobi symbol (the extension's libgmp, Debian's 6.2.1) and a multiply mod p cost, in
+# gmpy2.jacobi's of one element (gmpy2's own libgmp 6.3): 40, 4 and 30 us on 4096-bit operands, one core
+# (docs/batch-verification.md#jacobi-symbols-by-bucket).
 BUCKET_SYMBOL_COST = 4 / 3
+MULTIPLY_COST = 0.14
 
 
 def residues_by_buckets(window: int, elements: int, residue_bits: int = 64) -> bool:
     """Whether ``multiexp_residues``' bucket symbols cost less than one ``gmpy2.jacobi`` per element."""
-    return residue_symbols(window, residue_bits) * BUCKET_SYMBOL_COST < elements
+    cost = (
+        residue_symbols(window, residue_bits) * BUCKET_SYMBOL_COST
+        + residue_multiplies(window, residue_bits) * MULTIPLY_COST
+    )
+    return cost < elements
 
 
 def multiexp_residues(
@@ -131,6 +152,8 @@ def multiexp_checking_residues(
     element. For the buckets to vouch for them, ``elements`` must be among ``bases`` with an independent
     uniform weight in the low ``residue_bits`` bits of each exponent."""
     window = window or choose_window(exponents)
+    if not elements:
+        return multiexp_residues(bases, exponents, 0, window=window)
     if by_buckets is None:
         by_buckets = residues_by_buckets(window, len(elements), residue_bits)
     if not by_buckets and any(gmpy2.jacobi(x, P) != 1 for x in elements):
@@ -191,8 +214,11 @@ def _pippenger_python(
             if d:
                 cur = buckets[d]
                 buckets[d] = b if cur is None else cur * b % modulus
-        if w < residue_windows and any(bd is not None and gmpy2.jacobi(bd, modulus) != 1 for bd in buckets):
+        check = w < residue_windows
+        if check and not _residues_hold(buckets, c, modulus):
             return None
+        low_mask = (1 << (c // 2)) - 1
+        grouped = check and c >= GROUPED_MIN_WINDOW
         # sum_d d * bucket[d] (multiplicatively) with a running product from the top digit down
         running: mpz | None = None
         total: mpz | None = None
@@ -201,10 +227,28 @@ def _pippenger_python(
             if bd is not None:
                 running = bd if running is None else running * bd % modulus
             if running is not None:
+                # the buckets sharing a digit's high half, as quotients of these (_residues_hold)
+                if grouped and (d == 1 or d & low_mask == 0) and gmpy2.jacobi(running, modulus) != 1:
+                    return None
                 total = running if total is None else total * running % modulus
         if total is not None:
             acc = acc * total % modulus
     return acc
+
+
+def _residues_hold(buckets: Sequence[mpz | None], c: int, modulus: int) -> bool:
+    """The buckets' residue check before their combination: one symbol per bucket below
+    ``GROUPED_MIN_WINDOW`` bits, else one per group of buckets sharing the digit's low half (the groups
+    sharing its high half are checked on the running product, in ``_pippenger_python``)."""
+    if c < GROUPED_MIN_WINDOW:
+        return all(bd is None or gmpy2.jacobi(bd, modulus) == 1 for bd in buckets)
+    low_mask = (1 << (c // 2)) - 1
+    groups: list[mpz | None] = [None] * (low_mask + 1)
+    for d, bd in enumerate(buckets):
+        if d and bd is not None:
+            cur = groups[d & low_mask]
+            groups[d & low_mask] = bd if cur is None else cur * bd % modulus
+    return all(x is None or gmpy2.jacobi(x, modulus) == 1 for x in groups)
 
 
 def product_of_powers(bases: Sequence[mpz], exponents: Sequence[int]) -> mpz:

@@ -87,7 +87,7 @@ def _reconstruction_holds(r: Reconstruction) -> bool:
     )
 
 
-def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
+def reconstruction_problems(claims: Sequence[Reconstruction], parts_checked: bool = False) -> list[str]:
     """Labels of the false claims, checked in batches by random linear combination.
 
     For the claims sharing one set of weights, with independent 64-bit r_i:
@@ -100,6 +100,10 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
     (quorum + 1) misses a non-residue among its bases with probability at most 2^-64:
     ``multiexp_residues``), or one per element where that takes fewer symbols.
     A failing batch is re-checked claim by claim.
+
+    ``parts_checked``: the caller checks every part M_{i,l} as the share of a Chaum-Pedersen statement
+    (``verify_shares``, whose subgroup test puts it in C_q), or reports it as a problem already; the parts'
+    multi-exponentiations then take no Jacobi symbols, and only the reconstructed shares M_i keep theirs.
     """
     bad: list[str] = []
     groups: dict[tuple[tuple[str, int], ...], list[Reconstruction]] = {}
@@ -122,7 +126,7 @@ def reconstruction_problems(claims: Sequence[Reconstruction]) -> list[str]:
             if left is None:  # a non-residue already: the claims are checked one by one below
                 break
             parts = [c.parts[g] for c in group]
-            part = multiexp_checking_residues(parts, r, parts, _WEIGHT_BITS, window)
+            part = multiexp_checking_residues(parts, r, [] if parts_checked else parts, _WEIGHT_BITS, window)
             left = None if part is None else left * gmpy2.powmod(part, w, P) % P
         if right is None or left is None or left != right:
             bad += [c.label for c in group if not _reconstruction_holds(c)]

@@ -53,7 +53,7 @@ from compute.fingerprints import (
 from compute.group import g_pow_p, to_hex
 from compute.guardian import GuardianRecord
 from compute.ids import GUARDIAN_ID_MAX, check_id
-from compute.keyceremony import commitment_hash, joint_public_key, verify_public_key
+from compute.keyceremony import commitment_hash, joint_public_key, verify_public_keys
 from compute.manifest import InternalManifest
 from compute.plaintext_tally import PlaintextTally
 from compute.record import (
@@ -119,7 +119,8 @@ class _ShareChecker:
 
     def drain(self, extended_base_hash: mpz) -> list[str]:
         """The problems of everything collected since the last drain (proofs checked in one batch)."""
-        problems = self.problems + reconstruction_problems(self.reconstructions)
+        # Every part of a reconstruction is a statement below, or a problem already (a wrong recovery key)
+        problems = self.problems + reconstruction_problems(self.reconstructions, parts_checked=True)
         # Every target here is in the subgroup once the record verifies: a spoiled ballot's ciphertexts
         # are the submitted ballot's, whose proofs this verifier checks, and the tally must equal the
         # product of the checked cast ballots (``RecordCheck.finish``); a target outside makes one of those
@@ -228,8 +229,7 @@ def verify_guardians(record: ElectionRecord) -> list[str]:
         problems.append("constants: not the standard group")
     if len(record.guardians) != ctx.number_of_guardians:
         problems.append(f"guardians: {len(record.guardians)} records for {ctx.number_of_guardians} guardians")
-    for g in record.guardians:
-        problems += verify_public_key(g.public_key(), ctx.quorum)
+    problems += verify_public_keys([g.public_key() for g in record.guardians], ctx.quorum)
     if joint_public_key(record.guardians) != ctx.elgamal_public_key:
         problems.append("context: elgamal_public_key is not the product of the guardians' keys")
     if commitment_hash(record.guardians) != ctx.commitment_hash:

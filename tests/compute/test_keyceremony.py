@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import gmpy2
 import pytest
 from gmpy2 import mpz
 
@@ -32,7 +33,7 @@ from compute.polynomial import (
     generate_polynomial,
     verify_polynomial_coordinate,
 )
-from compute.schnorr import SchnorrProof, make_schnorr_proof
+from compute.schnorr import SchnorrProof, _batch_holds, invalid_proofs, make_schnorr_proof
 
 MANIFEST_HASH = mpz(0xABCDEF)
 
@@ -51,6 +52,50 @@ def test_schnorr_accepts_valid_and_rejects_tampered() -> None:
     ).is_valid()
     assert not SchnorrProof(g_pow_p(s + 1), proof.commitment, proof.challenge, proof.response).is_valid()
     assert SchnorrProof.from_json(json.loads(json.dumps(proof.to_json()))) == proof
+
+
+def _schnorr(key_factor: int = 1, commitment_factor: int = 1, challenge: int | None = None) -> SchnorrProof:
+    secret, r = rand_q(), rand_q()
+    key, h = g_pow_p(secret) * key_factor % P, g_pow_p(r) * commitment_factor % P
+    c = hash_elems(key, h) if challenge is None else mpz(challenge)
+    return SchnorrProof(key, h, c, (r + secret * c) % Q)
+
+
+@pytest.mark.parametrize("by_buckets", [False, True], ids=["per element", "per bucket"])
+def test_schnorr_batch_names_each_bad_proof(by_buckets: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("compute.multiexp.residues_by_buckets", lambda window, elements, bits: by_buckets)
+    proofs = [_schnorr() for _ in range(9)]
+    assert invalid_proofs(proofs) == []
+    assert _batch_holds(proofs)
+    # a wrong response, a commitment's order-2 twist (re-hashed, so only the equation and the residue see
+    # it), a key outside the subgroup
+    proofs[2] = SchnorrProof(
+        proofs[2].public_key, proofs[2].commitment, proofs[2].challenge, proofs[2].response + 1
+    )
+    twisted = P - proofs[4].commitment
+    proofs[4] = SchnorrProof(
+        proofs[4].public_key, twisted, hash_elems(proofs[4].public_key, twisted), proofs[4].response
+    )
+    proofs[7] = _schnorr(key_factor=P - 1)
+    assert invalid_proofs(proofs) == [2, 4, 7]
+    assert [i for i, p in enumerate(proofs) if not p.is_valid()] == [2, 4, 7]
+
+
+@pytest.mark.parametrize("by_buckets", [False, True], ids=["per element", "per bucket"])
+def test_schnorr_batch_sees_a_key_with_an_order_r_part(
+    by_buckets: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("compute.multiexp.residues_by_buckets", lambda window, elements, bits: by_buckets)
+    # k z with h z^-1 (z of order R) and a challenge of 1: g^u = h k^c holds exactly in Z_p^* and no
+    # exponent is reduced, so only k's own subgroup weight sees z (the challenge hash would refuse c = 1:
+    # _batch_holds is the batch's algebra alone)
+    z = gmpy2.powmod(rand_q() + 7, 2 * Q, P)
+    good = [_schnorr(challenge=1) for _ in range(6)]
+    assert _batch_holds(good)
+    for _ in range(4):
+        assert not _batch_holds(
+            [*good, _schnorr(key_factor=z, commitment_factor=gmpy2.invert(z, P), challenge=1)]
+        )
 
 
 def test_hashed_elgamal_round_trip_and_mac() -> None:

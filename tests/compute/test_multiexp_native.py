@@ -234,7 +234,44 @@ def test_residue_buckets_see_only_their_windows():
         native.multiexp([x], [1], P, 0, MAX_WINDOW, -1)
 
 
+@pytest.mark.parametrize("window", [4, 5, 8])
+def test_grouped_residues_refuse_one_non_residue_in_any_bucket(window: int):
+    # From GROUPED_MIN_WINDOW bits the buckets are checked by groups (the digit's high half on the running
+    # product, its low half multiplied together): a lone non-residue leaves both of its groups odd, so it
+    # is refused whatever bucket its digit picks
+    native = _native()
+    x, y, z = _residues(3)
+    for d in range(1, 1 << window):
+        weights = [d, secrets.randbits(64), secrets.randbits(64)]
+        assert native.multiexp([P - x, y, z], weights, P, window, MAX_WINDOW, 64) is None, d
+        assert me._pippenger_python([P - x, y, z], weights, P, window, 64) is None, d
+        assert native.multiexp([x, y, z], weights, P, window, MAX_WINDOW, 64) is not None, d
+
+
+def test_grouped_residues_cancel_only_where_the_weights_are_not_independent():
+    # Four non-residues at the corners of a rectangle of digits (high halves 1 and 2, low halves 1 and 2
+    # of a 4-bit window) leave every group even: the grouped check passes them, where one symbol per
+    # bucket (a 3-bit window) does not. Independent weights land so with probability 2^-c, as a second
+    # non-residue in the same bucket would (docs/batch-verification.md#jacobi-symbols-by-bucket).
+    native = _native()
+    twisted = [P - x for x in _residues(4)]
+    corners = [4 * 1 + 1, 4 * 1 + 2, 4 * 2 + 1, 4 * 2 + 2]
+    assert native.multiexp(twisted, corners, P, 4, MAX_WINDOW, 64) is not None
+    assert me._pippenger_python(twisted, corners, P, 4, 64) is not None
+    assert native.multiexp(twisted, corners, P, 3, MAX_WINDOW, 64) is None
+    assert me._pippenger_python(twisted, corners, P, 3, 64) is None
+    assert native.multiexp(twisted[:3], corners[:3], P, 4, MAX_WINDOW, 64) is None
+    # two in one low half's group (digits 1 and 5) only the high halves' ranges see, two in one high half's
+    # range (digits 5 and 6) only the low halves' groups
+    for pair in ([1, 5], [5, 6]):
+        assert native.multiexp(twisted[:2], pair, P, 4, MAX_WINDOW, 64) is None, pair
+        assert me._pippenger_python(twisted[:2], pair, P, 4, 64) is None, pair
+
+
 def test_residue_symbols_bound_the_buckets():
-    assert me.residue_symbols(11, 64) == 6 * 2047
-    assert me.residue_symbols(8, 64) == 8 * 255
+    assert me.residue_symbols(11, 64) == 6 * (64 + 32)
+    assert me.residue_symbols(8, 64) == 8 * (16 + 16)
+    assert me.residue_symbols(3, 64) == 22 * 7  # one per bucket below GROUPED_MIN_WINDOW
     assert me.residue_symbols(3, 0) == 0
+    assert me.residue_multiplies(8, 64) == 8 * (256 - 16)
+    assert me.residue_multiplies(3, 64) == 0

@@ -24,7 +24,7 @@ bs = [mpz(secrets.randbelow(int(P))) for _ in range(12)] + [mpz(1), P - 1, P + 3
 es = [secrets.randbits(64) for _ in range(12)] + [1, 2**256 - 1, 7, 3, 0, 2**300]
 for k, w in ((0, 0), (1, 0), (2, 3), (5, 0), (len(bs), 0), (len(bs), 3)):
     assert native.multiexp(bs[:k], es[:k], P, w, 16) == multiexp_python(bs[:k], es[:k], P, w or None)
-for k, w in ((1, 0), (len(bs), 0), (len(bs), 3)):  # residue buckets: the Jacobi symbol's scratch too
+for k, w in ((1, 0), (len(bs), 0), (len(bs), 3), (len(bs), 5)):  # residue buckets (5: by groups)
     for b in (bs[:k], [P - 4, *bs[1:k]]):
         assert native.multiexp(b, es[:k], P, w, 16, 64) == me._pippenger_python(b, es[:k], P, w or None, 64)
 for bad in ([*es[:-1], -1], [None] * len(es)):

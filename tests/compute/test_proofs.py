@@ -11,7 +11,13 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
-from compute.chaum_pedersen import ChaumPedersenProof, ShareStatement, partial_decrypt, verify_shares
+from compute.chaum_pedersen import (
+    ChaumPedersenProof,
+    ShareStatement,
+    _batch_ok,
+    partial_decrypt,
+    verify_shares,
+)
 from compute.constants import G, P, Q
 from compute.elgamal import Ciphertext, add, encrypt
 from compute.fixedbase import (
@@ -418,6 +424,33 @@ def test_share_of_a_target_outside_the_subgroup_is_rejected_unless_the_caller_ch
             assert verify_shares(forged, q_hash) == [f"share {i}"]
         if i == 3:
             assert verify_shares(forged, q_hash, targets_checked=True) == []
+
+
+@RESIDUE_MODES
+def test_a_share_or_key_with_an_order_r_part_is_seen_by_its_own_subgroup_term(
+    by_buckets: bool, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("compute.multiexp.residues_by_buckets", lambda window, elements, bits: by_buckets)
+    # With a challenge of 1 no exponent of the batch is reduced mod q, so K z with a z^-1 (z of order R)
+    # keeps g^v = a K^c exact in Z_p^*, and M z with b z^-1 keeps A^v = b M^c: the equations' combination
+    # cannot see z, only K's or M's own subgroup weight s q can. (The challenge hash would refuse c = 1:
+    # _batch_ok is the batch's algebra alone, what a forger who could aim c would face.)
+    secret = rand_q()
+    ct = encrypt(1, rand_q(), K)
+
+    def statement(key_factor: mpz, share_factor: mpz) -> ShareStatement:
+        u = rand_q()
+        a, b = g_pow_p(u) * gmpy2.invert(key_factor, P) % P, gmpy2.powmod(ct.pad, u, P)
+        proof = ChaumPedersenProof(a, b * gmpy2.invert(share_factor, P) % P, mpz(1), (u + secret) % Q)
+        m = gmpy2.powmod(ct.pad, secret, P) * share_factor % P
+        return ShareStatement("share", ct, g_pow_p(secret) * key_factor % P, m, proof)
+
+    good = [statement(mpz(1), mpz(1)) for _ in range(6)]
+    assert _batch_ok(good, targets_checked=True)
+    z = _order_r_element()
+    for bad in (statement(z, mpz(1)), statement(mpz(1), z)):
+        for _ in range(4):
+            assert not _batch_ok([*good, bad], targets_checked=True)
 
 
 @RESIDUE_MODES
