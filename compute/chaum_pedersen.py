@@ -45,7 +45,6 @@ checked one by one, so that every bad share is named.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +57,9 @@ from compute.fixedbase import cached_pow
 from compute.group import from_hex, g_pow_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
 from compute.multiexp import multiexp_checking_residues
+from compute.weights import WEIGHT_BITS, weight
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"
-_WEIGHT_BITS = 64
 
 
 @dataclass(slots=True)
@@ -125,10 +124,6 @@ def partial_decrypt(
 # --- batch verification -------------------------------------------------------------------------
 
 
-def _weight() -> int:
-    return secrets.randbits(_WEIGHT_BITS)
-
-
 def combination_holds(
     equations: dict[int, list[Any]], members: Iterable[mpz], residues: Sequence[mpz], g_exponent: int
 ) -> bool:
@@ -144,11 +139,11 @@ def combination_holds(
     for x in members:
         key = int(x)
         if key not in subgroup:
-            subgroup[key] = _weight()
+            subgroup[key] = weight()
             equations.setdefault(key, [x, 0])
     bases = [b for b, _ in equations.values()]
     exponents = [e % Q + subgroup.get(key, 0) * Q for key, (_, e) in equations.items()]
-    product = multiexp_checking_residues(bases, exponents, residues, _WEIGHT_BITS)
+    product = multiexp_checking_residues(bases, exponents, residues, WEIGHT_BITS)
     return product is not None and product == cached_pow(G, g_exponent % Q)
 
 
@@ -197,7 +192,7 @@ def _batch_ok(statements: Sequence[ShareStatement], targets_checked: bool = Fals
     equations: dict[int, list[Any]] = {}
     g_exp = 0
     for s in statements:
-        w, t = _weight(), _weight()
+        w, t = weight(), weight()
         p = s.proof
         g_exp += w * p.response
         add_term(equations, s.message.pad, -t * p.response)

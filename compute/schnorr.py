@@ -16,7 +16,6 @@ subgroup). A failing batch is checked proof by proof, so that the problems name 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,9 @@ from compute.chaum_pedersen import add_term, combination_holds
 from compute.constants import P, Q
 from compute.group import from_hex, g_pow_p, in_p, in_q, is_valid_residue, pow_p, rand_q, to_hex
 from compute.hashing import hash_elems
+from compute.weights import weight
 
 SECRET_VALUE_USAGE = "Prove knowledge of secret value"
-_WEIGHT_BITS = 64
 
 
 @dataclass(slots=True)
@@ -93,7 +92,7 @@ def _batch_holds(proofs: Sequence[SchnorrProof]) -> bool:
     equations: dict[int, list[Any]] = {}
     g_exp = 0
     for p in proofs:
-        w = secrets.randbits(_WEIGHT_BITS)
+        w = weight()
         g_exp += w * p.response
         add_term(equations, p.commitment, w)
         add_term(equations, p.public_key, w * p.challenge)

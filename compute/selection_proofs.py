@@ -14,7 +14,6 @@ argument and the fallback that names the bad ballot.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +26,11 @@ from compute.fixedbase import cached_pow, encryption_pow, fixed_pow
 from compute.group import FieldError, g_pow_p, hex_field, int_field, is_valid_residue, to_hex
 from compute.hashing import hash_elems
 from compute.multiexp import MAX_WINDOW, multiexp_checking_residues
+from compute.weights import WEIGHT_BITS, weight
 
 SELECTION_VALUE_USAGE = "Prove selection's value (0 or 1)"
 SELECTION_LIMIT_USAGE = "Prove value within selection's limit"
-RANDOM_BITS = 64  # batch soundness: a bad proof survives with probability <= 2^-64
+RANDOM_BITS = WEIGHT_BITS  # batch soundness: a bad proof survives with probability <= 2^-64
 
 
 def nonces(seed: mpz, *headers: Any) -> mpz:
@@ -254,7 +254,7 @@ class ProofBatch:
 
     def _subgroup(self, x: mpz) -> None:
         if x not in self.sub_terms:
-            self.sub_terms[x] = secrets.randbits(RANDOM_BITS)
+            self.sub_terms[x] = weight()
 
     def _long(self, x: mpz, e: int) -> None:
         self.long_terms[x] = self.long_terms.get(x, 0) + e
@@ -313,7 +313,7 @@ class ProofBatch:
         alpha, beta = message.pad, message.data
         c0, c1 = proof.proof_zero_challenge, proof.proof_one_challenge
         v0, v1 = proof.proof_zero_response, proof.proof_one_response
-        r1, r2, r3, r4 = (secrets.randbits(RANDOM_BITS) for _ in range(4))
+        r1, r2, r3, r4 = weight(), weight(), weight(), weight()
         self.short_bases += (
             proof.proof_zero_pad,
             proof.proof_one_pad,
@@ -343,7 +343,7 @@ class ProofBatch:
             if err:
                 return err
         c, v, L = proof.challenge, proof.response, proof.constant
-        t1, t2 = secrets.randbits(RANDOM_BITS), secrets.randbits(RANDOM_BITS)
+        t1, t2 = weight(), weight()
         self.short_bases += (proof.pad, proof.data)
         self.short_exps += (t1, t2)
         # A^(t1 c) = prod alpha_s^(t1 c): folded into the selection bases, so (A, B) cost nothing

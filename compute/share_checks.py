@@ -5,7 +5,6 @@ from the missing guardian's published commitments, and M_j = prod_l M_{j,l}^w_l,
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +21,7 @@ from compute.decryption_target import target_of
 from compute.guardian import ElectionPublicKey, GuardianRecord
 from compute.multiexp import choose_window, multiexp_checking_residues, product_of_powers
 from compute.tally import CiphertextTally
-
-_WEIGHT_BITS = 64  # a false batch passes with probability <= 2^-64 per multi-exponentiation
+from compute.weights import WEIGHT_BITS, weights
 
 
 def share_statements(
@@ -114,19 +112,19 @@ def reconstruction_problems(claims: Sequence[Reconstruction], parts_checked: boo
             groups.setdefault(tuple(sorted((g, int(w)) for g, w in c.weights.items())), []).append(c)
     for key, group in groups.items():
         elements = [x for c in group for x in (c.share, *c.parts.values())]
-        r = [secrets.randbits(_WEIGHT_BITS) for _ in group]
+        r = weights(len(group))
         window = choose_window(r)
         if any(not 0 < x < P for x in elements):
             bad += [c.label for c in group if not _reconstruction_holds(c)]
             continue
         shares = [c.share for c in group]
-        right = multiexp_checking_residues(shares, r, shares, _WEIGHT_BITS, window)
+        right = multiexp_checking_residues(shares, r, shares, WEIGHT_BITS, window)
         left: mpz | None = ONE if right is not None else None
         for g, w in key:
             if left is None:  # a non-residue already: the claims are checked one by one below
                 break
             parts = [c.parts[g] for c in group]
-            part = multiexp_checking_residues(parts, r, [] if parts_checked else parts, _WEIGHT_BITS, window)
+            part = multiexp_checking_residues(parts, r, [] if parts_checked else parts, WEIGHT_BITS, window)
             left = None if part is None else left * gmpy2.powmod(part, w, P) % P
         if right is None or left is None or left != right:
             bad += [c.label for c in group if not _reconstruction_holds(c)]

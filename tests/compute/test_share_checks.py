@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import secrets
-from types import SimpleNamespace
 
 import pytest
 from gmpy2 import mpz
@@ -57,7 +56,7 @@ def test_a_false_claim_hidden_by_a_twisted_part_is_the_callers_once_it_says_the_
     for _ in range(8):
         assert reconstruction_problems(claims) == ["claim 7"]
     monkeypatch.setattr(
-        "compute.share_checks.secrets", SimpleNamespace(randbits=lambda bits: 2 * secrets.randbits(bits - 1))
+        "compute.share_checks.weights", lambda n: [2 * secrets.randbits(63) for _ in range(n)]
     )
     assert reconstruction_problems(claims) == ["claim 7"]
     assert reconstruction_problems(claims, parts_checked=True) == []
