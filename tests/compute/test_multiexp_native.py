@@ -244,8 +244,9 @@ def test_grouped_residues_refuse_one_non_residue_in_any_bucket(window: int):
     for d in range(1, 1 << window):
         weights = [d, secrets.randbits(64), secrets.randbits(64)]
         assert native.multiexp([P - x, y, z], weights, P, window, MAX_WINDOW, 64) is None, d
-        assert me._pippenger_python([P - x, y, z], weights, P, window, 64) is None, d
         assert native.multiexp([x, y, z], weights, P, window, MAX_WINDOW, 64) is not None, d
+        if d % 7 == 1:  # the oracle on a sample of the digits (it takes 20 ms a call at 8 bits)
+            assert me._pippenger_python([P - x, y, z], weights, P, window, 64) is None, d
 
 
 def test_grouped_residues_cancel_only_where_the_weights_are_not_independent():
