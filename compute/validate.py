@@ -99,13 +99,14 @@ from compute.selection_proofs import (
 
 AnyBallot = SubmittedBallot | CiphertextBallot
 
-# Selections per proof batch where a task streams ballots (the tally chunk task; the verify job and
-# ``record verify`` may use it too): the batch's multi-exponentiation costs about 132 multiplies per
-# selection at 1,200 selections (the tally's database pages of about 120 ten-selection ballots), 99 at
-# 10,000 and 82 at 40,000 (``compute.multiexp.multiplies``; ``docs/batch-verification.md``). Memory bound:
-# decoded ballots take about 5.2 KiB per selection and the batch's terms and buckets about 2.1 KiB more,
-# so 10,000 selections hold about 75 MiB beside the task's own.
-VALIDATION_BATCH_SELECTIONS = 10_000
+# Selections per proof batch in the tally chunk task (bridge/tasks/tally.py), which streams its ballots: the
+# batch's multi-exponentiation costs about 132 multiplies per selection at 1,200 selections (the tally's
+# database pages of about 120 ten-selection ballots), 97 at 10,000, 85 at 30,000 and 82 at 40,000
+# (``compute.multiexp.multiplies``; ``docs/batch-verification.md#batch-sizes-and-windows``). 30,000 is a
+# default chunk (2,500 ballots) of 12 selections. Memory bound: a process validating and accumulating a
+# chunk grew 5.1 KiB a selection of the batch (peak RSS 192 MiB at 10,000, 293 MiB at 30,000), about 150
+# MiB beside the task's own at 30,000; ``Settings.task_memory_mb`` declares the whole task's peak.
+VALIDATION_BATCH_SELECTIONS = 30_000
 
 
 def selection_count(ballot: AnyBallot) -> int:

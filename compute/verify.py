@@ -71,15 +71,18 @@ from compute.record import (
 )
 from compute.share_checks import Reconstruction, reconstruction_problems
 from compute.tally import TallyError, accumulate, new_tally
-from compute.validate import VALIDATION_BATCH_SELECTIONS, selection_count, validate_ballots
+from compute.validate import selection_count, validate_ballots
 
 # (and of each tracking code, for the shared-code check: 8 bytes per ballot)
 BATCH = 200  # ballots checked together in one process (a few MB of decoded ballots)
 UNIT_MAX_BALLOTS = 1000  # unit_ballots' ceiling, for ballots of very few selections
+# Selections per unit and per proof group: a unit holds its files and decoded ballots, about 15 KiB a
+# selection, three times what a tally task holds per selection of its batch (compute.validate)
+UNIT_SELECTIONS = 10_000
 
 
 def unit_ballots(internal: InternalManifest) -> int:
-    """Ballots per unit of ``verify_source`` when its caller names none: ``VALIDATION_BATCH_SELECTIONS``
+    """Ballots per unit of ``verify_source`` when its caller names none: ``UNIT_SELECTIONS``
     selections of the largest ballot the manifest allows (every contest, placeholders included), between
     ``BATCH`` and ``UNIT_MAX_BALLOTS`` ballots. A unit holds its files and decoded ballots, about 15 KiB a
     selection (peak RSS, benchmarks/bench_record_verify.py): 10,000 selections are about 150 MiB beside the
@@ -89,18 +92,18 @@ def unit_ballots(internal: InternalManifest) -> int:
     per_ballot = sum(
         len(c.description.ballot_selections) + len(c.placeholder_selections) for c in internal.contests
     )
-    return max(BATCH, min(UNIT_MAX_BALLOTS, VALIDATION_BATCH_SELECTIONS // max(1, per_ballot)))
+    return max(BATCH, min(UNIT_MAX_BALLOTS, UNIT_SELECTIONS // max(1, per_ballot)))
 
 
 def proof_group(ballots: Sequence[SubmittedBallot], workers: int = 1) -> int:
     """Ballots per proof batch in ``RecordCheck.check_ballots``: one batch per thread (a whole unit in one
-    group would use one core), each of up to ``VALIDATION_BATCH_SELECTIONS`` selections (at least 256
+    group would use one core), each of up to ``UNIT_SELECTIONS`` selections (at least 256
     ballots, the earlier fixed cap): a larger batch costs fewer multiplies per selection. Its terms take
     about 2.1 KiB a selection beside the unit's ballots, which are held anyway. Measured with
     benchmarks/bench_record_verify.py on a 2,000-ballot record of 6 selections a ballot, units of 1,000
     ballots on one core: 8.9 s in one group of 1,000 against 9.9 s in groups of 250."""
     per_ballot = max((selection_count(b) for b in ballots), default=1)
-    cap = max(256, VALIDATION_BATCH_SELECTIONS // max(1, per_ballot))
+    cap = max(256, UNIT_SELECTIONS // max(1, per_ballot))
     return max(1, min(cap, -(-len(ballots) // max(1, workers))))
 
 

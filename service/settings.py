@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # Measured: a chunk task's whole Ray worker peaks at 201 to 286 MiB RSS (benchmarks/README.md; the
     # chunk's own share about 54 MiB above the worker's baseline); ballots are streamed in batches of at
     # most 4 MiB, so the peak does not grow with the chunk or election. Ray uses this for admission only.
-    task_memory_mb: int = Field(default=256, ge=64, description="Ray memory= per chunk task (admission)")
+    task_memory_mb: int = Field(default=384, ge=64, description="Ray memory= per chunk task (admission)")
     max_in_flight: int = Field(default=4, ge=1, description="Chunk tasks a bridge keeps in flight")
     # A chunk of the default size takes seconds to a minute (benchmarks/README.md); one that runs for an
     # hour is hung (a call that never returns), and its renewed lease would hold its job for ever.

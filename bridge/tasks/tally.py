@@ -36,8 +36,9 @@ def run(ctx: ChunkContext) -> Outcome:
     tally = new_tally(internal)
     failures: list[str] = []
     # Database pages are bounded in bytes (about 120 ten-selection ballots); proofs are checked in
-    # batches of VALIDATION_BATCH_SELECTIONS, several pages, where the multi-exponentiation costs a
-    # quarter fewer multiplies per selection (the memory bound is in compute/validate.py).
+    # batches of VALIDATION_BATCH_SELECTIONS (a default chunk of 12-selection ballots), many pages, where
+    # the multi-exponentiation costs a third fewer multiplies per selection than one page's (the memory
+    # bound is in compute/validate.py).
     pending: list[SubmittedBallot] = []
     selections = 0
 
