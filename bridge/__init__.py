@@ -30,6 +30,7 @@ Module map (each small, one job):
                     (shares from an escrowed key), ``share_check`` (shares a guardian uploaded), ``combine``,
                     ``verify`` (a VERIFY job's units); ``common`` loads what every body needs
 - ``verify``        ``record verify`` on Ray: a record's ballot files checked in chunks, one task each
+- ``verify_unit``   its Ray task, in a module of its own so that a worker imports Ray and ``compute`` only
 - ``worker_memory`` hands a Ray worker's freed heap back to the system after each task (glibc)
 - ``ray_runtime``   connect to a Ray cluster by address, or start a local one of our own
 - ``probe``         at start, every Ray node must hold this service's server secret and version

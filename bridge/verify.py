@@ -35,7 +35,7 @@ import ray
 
 from bridge.error_text import describe_error
 from bridge.ray_runtime import ensure_ray
-from bridge.worker_memory import release_freed_memory
+from bridge.verify_unit import verify_unit
 from compute.verify import FailedChunk, Outcome, Unit
 from service.jobs.transitions import Policy
 from service.settings import Settings
@@ -47,37 +47,10 @@ log = logging.getLogger(__name__)
 CHUNK_BALLOTS = 200
 IN_FLIGHT_BYTES = 96 * 2**20
 
-# One RecordCheck per worker process, for the record being verified (by its header's digest).
-_checks: dict[str, Any] = {}
-
-
-def _check_for(key: str, header: dict[str, Any]) -> Any:
-    from compute.record import header_from_files
-    from compute.verify import RecordCheck
-
-    if key not in _checks:
-        _checks.clear()
-        _checks[key] = RecordCheck(header_from_files(header))
-    return _checks[key]
-
-
-@ray.remote
-def _verify_unit(
-    key: str, header: dict[str, Any], unit: Unit, items: list[tuple[str, bytes, bytes | None]]
-) -> Any:
-    from compute.verify import check_unit
-
-    try:
-        return check_unit(_check_for(key, header), unit, items)
-    finally:
-        release_freed_memory()
-
 
 def _submit(key: str, header_ref: Any, unit: Unit, items_ref: Any) -> Any:
     # Ray's retries off, as the executor's: a failed attempt comes back to the driver, which retries it.
-    return _verify_unit.options(max_retries=0, retry_exceptions=False).remote(
-        key, header_ref, unit, items_ref
-    )
+    return verify_unit.options(max_retries=0, retry_exceptions=False).remote(key, header_ref, unit, items_ref)
 
 
 @dataclass

@@ -102,7 +102,7 @@ def _dying(chunk: int, deaths: Path, times: int) -> Any:
     def body(key: str, header: dict[str, Any], unit: Any, items: Any) -> Any:
         import os
 
-        from bridge.verify import _check_for
+        from bridge.verify_unit import check_for
         from compute.verify import check_unit
 
         if unit.chunk is not None and unit.chunk.number == chunk:
@@ -110,7 +110,7 @@ def _dying(chunk: int, deaths: Path, times: int) -> Any:
             if died < times:
                 deaths.write_text(str(died + 1))
                 os._exit(1)
-        return check_unit(_check_for(key, header), unit, items)
+        return check_unit(check_for(key, header), unit, items)
 
     return body
 
@@ -119,7 +119,7 @@ def test_a_unit_whose_worker_dies_once_is_retried_by_our_policy(
     record: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deaths = tmp_path / "deaths"
-    monkeypatch.setattr("bridge.verify._verify_unit", _dying(2, deaths, times=1))
+    monkeypatch.setattr("bridge.verify.verify_unit", _dying(2, deaths, times=1))
     policy = Policy(max_attempts=3, backoff_seconds=0.0)
     outcome = verify_on_ray(Settings(), record, chunk_ballots=4, policy=policy)
     assert outcome.problems == [] and outcome.failed_chunks == []
@@ -131,7 +131,7 @@ def test_a_unit_whose_worker_dies_at_every_attempt_is_named_as_failed(
     record: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deaths = tmp_path / "deaths"
-    monkeypatch.setattr("bridge.verify._verify_unit", _dying(2, deaths, times=99))
+    monkeypatch.setattr("bridge.verify.verify_unit", _dying(2, deaths, times=99))
     policy = Policy(max_attempts=2, backoff_seconds=0.0)
     outcome = verify_on_ray(Settings(), record, chunk_ballots=4, policy=policy)
     # Our attempts exactly: Ray ran each attempt once (its retries are off), and nobody else retried it.
