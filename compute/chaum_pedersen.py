@@ -143,7 +143,9 @@ def combination_holds(
             equations.setdefault(key, [x, 0])
     bases = [b for b, _ in equations.values()]
     exponents = [e % Q + subgroup.get(key, 0) * Q for key, (_, e) in equations.items()]
-    product = multiexp_checking_residues(bases, exponents, residues, WEIGHT_BITS)
+    # distinct values only: one symbol each where they are taken per element (a key recurs in every share)
+    distinct = list({int(x): x for x in residues}.values())
+    product = multiexp_checking_residues(bases, exponents, distinct, WEIGHT_BITS)
     return product is not None and product == cached_pow(G, g_exponent % Q)
 
 
