@@ -155,7 +155,7 @@ static int bucket_is_residue(const Mont *M, const mp_limb_t *bucket) {
 }
 
 /* Windows of at least this many bits check their buckets' residues by groups, as compute/multiexp.py
- * (_residue_groups) does: the buckets sharing the digit's high half are a range of the running product's
+ * (_residues_hold) does: the buckets sharing the digit's high half are a range of the running product's
  * (the symbols of the running product at each multiple of 2^low), and those sharing its low half are
  * multiplied together (about 2^c multiplies), 2^high + 2^low symbols in all instead of 2^c - 1
  * (docs/batch-verification.md#jacobi-symbols-by-bucket). Below it one symbol per bucket is cheaper. */

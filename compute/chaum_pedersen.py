@@ -45,7 +45,7 @@ checked one by one, so that every bad share is named.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,16 +125,19 @@ def partial_decrypt(
 
 
 def combination_holds(
-    equations: dict[int, list[Any]], members: Iterable[mpz], residues: Sequence[mpz], g_exponent: int
+    equations: dict[int, list[Any]], commitments: Sequence[mpz], members: Sequence[mpz], g_exponent: int
 ) -> bool:
     """One multi-exponentiation for a batch: prod x^(e_x mod q + s_x q) = g^g_exponent, where
     ``equations`` maps each distinct base (by value) to ``[base, e_x]``, its weighted equations' exponent
-    arranged on this side, and every one of ``members`` gets its own subgroup weight s_x (module docstring,
-    step 3). ``residues`` are the elements that must be quadratic residues: each must be a base whose
-    exponent's low 64 bits are an independent uniform weight (a commitment's own weight, a member's s_x q)
-    or an element of the order-q subgroup already, so that the buckets can vouch for them
-    (``multiexp_checking_residues``). Reducing e_x mod q is exact for a base in C_q, which every base with
-    more than a commitment's weight must be (a member, g, or a target the caller vouches for)."""
+    arranged on this side (``add_term``), and every one of ``members`` gets its own subgroup weight s_x
+    (module docstring, step 3). The commitments and the members must be in (0, p) and quadratic residues:
+    a commitment's exponent is its own unreduced weight, a member's low 64 bits are s_x q, so the buckets
+    can vouch for them (``multiexp_checking_residues``). Reducing e_x mod q is exact for a base in C_q,
+    which every base with more than a commitment's weight must be (a member, or a target the caller
+    vouches for)."""
+    residues = [*commitments, *members]
+    if any(not 0 < x < P for x in residues):
+        return False
     subgroup: dict[int, int] = {}
     for x in members:
         key = int(x)
@@ -189,8 +192,6 @@ def _batch_ok(statements: Sequence[ShareStatement], targets_checked: bool = Fals
         members = [x for s in statements for x in (s.public_key, s.share)]
     else:
         members = [x for s in statements for x in (s.message.pad, s.message.data, s.public_key, s.share)]
-    if any(not 0 < x < P for x in commitments) or any(not 0 < x < P for x in members):
-        return False
     equations: dict[int, list[Any]] = {}
     g_exp = 0
     for s in statements:
@@ -202,7 +203,7 @@ def _batch_ok(statements: Sequence[ShareStatement], targets_checked: bool = Fals
         add_term(equations, s.public_key, w * p.challenge)
         add_term(equations, p.data, t)
         add_term(equations, s.share, t * p.challenge)
-    return combination_holds(equations, members, commitments + members, g_exp)
+    return combination_holds(equations, commitments, members, g_exp)
 
 
 def _find_bad(

@@ -30,7 +30,6 @@ from compute.weights import WEIGHT_BITS, weight
 
 SELECTION_VALUE_USAGE = "Prove selection's value (0 or 1)"
 SELECTION_LIMIT_USAGE = "Prove value within selection's limit"
-RANDOM_BITS = WEIGHT_BITS  # batch soundness: a bad proof survives with probability <= 2^-64
 
 
 def nonces(seed: mpz, *headers: Any) -> mpz:
@@ -219,8 +218,8 @@ def batch_window(short_terms: int, long_terms: int = 0, long_bits: int = 256) ->
     exponent for each of 15 widths, about a tenth of a batch's time when it is not given the window."""
 
     def cost(c: int) -> float:
-        digits = short_terms * -(-RANDOM_BITS // c) + long_terms * -(-long_bits // c)
-        nwin = -(-(long_bits if long_terms else RANDOM_BITS) // c)
+        digits = short_terms * -(-WEIGHT_BITS // c) + long_terms * -(-long_bits // c)
+        nwin = -(-(long_bits if long_terms else WEIGHT_BITS) // c)
         return digits * (1 - 2.0**-c) + nwin * (2 ** (c + 1) + c)
 
     return min(range(2, MAX_WINDOW + 1), key=cost)
@@ -367,11 +366,11 @@ class ProofBatch:
         if not self.short_bases and not self.long_terms:
             return True
         cts = list(dict.fromkeys([*self.long_terms, *self.sub_terms]))
-        window = batch_window(len(self.short_bases), len(cts), 256 + RANDOM_BITS)
+        window = batch_window(len(self.short_bases), len(cts), 256 + WEIGHT_BITS)
         bases = self.short_bases + cts
         long, sub = self.long_terms, self.sub_terms
         exps = self.short_exps + [long.get(x, 0) % Q + sub.get(x, 0) * Q for x in cts]
-        lhs = multiexp_checking_residues(bases, exps, bases, RANDOM_BITS, window, by_buckets)
+        lhs = multiexp_checking_residues(bases, exps, bases, WEIGHT_BITS, window, by_buckets)
         if lhs is None:
             return False
         # two exponentiations per batch: a table only if the process has one (an encrypting API process)
